@@ -1,0 +1,32 @@
+"""How a published event travels to every worker's Hub.
+
+A backplane has two jobs (as python-socketio's pub/sub managers): `publish` an already
+serialised event for a room, and bring every publish back to this worker's Hub, this worker's
+own included, so that each client gets each event exactly once. With one worker that is a
+direct hand-over; Redis pub/sub joins several workers (REDIS_URL).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .hub import Hub
+
+
+class Backplane(Protocol):
+    def publish(self, room: str, event: bytes) -> None: ...
+
+    @property
+    def healthy(self) -> bool: ...
+
+
+class MemoryBackplane:
+    """One worker: a publish goes straight into this worker's Hub."""
+
+    healthy = True
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    def publish(self, room: str, event: bytes) -> None:
+        self._hub.publish(room, event)

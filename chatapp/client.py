@@ -1,0 +1,277 @@
+"""One WebSocket client: its bounded send queue, its reader and its writer.
+
+Greenlets of a connection:
+- the reader is the greenlet gunicorn gave the upgrade request. `read_pump` is the only code
+  that reads the socket and the only caller of wsproto's `receive_data`.
+- the writer is spawned by `start_writer`. `_write_pump` is the only code that writes the
+  socket (events, pings, pongs, the close frame) and the only caller of wsproto's `send`.
+  gevent's `sendall` loops until every byte is out, and nobody else writes, so frames are
+  whole and never interleaved (simple-websocket's `send` uses a bare `sock.send`, which can
+  write part of a frame to a slow client, and its own thread writes pongs beside the app;
+  we use neither: see realtime.py).
+
+State and its owners:
+- `_queue`: items are put by the Hub (fan-out), by `send` (to this client only) from any
+  greenlet, and by the reader (pongs); only the writer takes them. Bounded: a put that
+  finds it full means the client reads too slowly, and it is closed with 1013.
+- `rooms`: the Hub's (hub.py). `data`: the app's handlers, for their own per-connection state.
+- `_close_request`: set once, by any greenlet, through `close`; read by the writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+from collections.abc import Callable
+from time import monotonic
+from typing import Any
+
+import gevent
+from gevent.event import Event
+from gevent.queue import Empty, Full, Queue
+from wsproto.connection import Connection as WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+
+from .config import Config
+from .hub import Batch
+from .protocol import CloseCode, ErrorCode, encode, error_event, text_frame
+
+log = logging.getLogger(__name__)
+
+RECV_BYTES = 65536
+CLOSE_TIMEOUT = 2.0  # seconds to wait for the peer's close frame after ours
+_WAKE = object()  # a queue item that only wakes the writer, so it sees a close request
+
+
+class _Pong:
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+
+class WriteTimeout(Exception):
+    """A write did not finish within WRITE_TIMEOUT."""
+
+
+class Connection:
+    def __init__(
+        self,
+        sock: socket.socket,
+        ws: WSConnection,
+        config: Config,
+        args: dict[str, str],
+        remote_addr: str,
+    ) -> None:
+        self.id = "c" + secrets.token_hex(6)
+        self.args = args  # the handshake's query parameters
+        self.remote_addr = remote_addr
+        self.rooms: set[str] = set()
+        self.data: dict[str, Any] = {}
+        self.last_seen = monotonic()  # when the peer last sent anything (reader writes it)
+        self._sock = sock
+        self._ws = ws
+        self._config = config
+        self._queue: Queue = Queue(config.send_queue_size)
+        self._greeting: list[Batch] | None = []  # sends made before the writer starts go first
+        self._close_request: tuple[int, str, bytes | None] | None = None
+        self._peer_closed = Event()
+        self._writer: gevent.Greenlet | None = None
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id} {self.remote_addr}>"
+
+    # -- any greenlet -----------------------------------------------------------------------
+    def offer(self, batch: Batch) -> bool:
+        """Queue `batch` without blocking. False when the queue was full: the client is then
+        closing with 1013 (too slow) and should be forgotten by its rooms."""
+        try:
+            if self._greeting is None:
+                self._queue.put_nowait(batch)
+            elif len(self._greeting) < self._config.send_queue_size:
+                self._greeting.append(batch)
+            else:
+                raise Full
+        except Full:
+            self.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.TOO_SLOW, "you read too slowly")
+            return False
+        return True
+
+    def send(self, event: dict[str, Any]) -> None:
+        """Send one event to this client only."""
+        self.offer(Batch([encode(event)]))
+
+    def error(self, code: ErrorCode, detail: str) -> None:
+        self.send(error_event(code, detail))
+
+    def close(self, code: int, error: ErrorCode | None = None, detail: str = "") -> None:
+        """End the connection: the writer sends what is queued (nothing when the client was too
+        slow), then the `error` event if given, then a close frame with `code` and `detail`.
+        The first request wins."""
+        if self._close_request is not None:
+            return
+        farewell = encode(error_event(error, detail)) if error is not None else None
+        self._close_request = (code, detail, farewell)
+        if code == CloseCode.TRY_AGAIN_LATER:
+            while not self._queue.empty():  # the client cannot take them anyway
+                self._queue.get_nowait()
+            if self._greeting:
+                self._greeting.clear()
+        if self._greeting is not None:
+            return  # the writer has not started; it will see the request first thing
+        try:
+            self._queue.put_nowait(_WAKE)
+        except Full:
+            pass  # the writer is busy with a full queue and will see the request after it
+
+    @property
+    def closing(self) -> bool:
+        return self._close_request is not None
+
+    @property
+    def close_reason(self) -> tuple[int, str] | None:
+        """The close code and reason asked for (by us, or echoed to the peer), if any."""
+        return None if self._close_request is None else self._close_request[:2]
+
+    # -- the writer greenlet ------------------------------------------------------------------
+    def start_writer(self) -> None:
+        """Start the writer; what was sent before this goes out first, in one frame."""
+        greeting, self._greeting = self._greeting or [], None
+        self._writer = gevent.spawn(self._write_pump, greeting)
+
+    def _write_pump(self, greeting: list[Batch]) -> None:
+        """The writer: the only code that writes this socket. Ends after the close frame, on a
+        write error or timeout, or when the peer has been silent too long; then it shuts the
+        socket down so the reader wakes up too."""
+        try:
+            self._write_loop(greeting)
+        except (OSError, WriteTimeout) as exc:
+            log.debug("%r: write failed: %r", self, exc)
+        except Exception:
+            log.exception("%r: writer failed", self)
+        finally:
+            self._shutdown_socket()
+
+    def _write_loop(self, greeting: list[Batch]) -> None:
+        config, queue = self._config, self._queue
+        silence_limit = config.ping_interval + config.pong_timeout
+        next_ping = monotonic() + config.ping_interval
+        items: list[object] = list(greeting)
+        while True:
+            if not items and self._close_request is None:
+                try:
+                    items.append(queue.get(timeout=max(next_ping - monotonic(), 0.0)))
+                except Empty:
+                    pass
+            for _ in range(queue.qsize()):
+                items.append(queue.get_nowait())
+            data = self._render(items)
+            now = monotonic()
+            if now >= next_ping:
+                if now - self.last_seen > silence_limit:
+                    log.info("%r: no answer for %.0f s, dropping", self, now - self.last_seen)
+                    return
+                if self._ws.state is ConnectionState.OPEN:
+                    data += self._ws.send(Ping())
+                next_ping = now + config.ping_interval
+            request = self._close_request
+            if request is not None and queue.empty():
+                code, detail, farewell = request
+                if farewell is not None:
+                    data += text_frame(farewell)
+                if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+                    data += self._ws.send(CloseConnection(code, detail or None))
+                self._write(data)
+                self._peer_closed.wait(CLOSE_TIMEOUT)
+                return
+            if data:
+                self._write(data)
+            items = []
+
+    def _render(self, items: list[object]) -> bytes:
+        """Turn queued items into bytes: all events in one frame (one line each), then pongs."""
+        batches = [item for item in items if type(item) is Batch]
+        if len(batches) == 1:
+            data = batches[0].frame  # framed once for every member of the room
+        elif batches:
+            data = text_frame(b"\n".join(batch.payload for batch in batches))
+        else:
+            data = b""
+        for item in items:
+            if type(item) is _Pong and self._ws.state is ConnectionState.OPEN:
+                data += self._ws.send(Pong(item.payload))
+        return data
+
+    def _write(self, data: bytes) -> None:
+        with gevent.Timeout(self._config.write_timeout, WriteTimeout):
+            self._sock.sendall(data)
+
+    def _shutdown_socket(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already gone
+
+    # -- the reader (the request's greenlet) --------------------------------------------------------
+    def read_pump(self, on_message: Callable[[Connection, str | bytes], None]) -> None:
+        """The reader: the only code that reads this socket. Hands each whole message to
+        `on_message`; answers pings through the writer; returns when the connection is over."""
+        sock, ws, limit = self._sock, self._ws, self._config.max_frame_bytes
+        parts: list[Any] = []
+        size = 0
+        while True:
+            try:
+                data = sock.recv(RECV_BYTES)
+            except OSError:
+                data = b""
+            if not data:
+                self._peer_closed.set()
+                self.close(CloseCode.NORMAL)
+                return
+            self.last_seen = monotonic()
+            gevent.sleep(0)  # a client sending fast must not keep the Hub and writers waiting
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, (TextMessage, BytesMessage)):
+                    if self.closing:
+                        continue  # closing: only the peer's close frame matters now
+                    chunk = event.data
+                    size += len(chunk) if isinstance(chunk, bytes | bytearray) else len(chunk.encode())
+                    if size > limit:
+                        self.close(CloseCode.TOO_BIG, ErrorCode.TOO_BIG, f"a message may hold at most {limit} bytes")
+                        continue
+                    parts.append(chunk)
+                    if event.message_finished:
+                        message = "".join(parts) if isinstance(event, TextMessage) else b"".join(parts)
+                        parts, size = [], 0
+                        on_message(self, message)
+                elif isinstance(event, Ping):
+                    self._control(_Pong(event.payload))
+                elif isinstance(event, CloseConnection):
+                    if ws.state is ConnectionState.OPEN:
+                        # wsproto found a protocol violation; event.code says which (1002, 1007).
+                        # RFC 6455 7.1.7: fail the connection, without waiting for an answer.
+                        self._peer_closed.set()
+                        self.close(event.code, detail=event.reason or "protocol error")
+                        return
+                    self._peer_closed.set()
+                    self.close(event.code, detail=event.reason or "")  # our answer, if not sent yet
+                    return
+
+    def _control(self, item: _Pong) -> None:
+        if self._greeting is not None or self.closing:
+            return
+        try:
+            self._queue.put_nowait(item)
+        except Full:
+            self.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.TOO_SLOW, "you read too slowly")
+
+    def end(self) -> None:
+        """After the reader has returned: let the writer finish (bounded), then drop the socket."""
+        self.close(CloseCode.NORMAL)
+        if self._writer is not None:
+            self._writer.join(self._config.write_timeout + CLOSE_TIMEOUT)
+            self._writer.kill(block=False)
+        self._shutdown_socket()

@@ -1,0 +1,143 @@
+"""Configuration: every setting comes from one environment variable, read and checked here once.
+
+A bad value stops start-up with a message that names the variable (ConfigError), so an operator
+never meets a worker that boots and then misbehaves.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot work; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of one app. Field names are the variable names in lower case."""
+
+    port: int = 8000
+    redis_url: str | None = None
+    database_path: str | None = None  # None: chat.sqlite3 in Flask's instance folder
+    allowed_origins: tuple[str, ...] = ()  # besides the page's own host
+    max_message_chars: int = 2000
+    max_frame_bytes: int = 16384
+    history_limit: int = 1000
+    history_on_join: int = 50
+    send_queue_size: int = 256
+    # The writer pings every PING_INTERVAL seconds (under the 55 s idle timeout of PaaS
+    # routers); a peer silent for PING_INTERVAL + PONG_TIMEOUT is taken as gone.
+    ping_interval: float = 25.0
+    pong_timeout: float = 20.0
+    write_timeout: float = 10.0
+    rate_limit: int = 20  # chat messages per 10 s per connection
+    chat_api_token: str | None = None
+    secret_key: str | None = None
+    log_level: str = "INFO"
+    chat_echo_route: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """Read every setting from `environ` (default: os.environ); unset or empty means default."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            name = field.name.upper()
+            raw = environ.get(name, "").strip()
+            if not raw:
+                continue
+            parse = _PARSERS[field.name]
+            try:
+                values[field.name] = parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name}={raw!r}: {exc}") from None
+        config = cls(**values)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Raise ConfigError, naming the variable, for values that parse but cannot work."""
+        for name, low in (
+            ("port", 1),
+            ("max_message_chars", 1),
+            ("max_frame_bytes", 64),
+            ("history_limit", 1),
+            ("history_on_join", 0),
+            ("send_queue_size", 1),
+            ("rate_limit", 1),
+        ):
+            if getattr(self, name) < low:
+                raise ConfigError(f"{name.upper()} must be at least {low}")
+        if self.port > 65535:
+            raise ConfigError("PORT must be at most 65535")
+        if self.history_on_join > self.history_limit:
+            raise ConfigError("HISTORY_ON_JOIN must not exceed HISTORY_LIMIT")
+        for name in ("ping_interval", "pong_timeout", "write_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name.upper()} must be a positive number of seconds")
+        if self.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+
+
+def _integer(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+
+
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("expected a number of seconds") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("expected a finite number of seconds")
+    return value
+
+
+def _flag(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected 1 or 0")
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(part.strip().lower().rstrip("/") for part in raw.split(",") if part.strip())
+    for origin in origins:
+        scheme, sep, host = origin.partition("://")
+        if scheme not in {"http", "https"} or not sep or not host or "/" in host:
+            raise ValueError(f"{origin!r} is not an origin like https://chat.example.com")
+    return origins
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "port": _integer,
+    "redis_url": _text,
+    "database_path": _text,
+    "allowed_origins": _origins,
+    "max_message_chars": _integer,
+    "max_frame_bytes": _integer,
+    "history_limit": _integer,
+    "history_on_join": _integer,
+    "send_queue_size": _integer,
+    "ping_interval": _seconds,
+    "pong_timeout": _seconds,
+    "write_timeout": _seconds,
+    "rate_limit": _integer,
+    "chat_api_token": _text,
+    "secret_key": _text,
+    "log_level": str.upper,
+    "chat_echo_route": _flag,
+}

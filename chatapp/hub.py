@@ -1,0 +1,197 @@
+"""The Hub: which connection is in which room, and the fan-out of events to them.
+
+Concurrency story (one worker process, gevent greenlets, no threads):
+
+- One Hub greenlet runs `Hub.run`. It is the only code that changes `rooms`, `connections`
+  and each connection's `rooms` set, so none of them needs a lock. Everything else asks it
+  through `inbox` (register, unregister, join, leave, publish, shutdown), in order.
+  Other greenlets may read `rooms` (gevent switches only at blocking calls, so a read sees a
+  consistent state), never write it.
+- Each round the Hub takes every command waiting (up to MAX_ROUND). Publishes to one room are
+  joined into one Batch: each event was serialised once by its publisher, the batch is framed
+  once, and every member gets the same bytes object. A membership change first delivers what
+  was published before it, so a joiner never gets older events and a leaver misses none.
+- Delivery never blocks the Hub: `Connection.offer` is a non-blocking put into the client's
+  bounded queue. A full queue means that client reads too slowly: it alone is closed with
+  1013 and taken out of every room at once; the Hub and every other client go on.
+- The client's writer greenlet (client.py) is the only code that writes its socket.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Protocol
+
+from gevent.event import Event
+from gevent.queue import Queue
+
+from .protocol import CloseCode, ErrorCode, text_frame
+
+log = logging.getLogger(__name__)
+
+MAX_ROUND = 512  # commands handled per round: bounds a round's latency and a batch's size
+ACK_TIMEOUT = 5.0  # seconds a joiner waits for the Hub before giving up (the Hub is stuck)
+
+
+class Batch:
+    """Events for one room from one Hub round: the payload is joined once and framed once."""
+
+    __slots__ = ("_frame", "count", "payload")
+
+    def __init__(self, events: list[bytes]) -> None:
+        self.payload = b"\n".join(events)
+        self.count = len(events)
+        self._frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        """The whole WebSocket frame, built by the first writer that needs it."""
+        if self._frame is None:
+            self._frame = text_frame(self.payload)
+        return self._frame
+
+
+class Member(Protocol):
+    """What the Hub needs of a connection (client.Connection)."""
+
+    id: str
+    rooms: set[str]  # owned by the Hub greenlet
+
+    def offer(self, batch: Batch) -> bool: ...
+
+    def close(self, code: CloseCode, error: ErrorCode | None = None, detail: str = "") -> None: ...
+
+
+_REGISTER, _UNREGISTER, _JOIN, _LEAVE, _PUBLISH, _SHUTDOWN = range(6)
+
+
+class HubStuck(RuntimeError):
+    """The Hub did not answer within ACK_TIMEOUT."""
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._inbox: Queue = Queue()  # unbounded: publishers never block on the Hub
+        self.rooms: dict[str, dict[str, Member]] = {}
+        self.connections: dict[str, Member] = {}
+        self.closing = False
+        self.dropped_slow = 0  # clients closed with 1013 since start
+
+    # -- asked from any greenlet ------------------------------------------------------------
+    def register(self, conn: Member) -> None:
+        self._inbox.put((_REGISTER, conn))
+
+    def unregister(self, conn: Member) -> None:
+        self._inbox.put((_UNREGISTER, conn))
+
+    def join(self, conn: Member, room: str) -> None:
+        """Put `conn` in `room`; returns once the Hub has done it, so every event published
+        after this call returns reaches `conn`."""
+        done = Event()
+        self._inbox.put((_JOIN, conn, room, done))
+        if not done.wait(ACK_TIMEOUT):
+            raise HubStuck(f"the hub did not answer a join within {ACK_TIMEOUT} s")
+
+    def leave(self, conn: Member, room: str) -> None:
+        self._inbox.put((_LEAVE, conn, room))
+
+    def publish(self, room: str, event: bytes) -> None:
+        """Deliver one serialised event to every member of `room` (non-blocking)."""
+        self._inbox.put((_PUBLISH, room, event))
+
+    def shutdown(self) -> None:
+        """Close every connection with 1001 and refuse new ones."""
+        self._inbox.put((_SHUTDOWN,))
+
+    def members(self, room: str) -> list[Member]:
+        return list(self.rooms.get(room, {}).values())
+
+    # -- the Hub greenlet ----------------------------------------------------------------------
+    def run(self) -> None:
+        """The Hub greenlet: the only writer of rooms and connections. Never returns."""
+        inbox = self._inbox
+        while True:
+            commands = [inbox.get()]
+            for _ in range(min(inbox.qsize(), MAX_ROUND - 1)):
+                commands.append(inbox.get_nowait())
+            try:
+                self.handle_round(commands)
+            except Exception:  # a bug here must not end delivery for everyone
+                log.exception("hub round failed")
+
+    def handle_round(self, commands: Iterable[tuple]) -> None:
+        pending: dict[str, list[bytes]] = {}
+        for command in commands:
+            op = command[0]
+            if op == _PUBLISH:
+                pending.setdefault(command[1], []).append(command[2])
+                continue
+            if op == _JOIN or op == _LEAVE:
+                touched: Iterable[str] = (command[2],)
+            elif op == _UNREGISTER:
+                touched = command[1].rooms
+            elif op == _SHUTDOWN:
+                touched = list(pending)
+            else:
+                touched = ()
+            for room in touched:
+                if room in pending:
+                    self._fan_out(room, pending.pop(room))
+            self._apply(command)
+        for room, events in pending.items():
+            self._fan_out(room, events)
+
+    def _apply(self, command: tuple) -> None:
+        op, args = command[0], command[1:]
+        if op == _REGISTER:
+            (conn,) = args
+            self.connections[conn.id] = conn
+            if self.closing:
+                conn.close(CloseCode.GOING_AWAY, ErrorCode.SHUTTING_DOWN, "server is restarting")
+        elif op == _UNREGISTER:
+            (conn,) = args
+            self._remove(conn)
+            self.connections.pop(conn.id, None)
+        elif op == _JOIN:
+            conn, room, done = args
+            if conn.id in self.connections:  # not if it was dropped or unregistered meanwhile
+                self.rooms.setdefault(room, {})[conn.id] = conn
+                conn.rooms.add(room)
+            done.set()
+        elif op == _LEAVE:
+            conn, room = args
+            self._leave(conn, room)
+        elif op == _SHUTDOWN:
+            self.closing = True
+            for conn in self.connections.values():
+                conn.close(CloseCode.GOING_AWAY, ErrorCode.SHUTTING_DOWN, "server is restarting")
+
+    def _fan_out(self, room: str, events: list[bytes]) -> None:
+        members = self.rooms.get(room)
+        if not members:
+            return
+        batch = Batch(events)
+        gone = []
+        for conn in members.values():
+            try:
+                if not conn.offer(batch):  # it has closed itself with 1013
+                    self.dropped_slow += 1
+                    gone.append(conn)
+            except Exception:  # a broken connection must not cost the others their events
+                log.exception("%r: offer failed; removing it from its rooms", conn)
+                gone.append(conn)
+        for conn in gone:
+            self._remove(conn)
+
+    def _remove(self, conn: Member) -> None:
+        for room in list(conn.rooms):
+            self._leave(conn, room)
+
+    def _leave(self, conn: Member, room: str) -> None:
+        conn.rooms.discard(room)
+        members = self.rooms.get(room)
+        if members is not None:
+            members.pop(conn.id, None)
+            if not members:
+                del self.rooms[room]

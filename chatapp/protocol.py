@@ -1,0 +1,97 @@
+"""Wire protocol v1 of the realtime layer: events, error codes, close codes, and framing.
+
+Client to server: each text frame is one JSON object with a string `type`.
+Server to client: each text frame holds one or more events, one compact JSON object per line.
+Compact JSON never holds a raw newline (newlines inside strings are escaped), so `\\n` can join
+events and clients can split on it.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping
+from enum import IntEnum, StrEnum
+from typing import Any
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes this server sends (RFC 6455, section 7.4)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # server shutting down: reconnect at once
+    PROTOCOL_ERROR = 1002
+    INVALID_DATA = 1007  # e.g. a text frame that is not UTF-8
+    POLICY = 1008  # bad parameters, flood
+    TOO_BIG = 1009  # a message over MAX_FRAME_BYTES
+    INTERNAL = 1011
+    TRY_AGAIN_LATER = 1013  # the client read too slowly and its queue overflowed
+
+
+class ErrorCode(StrEnum):
+    """`code` of an `error` event."""
+
+    BAD_JSON = "bad_json"
+    BAD_TYPE = "bad_type"
+    BAD_FIELD = "bad_field"
+    TOO_LONG = "too_long"
+    EMPTY = "empty"
+    RATE_LIMITED = "rate_limited"
+    BAD_PARAM = "bad_param"
+    TOO_SLOW = "too_slow"
+    TOO_BIG = "too_big"
+    FLOOD = "flood"
+    SHUTTING_DOWN = "shutting_down"
+    INTERNAL = "internal"
+
+
+class ProtocolError(Exception):
+    """Input that breaks the protocol; becomes an `error` event for the sender only."""
+
+    def __init__(self, code: ErrorCode, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+    def event(self) -> dict[str, str]:
+        return error_event(self.code, self.detail)
+
+
+def error_event(code: ErrorCode, detail: str) -> dict[str, str]:
+    return {"type": "error", "code": str(code), "detail": detail}
+
+
+def encode(event: Mapping[str, Any]) -> bytes:
+    """Serialise one event: compact UTF-8 JSON on one line. Done once per event, whoever gets it."""
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def decode(text: str) -> dict[str, Any]:
+    """Parse one client frame into an event with a string `type`, or raise ProtocolError."""
+    try:
+        event = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ProtocolError(ErrorCode.BAD_JSON, "a frame must be one JSON object") from None
+    if not isinstance(event, dict):
+        raise ProtocolError(ErrorCode.BAD_JSON, "a frame must be one JSON object")
+    kind = event.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise ProtocolError(ErrorCode.BAD_TYPE, "an event needs a string field 'type'")
+    return event
+
+
+def split_frame(payload: str) -> list[dict[str, Any]]:
+    """What a client does with a server frame: one event per line."""
+    return [json.loads(line) for line in payload.split("\n")]
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A whole, unmasked, final WebSocket text frame (server to client) holding `payload`."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x81, size))
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload

@@ -1,0 +1,221 @@
+"""The realtime layer's public face, in the spirit of Socket.IO's server API.
+
+    rt = Realtime(config)
+    rt.init_app(app, path="/ws")
+
+    @rt.on_connect
+    def connect(conn): rt.join(conn, "lobby")      # raise ProtocolError to refuse
+
+    @rt.on("message")
+    def message(conn, event): rt.emit("lobby", {"type": "message", ...})
+
+`emit` works from any code in the app (a WebSocket handler, an HTTP view, a background job):
+it serialises the event once and hands it to the backplane, which brings it to every worker's
+Hub. The layer knows nothing of chat.
+
+How flask-sock and simple-websocket are used (versions pinned in requirements.txt):
+flask-sock routes the upgrade request and simple-websocket's Server answers the handshake
+(101) with wsproto (its bare `sock.send` is safe there: some 130 bytes into a new socket's
+empty buffer). Everything after the handshake is ours, because simple-websocket's
+background thread would read the socket and write pongs and close frames beside our writer
+with a bare `sock.send`, which can write part of a frame (simple-websocket#45). So its thread
+is never started (`_NoThread`), and our reader and writer (client.py) take over the socket
+and wsproto connection. permessage-deflate is not negotiated: simple-websocket accepts it
+whenever a browser offers it, which would mean one compression per client per event instead
+of one frame per room; the offer is removed before the handshake. When our handler returns,
+flask-sock ends the request under gunicorn by raising StopIteration, gunicorn's own signal
+to close the connection, which gunicorn 27's async worker catches and logs at debug level.
+Tools that wrap Flask.__call__ (error trackers, APM) still see that exception pass
+(flask-sock#64): tell them to ignore StopIteration on the WebSocket path.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import gevent
+from flask import Flask, Response, request
+from flask_sock import Sock
+
+from .backplane import Backplane, MemoryBackplane
+from .client import Connection
+from .config import Config
+from .errors import json_error
+from .hub import Hub
+from .protocol import CloseCode, ErrorCode, ProtocolError, decode, encode
+from .ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Connection, dict[str, Any]], None]
+ConnectHandler = Callable[[Connection], None]
+
+# A client that earns more than STRIKES error events in STRIKE_WINDOW seconds is closed (1008).
+STRIKES = 10
+STRIKE_WINDOW = 10.0
+
+
+class _NoThread:
+    """Given to simple-websocket as its thread class, so its reader thread never runs."""
+
+    name = "simple_websocket.Base._thread (not started)"
+
+    def __init__(self, target: Callable[[], None]) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+
+class Realtime:
+    def __init__(self, config: Config, hub: Hub | None = None, backplane: Backplane | None = None) -> None:
+        self.config = config
+        self.hub = hub or Hub()
+        self.backplane = backplane or MemoryBackplane(self.hub)
+        self.path = "/ws"
+        self._handlers: dict[str, Handler] = {}
+        self._connect: ConnectHandler | None = None
+        self._disconnect: ConnectHandler | None = None
+        self._hub_greenlet: gevent.Greenlet | None = None
+
+    # -- the app's API ----------------------------------------------------------------------
+    def on(self, event_type: str) -> Callable[[Handler], Handler]:
+        """Register the handler of one incoming event type: `handler(conn, event)`."""
+
+        def register(handler: Handler) -> Handler:
+            self._handlers[event_type] = handler
+            return handler
+
+        return register
+
+    def on_connect(self, handler: ConnectHandler) -> ConnectHandler:
+        """`handler(conn)` runs before anything is read from the client. What it sends goes out
+        before any room event. Raising ProtocolError refuses the client (error event, 1008)."""
+        self._connect = handler
+        return handler
+
+    def on_disconnect(self, handler: ConnectHandler) -> ConnectHandler:
+        self._disconnect = handler
+        return handler
+
+    def emit(self, room: str, event: dict[str, Any]) -> None:
+        """Send `event` to every client in `room`, on every worker. Never blocks."""
+        self._start()
+        self.backplane.publish(room, encode(event))
+
+    def join(self, conn: Connection, room: str) -> None:
+        """Put `conn` in `room`; every event emitted after this returns reaches it."""
+        self.hub.join(conn, room)
+
+    def leave(self, conn: Connection, room: str) -> None:
+        self.hub.leave(conn, room)
+
+    def members(self, room: str) -> list[Connection]:
+        """The clients of this worker in `room`."""
+        return self.hub.members(room)  # type: ignore[return-value]
+
+    def shutdown(self) -> None:
+        """Send every client `shutting_down` and close 1001, after what is queued for it."""
+        self._start()
+        self.hub.shutdown()
+
+    @property
+    def healthy(self) -> bool:
+        hub_alive = self._hub_greenlet is None or not self._hub_greenlet.dead
+        return hub_alive and self.backplane.healthy
+
+    # -- wiring into Flask --------------------------------------------------------------------
+    def init_app(self, app: Flask, path: str = "/ws") -> None:
+        self.path = path
+        app.extensions["realtime"] = self
+        app.config["SOCK_SERVER_OPTIONS"] = {"thread_class": _NoThread}
+        app.before_request(self._check_handshake)
+        Sock(app).route(path)(self._serve)
+
+    def _start(self) -> None:
+        if self._hub_greenlet is None:
+            self._hub_greenlet = gevent.spawn(self.hub.run)
+
+    def _check_handshake(self) -> Response | None:
+        """Refuse a bad handshake with an HTTP error before anything is upgraded."""
+        if request.path != self.path:
+            return None
+        headers = request.headers
+        if headers.get("Upgrade", "").lower() != "websocket":
+            return json_error(400, "not_websocket", "this endpoint speaks WebSocket only")
+        if headers.get("Sec-WebSocket-Version") != "13":
+            response = json_error(400, "bad_version", "Sec-WebSocket-Version must be 13")
+            response.headers["Sec-WebSocket-Version"] = "13"
+            return response
+        try:
+            key_ok = len(base64.b64decode(headers.get("Sec-WebSocket-Key", ""), validate=True)) == 16
+        except binascii.Error:
+            key_ok = False
+        if not key_ok:
+            return json_error(400, "bad_key", "Sec-WebSocket-Key must be 16 bytes in base64")
+        origin = headers.get("Origin")
+        if origin is not None and not self._origin_allowed(origin):
+            log.warning("refused origin %r for host %r", origin, request.host)
+            return json_error(403, "bad_origin", f"origin {origin} may not open this socket")
+        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)  # no permessage-deflate
+        return None
+
+    def _origin_allowed(self, origin: str) -> bool:
+        origin = origin.lower().rstrip("/")
+        if origin in self.config.allowed_origins:
+            return True
+        parts = urlsplit(origin)
+        return parts.scheme in ("http", "https") and parts.netloc == request.host.lower()
+
+    # -- one connection, in its request greenlet ------------------------------------------------
+    def _serve(self, ws: Any) -> None:
+        """flask-sock's handler: `ws` is simple-websocket's Server, after the handshake."""
+        self._start()
+        conn = Connection(ws.sock, ws.ws, self.config, request.args.to_dict(), request.remote_addr or "")
+        ws.connected = False  # flask-sock's close() after we return must not write: ours did
+        strikes = RateLimiter(STRIKES, STRIKE_WINDOW)
+        self.hub.register(conn)
+        connected = False
+        try:
+            try:
+                if self._connect is not None:
+                    self._connect(conn)
+                connected = True
+            except ProtocolError as exc:
+                conn.close(CloseCode.POLICY, exc.code, exc.detail)
+            finally:
+                conn.start_writer()
+            log.info("connect %s from %s", conn.id, conn.remote_addr)
+            conn.read_pump(lambda conn, message: self._dispatch(conn, message, strikes))
+        except Exception:
+            log.exception("%r: handler failed", conn)
+            conn.close(CloseCode.INTERNAL, ErrorCode.INTERNAL, "internal error")
+        finally:
+            self.hub.unregister(conn)
+            if connected and self._disconnect is not None:
+                try:
+                    self._disconnect(conn)
+                except Exception:
+                    log.exception("%r: disconnect handler failed", conn)
+            conn.end()
+            code, reason = conn.close_reason or (None, "")
+            log.info("close %s code=%s reason=%r", conn.id, code, reason)
+
+    def _dispatch(self, conn: Connection, message: str | bytes, strikes: RateLimiter) -> None:
+        try:
+            if not isinstance(message, str):
+                raise ProtocolError(ErrorCode.BAD_TYPE, "binary frames are not accepted; send JSON text")
+            event = decode(message)
+            handler = self._handlers.get(event["type"])
+            if handler is None:
+                raise ProtocolError(ErrorCode.BAD_TYPE, f"unknown event type {event['type']!r}"[:200])
+            handler(conn, event)
+        except ProtocolError as exc:
+            conn.send(exc.event())
+            if not strikes.allow():
+                conn.close(CloseCode.POLICY, ErrorCode.FLOOD, "too many bad or rejected frames")

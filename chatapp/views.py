@@ -1,0 +1,50 @@
+"""The page, and the health check."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, current_app, jsonify, render_template
+
+from .chat import ROOM_RE
+from .realtime import Realtime
+
+bp = Blueprint("views", __name__)
+
+# No inline script or style anywhere on the page, so the policy can forbid them.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+@bp.get("/")
+def index() -> Response:
+    return _page("lobby")
+
+
+@bp.get("/r/<room>")
+def room(room: str) -> Response:
+    room = room.lower()
+    if not ROOM_RE.fullmatch(room):
+        abort(404)
+    return _page(room)
+
+
+def _page(room: str) -> Response:
+    response = Response(render_template("index.html", room=room))
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    realtime: Realtime = current_app.extensions["realtime"]
+    status = 200 if realtime.healthy else 503
+    body = {
+        "status": "ok" if status == 200 else "degraded",
+        "connections": len(realtime.hub.connections),
+        "rooms": len(realtime.hub.rooms),
+        "backplane": type(realtime.backplane).__name__,
+    }
+    return jsonify(body), status

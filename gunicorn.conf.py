@@ -1,0 +1,53 @@
+"""gunicorn settings, read by `gunicorn -k gevent wsgi:app` from the working directory.
+
+Locally it listens on 127.0.0.1:8000. A platform that sets $PORT (Heroku and its kind) gets
+0.0.0.0:$PORT; HOST overrides the address. The command line overrides all of this.
+"""
+
+import os
+import signal
+import sys
+
+from chatapp.config import Config, ConfigError
+
+try:
+    _config = Config.from_env()
+except ConfigError as exc:
+    sys.exit(f"chatapp: bad configuration: {exc}")
+
+_host = os.environ.get("HOST") or ("0.0.0.0" if os.environ.get("PORT") else "127.0.0.1")
+bind = [f"{_host}:{_config.port}"]
+worker_class = "gevent"
+worker_connections = 10000  # gevent's default of 1,000 would cap the open sockets per worker
+graceful_timeout = 20  # SIGTERM: clients are told to reconnect (1001) well within this
+control_socket_disable = True  # no gunicornc; two servers on one machine would share its path
+
+# Without Redis, clients of different workers could not see each other: one worker.
+workers = 1
+
+
+def on_starting(server):
+    if server.cfg.workers > 1:
+        sys.exit(
+            f"chatapp: {server.cfg.workers} workers asked for, but REDIS_URL is not set: without"
+            " the Redis backplane, clients of different workers would not see each other"
+        )
+    concurrency = os.environ.get("WEB_CONCURRENCY", "")
+    if concurrency.isdigit() and int(concurrency) > 1:
+        server.log.warning("WEB_CONCURRENCY=%s ignored: one worker, since REDIS_URL is not set", concurrency)
+
+
+def post_worker_init(worker):
+    """On SIGTERM, tell every client to reconnect (error shutting_down, close 1001) while
+    gunicorn stops accepting and waits for the connections to end."""
+    import gevent
+
+    realtime = worker.wsgi.extensions["realtime"]
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):
+        gevent.spawn(realtime.shutdown)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)

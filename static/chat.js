@@ -1,0 +1,264 @@
+// The chat page: one WebSocket to /ws, events one JSON object per line in each frame.
+// User text is always inserted with textContent, never as HTML.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const log = $("log"), statusEl = $("status"), membersEl = $("members"), typingEl = $("typing");
+  const text = $("text"), composer = $("composer");
+  const params = new URLSearchParams(location.search);
+
+  const BACKOFF_BASE_MS = 500, BACKOFF_CAP_MS = 30000;
+
+  let name = (params.get("name") || localStorage.getItem("chat.name") || "").trim();
+  let room = document.body.dataset.room || "lobby";
+  let ws = null, attempt = 0, retryTimer = null, countdown = null;
+  let me = null;                     // {id, name} of the current connection
+  const myIds = new Set();           // every id this page has had: own messages stay "mine"
+  const seen = new Set();            // message ids shown in this room (a resume shows none twice)
+  let lastId = null;                 // newest message id shown, for ?since= on reconnect
+  const members = new Map();         // id -> name
+  const outbox = [];                 // messages typed while offline, sent once when live
+  const typers = new Map();          // id -> timer clearing "is typing"
+
+  // -- connection ---------------------------------------------------------------------------
+  function connect() {
+    clearTimeout(retryTimer);
+    clearInterval(countdown);
+    setStatus("connecting", "Connecting…");
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const query = new URLSearchParams({ room, name });
+    if (lastId !== null) query.set("since", lastId);
+    const socket = new WebSocket(`${scheme}//${location.host}/ws?${query}`);
+    ws = socket;
+    socket.onmessage = (e) => {
+      if (socket !== ws) return;
+      for (const line of String(e.data).split("\n")) {
+        if (line) handle(JSON.parse(line));
+      }
+    };
+    socket.onclose = (e) => {
+      if (socket !== ws) return;       // a socket we replaced on purpose (room switch)
+      ws = null;
+      me = null;
+      if (e.code === 1008) {           // refused: retrying would not help
+        setStatus("closed", `Offline: ${e.reason || "refused"}`);
+        return;
+      }
+      scheduleReconnect(e.code === 1001 ? 0 : undefined);
+    };
+  }
+
+  function scheduleReconnect(delayMs) {
+    if (delayMs === undefined) {
+      // exponential backoff with full jitter, capped
+      const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt);
+      delayMs = ceiling / 2 + Math.random() * ceiling / 2;
+    } else {
+      delayMs += Math.random() * BACKOFF_BASE_MS;  // server restart: everyone at once, spread a bit
+    }
+    attempt += 1;
+    const due = Date.now() + delayMs;
+    const show = () => setStatus("closed", `Reconnecting in ${Math.max(0, Math.ceil((due - Date.now()) / 1000))} s`);
+    show();
+    countdown = setInterval(show, 1000);
+    retryTimer = setTimeout(connect, delayMs);
+  }
+
+  function send(event) {
+    if (ws && ws.readyState === WebSocket.OPEN && me) {
+      ws.send(JSON.stringify(event));
+      return true;
+    }
+    return false;
+  }
+
+  function setStatus(state, label) {
+    statusEl.dataset.state = state;
+    statusEl.textContent = label;
+  }
+
+  // -- events from the server ---------------------------------------------------------------------
+  function handle(event) {
+    switch (event.type) {
+      case "welcome": return welcome(event);
+      case "message": return addMessage(event);
+      case "join":
+        members.set(event.user.id, event.user.name);
+        renderMembers();
+        if (!myIds.has(event.user.id)) addSystem(`${event.user.name} joined`);
+        return;
+      case "leave":
+        members.delete(event.user.id);
+        renderMembers();
+        clearTyping(event.user.id);
+        if (!myIds.has(event.user.id)) addSystem(`${event.user.name} left`);
+        return;
+      case "typing": return showTyping(event.user);
+      case "error": return addSystem(event.detail || event.code, "error");
+      default: return;  // newer servers may send more: ignore what we do not know
+    }
+  }
+
+  function welcome(event) {
+    me = event.you;
+    myIds.add(me.id);
+    attempt = 0;
+    members.clear();
+    for (const m of event.members) members.set(m.id, m.name);
+    renderMembers();
+    for (const message of event.history) addMessage(message);
+    setStatus("open", "Live");
+    while (outbox.length) send(outbox.shift());
+  }
+
+  // -- the log ------------------------------------------------------------------------------------
+  function atBottom() {
+    return log.scrollHeight - log.scrollTop - log.clientHeight < 8;
+  }
+
+  function append(node) {
+    const follow = atBottom();       // follow only a reader who was already at the bottom
+    log.append(node);
+    if (follow) log.scrollTop = log.scrollHeight;
+  }
+
+  function addMessage(message) {
+    if (seen.has(message.id)) return;
+    seen.add(message.id);
+    lastId = message.id;
+    if (message.cid) document.querySelector(`[data-cid="${CSS.escape(message.cid)}"]`)?.remove();
+    append(messageNode(message.user, message.text, message.ts, myIds.has(message.user.id)));
+  }
+
+  function messageNode(user, body, ts, mine) {
+    const li = document.createElement("li");
+    li.className = mine ? "msg mine" : "msg";
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const who = document.createElement("span");
+    who.className = "who";
+    who.textContent = user.name;
+    const when = document.createElement("time");
+    const date = new Date(ts * 1000);
+    when.dateTime = date.toISOString();
+    when.title = date.toLocaleString();
+    when.textContent = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    meta.append(who, when);
+    const p = document.createElement("div");
+    p.className = "body";
+    p.textContent = body;
+    li.append(meta, p);
+    return li;
+  }
+
+  function addSystem(textContent, kind) {
+    const li = document.createElement("li");
+    li.className = kind ? `system ${kind}` : "system";
+    li.textContent = textContent;
+    append(li);
+  }
+
+  function renderMembers() {
+    const sorted = [...members].sort((a, b) => a[1].localeCompare(b[1]));
+    membersEl.replaceChildren(...sorted.map(([id, memberName]) => {
+      const li = document.createElement("li");
+      li.textContent = memberName;
+      li.dataset.id = id;
+      if (me && id === me.id) li.className = "me";
+      return li;
+    }));
+    $("member-count").textContent = String(members.size);
+  }
+
+  function showTyping(user) {
+    if (myIds.has(user.id)) return;
+    clearTimeout(typers.get(user.id)?.timer);
+    typers.set(user.id, { name: user.name, timer: setTimeout(() => clearTyping(user.id), 3000) });
+    renderTyping();
+  }
+
+  function clearTyping(id) {
+    clearTimeout(typers.get(id)?.timer);
+    typers.delete(id);
+    renderTyping();
+  }
+
+  function renderTyping() {
+    const names = [...typers.values()].map((t) => t.name);
+    typingEl.textContent = names.length === 0 ? "" :
+      names.length === 1 ? `${names[0]} is typing…` : `${names.join(", ")} are typing…`;
+  }
+
+  // -- the user's actions ---------------------------------------------------------------------------
+  let lastTyping = 0;
+  text.addEventListener("input", () => {
+    if (Date.now() - lastTyping > 2000 && text.value.trim()) {
+      lastTyping = Date.now();
+      send({ type: "typing" });
+    }
+  });
+
+  composer.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const body = text.value.trim();
+    if (!body) return;
+    const cid = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
+    const event = { type: "message", text: body, cid };
+    const pending = messageNode(me || { name }, body, Date.now() / 1000, true);
+    pending.classList.add("pending");
+    pending.dataset.cid = cid;
+    append(pending);
+    if (!send(event)) outbox.push(event);
+    text.value = "";
+    lastTyping = 0;
+  });
+
+  function switchRoom(next, push) {
+    next = next.trim().toLowerCase();
+    if (!/^[a-z0-9_-]{1,32}$/.test(next) || next === room) return;
+    room = next;
+    if (push) history.pushState({ room }, "", `/r/${room}${location.search}`);
+    document.title = `Chat · #${room}`;
+    $("room-input").value = room;
+    const old = ws;
+    ws = null;
+    if (old) old.close(1000, "switching room");
+    log.replaceChildren();
+    seen.clear();
+    lastId = null;
+    outbox.length = 0;
+    members.clear();
+    renderMembers();
+    attempt = 0;
+    connect();
+  }
+
+  $("room-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    switchRoom($("room-input").value, true);
+  });
+  addEventListener("popstate", () => {
+    const match = location.pathname.match(/^\/r\/([^/]+)$/);
+    switchRoom(match ? decodeURIComponent(match[1]) : "lobby", false);
+  });
+  $("members-toggle").addEventListener("click", () => {
+    const open = $("members-panel").classList.toggle("open");
+    $("members-toggle").setAttribute("aria-expanded", String(open));
+  });
+
+  // -- start: a name first (from ?name=, kept from last time, or asked once) ---------------------------
+  if (name) {
+    connect();
+  } else {
+    const dialog = $("name-dialog");
+    dialog.addEventListener("cancel", (e) => e.preventDefault());  // a name is needed to chat
+    $("name-form").addEventListener("submit", () => {
+      name = $("name-input").value.trim().slice(0, 32);
+      if (!name) return;
+      localStorage.setItem("chat.name", name);
+      connect();
+    });
+    dialog.showModal();
+  }
+})();

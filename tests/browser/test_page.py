@@ -1,0 +1,121 @@
+"""The page in a real browser: people chatting, as they would."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.helpers import Server
+
+pytestmark = pytest.mark.browser
+
+XSS = '<img src=x onerror="document.body.dataset.pwned=1"><script>document.body.dataset.pwned=2</script>'
+
+
+def open_chat(new_page, server: Server, path: str, **options):
+    page = new_page(server.url + path, **options)
+    expect(page.locator("#status")).to_have_attribute("data-state", "open")
+    return page
+
+
+def test_two_people_chat_and_text_stays_text(new_page, server: Server, artifacts) -> None:
+    alice = open_chat(new_page, server, "/r/pair?name=alice")
+    bob = open_chat(new_page, server, "/r/pair?name=bob")
+    expect(alice.locator("#members li")).to_have_text(["alice", "bob"])
+    expect(alice.locator("#log")).to_contain_text("bob joined")
+
+    alice.fill("#text", "hello bob")
+    alice.press("#text", "Enter")
+    expect(bob.locator("#log .msg .body")).to_have_text(["hello bob"])
+    expect(bob.locator("#log .msg .who")).to_have_text(["alice"])
+    expect(alice.locator("#log .msg.mine .body")).to_have_text(["hello bob"])
+    expect(alice.locator("#log .msg.pending")).to_have_count(0)  # the echo replaced the pending line
+    expect(alice.locator("#text")).to_have_value("")
+
+    bob.fill("#text", XSS)
+    bob.click("#composer button")
+    expect(alice.locator("#log .msg .body").last).to_have_text(XSS)
+    assert alice.locator("#log img, #log script").count() == 0
+    assert alice.evaluate("document.body.dataset.pwned") is None
+    alice.screenshot(path=artifacts / "desktop.png")
+
+    bob.close()
+    expect(alice.locator("#members li")).to_have_text(["alice"])
+    expect(alice.locator("#log")).to_contain_text("bob left")
+
+
+def test_the_name_is_asked_once_and_kept(new_page, server: Server) -> None:
+    page = new_page(server.url + "/r/named")
+    expect(page.locator("#name-dialog")).to_be_visible()
+    page.fill("#name-input", "Zoë")
+    page.press("#name-input", "Enter")
+    expect(page.locator("#status")).to_have_attribute("data-state", "open")
+    expect(page.locator("#members li.me")).to_have_text("Zoë")
+    page.reload()
+    expect(page.locator("#status")).to_have_attribute("data-state", "open")
+    expect(page.locator("#name-dialog")).not_to_be_visible()
+    expect(page.locator("#members li.me")).to_have_text("Zoë")
+
+
+def test_switching_rooms_without_a_reload(new_page, server: Server) -> None:
+    page = open_chat(new_page, server, "/r/first?name=mover")
+    other = open_chat(new_page, server, "/r/second?name=waiting")
+    page.evaluate("window.loadMarker = 1")
+    page.fill("#room-input", "Second")
+    page.press("#room-input", "Enter")
+    expect(page).to_have_url(server.url + "/r/second?name=mover")
+    expect(page.locator("#status")).to_have_attribute("data-state", "open")
+    expect(page.locator("#members li")).to_have_text(["mover", "waiting"])
+    assert page.evaluate("window.loadMarker") == 1  # the same page: no reload
+    other.fill("#text", "welcome to second")
+    other.press("#text", "Enter")
+    expect(page.locator("#log .msg .body")).to_have_text(["welcome to second"])
+    page.go_back()
+    expect(page.locator("#room-input")).to_have_value("first")
+    expect(page.locator("#members li")).to_have_text(["mover"])
+
+
+def test_readable_on_a_phone(new_page, server: Server, artifacts) -> None:
+    phone = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
+    page = open_chat(new_page, server, "/r/phone?name=pocket", **phone)
+    for n in range(3):
+        page.fill("#text", f"message {n} from a phone, long enough to wrap onto a second line here")
+        page.press("#text", "Enter")
+    expect(page.locator("#log .msg:not(.pending)")).to_have_count(3)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390  # nothing wider than the screen
+    expect(page.locator("#members-panel")).to_be_hidden()
+    page.click("#members-toggle")
+    expect(page.locator("#members-panel")).to_be_visible()
+    page.click("#members-toggle")
+    page.screenshot(path=artifacts / "phone.png")
+
+
+def test_the_log_follows_only_a_reader_at_the_bottom(new_page, server: Server) -> None:
+    reader = open_chat(new_page, server, "/r/scroll?name=reader")
+    writer = open_chat(new_page, server, "/r/scroll?name=writer")
+    for n in range(40):
+        writer.fill("#text", f"line {n}")
+        writer.press("#text", "Enter")
+    expect(reader.locator("#log .msg")).to_have_count(40)
+    at_bottom = "(l => l.scrollHeight - l.scrollTop - l.clientHeight < 8)(document.getElementById('log'))"
+    assert reader.evaluate(at_bottom)  # followed while at the bottom
+    reader.evaluate("document.getElementById('log').scrollTop = 0")
+    writer.fill("#text", "while you read")
+    writer.press("#text", "Enter")
+    expect(reader.locator("#log .msg")).to_have_count(41)
+    assert reader.evaluate("document.getElementById('log').scrollTop") == 0  # did not jump
+
+
+def test_the_page_reconnects_after_a_restart(new_page, make_server) -> None:
+    server = make_server()
+    page = open_chat(new_page, server, "/r/restart?name=patient")
+    port = server.port
+    server.stop()
+    expect(page.locator("#status")).to_have_attribute("data-state", "closed")
+    expect(page.locator("#status")).to_contain_text("Reconnecting")
+    make_server(port=port)
+    expect(page.locator("#status")).to_have_attribute("data-state", "open", timeout=15_000)
+    page.fill("#text", "back again")
+    page.press("#text", "Enter")
+    expect(page.locator("#log .msg:not(.pending) .body")).to_have_text(["back again"])

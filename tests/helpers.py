@@ -1,0 +1,261 @@
+"""Test helpers: a real gunicorn server, WebSocket clients, a raw-socket client."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from websockets.sync.client import ClientConnection, connect
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 5.0  # seconds any single wait in a test may take
+
+
+def require(available: bool, what: str) -> None:
+    """Skip when `what` is missing on a developer machine; fail when CHAT_REQUIRE_ALL=1 (CI)."""
+    import pytest
+
+    if available:
+        return
+    if os.environ.get("CHAT_REQUIRE_ALL") == "1":
+        pytest.fail(f"{what} is required (CHAT_REQUIRE_ALL=1)")
+    pytest.skip(f"{what} is not available")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A real `gunicorn -k gevent wsgi:app` on a free loopback port, from the repo root."""
+
+    def __init__(
+        self, tmp: Path, env: Mapping[str, str] | None = None, args: tuple[str, ...] = (), port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.url = f"http://{self.host}"
+        self.ws_url = f"ws://{self.host}/ws"
+        self.log_path = tmp / f"gunicorn-{self.port}.log"
+        self.env = {
+            **os.environ,
+            "DATABASE_PATH": str(tmp / "chat.sqlite3"),
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        self.env.pop("PORT", None)
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Server:
+        command = [sys.executable, "-m", "gunicorn", "-k", "gevent", "-b", self.host, "--no-control-socket"]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [*command, *self.args, "wsgi:app"], cwd=ROOT, env=self.env, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)  # polling a process that is starting: there is no event to await
+        raise RuntimeError(f"gunicorn did not answer within 20 s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(25)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def get(
+        self, path: str, headers: Mapping[str, str] | None = None, method: str = "GET"
+    ) -> tuple[int, dict[str, str], bytes]:
+        request = urllib.request.Request(self.url + path, headers=dict(headers or {}), method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read()
+
+
+class Client:
+    """A WebSocket client (the `websockets` library) that reads events, one per line."""
+
+    def __init__(self, server: Server, room: str | None = "lobby", name: str | None = "tester", **query: str) -> None:
+        params = {k: v for k, v in {"room": room, "name": name, **query}.items() if v is not None}
+        url = server.ws_url + ("?" + urllib.parse.urlencode(params) if params else "")
+        self.ws: ClientConnection = connect(url, open_timeout=TIMEOUT, close_timeout=TIMEOUT, max_size=None).__enter__()
+        self.pending: list[dict[str, Any]] = []
+        self.frames = 0
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.ws.close()
+
+    def send(self, event: Mapping[str, Any] | str | bytes) -> None:
+        self.ws.send(event if isinstance(event, str | bytes) else json.dumps(event))
+
+    def say(self, text: str, cid: str | None = None) -> None:
+        self.send({"type": "message", "text": text, **({"cid": cid} if cid else {})})
+
+    def next(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+        if not self.pending:
+            frame = self.ws.recv(timeout=timeout)
+            self.frames += 1
+            self.pending.extend(json.loads(line) for line in frame.split("\n"))
+        return self.pending.pop(0)
+
+    def expect(self, type_: str, timeout: float = TIMEOUT, **fields: Any) -> dict[str, Any]:
+        """The next event of `type_` (with `fields`), skipping others; fails after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self.next(max(deadline - time.monotonic(), 0.01))
+            if event["type"] == type_ and all(event.get(k) == v for k, v in fields.items()):
+                return event
+
+    def closed(self, timeout: float = TIMEOUT) -> tuple[int | None, str | None, list[dict[str, Any]]]:
+        """Read until the server closes; return its close code, reason, and the events before."""
+        from websockets.exceptions import ConnectionClosed
+
+        events = list(self.pending)
+        self.pending.clear()
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                frame = self.ws.recv(timeout=max(deadline - time.monotonic(), 0.01))
+                events.extend(json.loads(line) for line in frame.split("\n"))
+        except ConnectionClosed as exc:
+            rcvd = exc.rcvd
+            return (rcvd.code if rcvd else None), (rcvd.reason if rcvd else None), events
+
+
+class RawClient:
+    """A WebSocket client on a bare socket: it sends what it likes and reads only when told."""
+
+    def __init__(
+        self,
+        server: Server,
+        path: str = "/ws?room=lobby&name=raw",
+        headers: Mapping[str, str] | None = None,
+        rcvbuf: int | None = None,
+    ) -> None:
+        self.sock = socket.socket()
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(TIMEOUT)
+        self.sock.connect(("127.0.0.1", server.port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = [
+            f"GET {path} HTTP/1.1",
+            f"Host: {server.host}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {key}",
+            "Sec-WebSocket-Version: 13",
+            *(f"{k}: {v}" for k, v in (headers or {}).items()),
+        ]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed during handshake")
+            self.buffer += chunk
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        self.status = int(head.split(b" ", 2)[1])
+        self.head = head.decode()
+
+    def send_frame(self, opcode: int, payload: bytes, fin: bool = True, mask: bool = True) -> None:
+        first = (0x80 if fin else 0) | opcode
+        size = len(payload)
+        if size < 126:
+            header = struct.pack("!BB", first, (0x80 if mask else 0) | size)
+        elif size < 65536:
+            header = struct.pack("!BBH", first, (0x80 if mask else 0) | 126, size)
+        else:
+            header = struct.pack("!BBQ", first, (0x80 if mask else 0) | 127, size)
+        if mask:
+            key = os.urandom(4)
+            payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+            header += key
+        self.sock.sendall(header + payload)
+
+    def _read(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("server closed the connection")
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    def read_frame(self, timeout: float = TIMEOUT) -> tuple[int, bytes]:
+        """(opcode, payload) of the next server frame."""
+        self.sock.settimeout(timeout)
+        first, second = self._read(2)
+        assert second & 0x80 == 0, "server frames must not be masked"
+        size = second & 0x7F
+        if size == 126:
+            (size,) = struct.unpack("!H", self._read(2))
+        elif size == 127:
+            (size,) = struct.unpack("!Q", self._read(8))
+        return first & 0x0F, self._read(size)
+
+    def read_until_close(self, timeout: float = TIMEOUT) -> tuple[int, list[dict[str, Any]]]:
+        """Read frames until a close frame; return its code and the events before it."""
+        events: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            opcode, payload = self.read_frame(max(deadline - time.monotonic(), 0.01))
+            if opcode == 0x8:
+                return struct.unpack("!H", payload[:2])[0], events
+            if opcode == 0x1:
+                events.extend(json.loads(line) for line in payload.decode().split("\n"))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@contextmanager
+def running(tmp: Path, env: Mapping[str, str] | None = None, args: tuple[str, ...] = ()) -> Iterator[Server]:
+    server = Server(tmp, env, args).start()
+    try:
+        yield server
+    finally:
+        server.stop()

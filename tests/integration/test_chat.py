@@ -1,0 +1,200 @@
+"""The chat over real sockets: a real gunicorn gevent server and real WebSocket clients."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from tests.helpers import TIMEOUT, Client, RawClient, Server
+
+
+def room() -> str:
+    """A fresh room per test: tests share the module's server."""
+    return "t-" + secrets.token_hex(4)
+
+
+def test_welcome_then_messages_reach_everyone_in_the_room(server: Server) -> None:
+    r = room()
+    with Client(server, r, "alice") as alice, Client(server, r, "bob") as bob:
+        welcome = alice.expect("welcome")
+        assert welcome["room"] == r and welcome["you"]["name"] == "alice" and welcome["truncated"] is False
+        bob_welcome = bob.expect("welcome")
+        assert {m["name"] for m in bob_welcome["members"]} == {"alice", "bob"}
+        alice.say("hello bob", cid="c-1")
+        got_a, got_b = alice.expect("message"), bob.expect("message")
+        assert got_a == got_b
+        assert got_a["text"] == "hello bob" and got_a["cid"] == "c-1" and got_a["room"] == r
+        assert got_a["user"] == welcome["you"] and isinstance(got_a["id"], str) and got_a["ts"] > 0
+
+
+def test_welcome_is_the_first_event(server: Server) -> None:
+    r = room()
+    with Client(server, r, "talker") as talker:
+        talker.expect("welcome")
+        for n in range(30):
+            talker.say(f"m{n}")
+        with Client(server, r, "newcomer") as newcomer:
+            assert newcomer.next()["type"] == "welcome"
+
+
+def test_rooms_are_isolated(server: Server) -> None:
+    one, two = room(), room()
+    with Client(server, one, "a") as a, Client(server, two, "c") as c:
+        a.expect("welcome")
+        c.expect("welcome")
+        a.say("for room one only")
+        a.expect("message")  # the hub has fanned it out
+        c.say("mine")
+        assert c.expect("message")["text"] == "mine"  # nothing of room one came before it
+
+
+def test_join_and_leave_are_announced(server: Server) -> None:
+    r = room()
+    with Client(server, r, "stayer") as stayer:
+        stayer.expect("welcome")
+        with Client(server, r, "visitor") as visitor:
+            you = visitor.expect("welcome")["you"]
+            assert stayer.expect("join", user=you)["room"] == r
+        left = stayer.expect("leave", user=you)
+        assert left["room"] == r and left["ts"] > 0
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json", "bad_json"),
+        ("[1]", "bad_json"),
+        (json.dumps({"type": "dance"}), "bad_type"),
+        (json.dumps({"text": "no type"}), "bad_type"),
+        (json.dumps({"type": "message"}), "bad_field"),
+        (json.dumps({"type": "message", "text": "  "}), "empty"),
+        (json.dumps({"type": "message", "text": "x" * 2001}), "too_long"),
+        (json.dumps({"type": "message", "text": "ok", "cid": 7}), "bad_field"),
+        (b"\x00\x01binary", "bad_type"),
+    ],
+)
+def test_bad_input_gets_an_error_and_the_connection_stays(server: Server, frame: str | bytes, code: str) -> None:
+    r = room()
+    with Client(server, r, "sender") as sender, Client(server, r, "other") as other:
+        sender.expect("welcome")
+        other.expect("welcome")
+        sender.send(frame)
+        error = sender.expect("error")
+        assert error["code"] == code and error["detail"]
+        sender.say("still here")
+        assert sender.expect("message")["text"] == "still here"
+        assert other.expect("message")["text"] == "still here"  # and nobody else saw the error
+        assert "error" not in [e["type"] for e in other.pending]
+
+
+def test_a_frame_over_max_frame_bytes_closes_with_1009(server: Server) -> None:
+    with Client(server, room(), "big") as big:
+        big.expect("welcome")
+        big.send(json.dumps({"type": "message", "text": "x" * 20000}))
+        code, _reason, events = big.closed()
+        assert code == 1009
+        assert events[-1]["code"] == "too_big"
+
+
+@pytest.mark.parametrize(("query", "reason"), [({"room": "Not A Room!"}, "room"), ({"name": "x" * 40}, "name")])
+def test_bad_parameters_get_an_error_then_1008(server: Server, query: dict[str, str], reason: str) -> None:
+    params = {"room": "lobby", "name": "ok", **query}
+    with Client(server, **params) as client:
+        code, close_reason, events = client.closed()
+        assert code == 1008 and reason in close_reason
+        assert [e["type"] for e in events] == ["error"] and events[0]["code"] == "bad_param"
+
+
+def test_a_name_is_given_when_none_is_asked(server: Server) -> None:
+    with Client(server, room(), None) as client:
+        assert client.expect("welcome")["you"]["name"].startswith("guest-")
+
+
+def test_cross_site_origin_is_refused_before_the_upgrade(server: Server) -> None:
+    with pytest.raises(InvalidStatus) as info, connect(server.ws_url, origin="http://evil.example"):
+        pass
+    assert info.value.response.status_code == 403
+    assert json.loads(info.value.response.body)["error"] == "bad_origin"
+    with connect(server.ws_url + "?name=same", origin=server.url, open_timeout=TIMEOUT) as ws:
+        assert json.loads(ws.recv(timeout=TIMEOUT).split("\n")[0])["type"] == "welcome"
+
+
+def test_allowed_origins_are_accepted(make_server) -> None:
+    server = make_server({"ALLOWED_ORIGINS": "https://chat.example.com"})
+    with connect(server.ws_url, origin="https://chat.example.com", open_timeout=TIMEOUT) as ws:
+        assert json.loads(ws.recv(timeout=TIMEOUT).split("\n")[0])["type"] == "welcome"
+    with pytest.raises(InvalidStatus) as info, connect(server.ws_url, origin="https://other.example.com"):
+        pass
+    assert info.value.response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("headers", "error"),
+    [
+        ({"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "8"}, "bad_version"),
+        (
+            {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "?"},
+            "bad_key",
+        ),
+        ({}, "not_websocket"),
+    ],
+)
+def test_a_bad_handshake_is_an_http_400(server: Server, headers: dict[str, str], error: str) -> None:
+    status, response_headers, body = server.get("/ws", headers)
+    assert status == 400
+    assert json.loads(body)["error"] == error
+
+
+def test_permessage_deflate_is_not_negotiated(server: Server) -> None:
+    raw = RawClient(server, headers={"Sec-WebSocket-Extensions": "permessage-deflate; client_max_window_bits"})
+    try:
+        assert raw.status == 101
+        assert "sec-websocket-extensions" not in raw.head.lower()
+    finally:
+        raw.close()
+
+
+def test_rate_limit_then_close_when_the_client_keeps_at_it(make_server) -> None:
+    server = make_server({"RATE_LIMIT": "5"})
+    with Client(server, room(), "flood") as flood:
+        flood.expect("welcome")
+        for n in range(40):
+            flood.say(f"spam {n}")
+        code, reason, events = flood.closed()
+        messages = [e for e in events if e["type"] == "message"]
+        errors = [e["code"] for e in events if e["type"] == "error"]
+        assert [m["text"] for m in messages] == [f"spam {n}" for n in range(5)]
+        assert errors[0] == "rate_limited" and errors[-1] == "flood"
+        assert code == 1008
+
+
+def test_typing_is_relayed_and_rate_limited(server: Server) -> None:
+    r = room()
+    with Client(server, r, "typer") as typer, Client(server, r, "watcher") as watcher:
+        you = typer.expect("welcome")["you"]
+        watcher.expect("welcome")
+        typer.send({"type": "typing"})
+        typer.send({"type": "typing"})  # within 2 s of the first: dropped
+        typer.say("done")
+        assert watcher.expect("typing") == {"type": "typing", "room": r, "user": you}
+        watcher.expect("message")
+        assert "typing" not in [e["type"] for e in watcher.pending]
+
+
+def test_the_page_and_health(server: Server) -> None:
+    status, headers, body = server.get("/")
+    assert status == 200 and b'id="log"' in body and b'id="composer"' in body
+    assert "script-src" not in headers["Content-Security-Policy"]  # default-src 'self': no inline script
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert server.get("/r/dev-ops")[0] == 200
+    assert b'data-room="dev-ops"' in server.get("/r/Dev-Ops")[2]
+    assert server.get("/r/bad.room")[0] == 404
+    assert server.get("/nowhere")[0] == 404
+    assert server.get("/", method="POST")[0] == 405
+    status, _, body = server.get("/healthz")
+    assert status == 200 and json.loads(body)["status"] == "ok"

@@ -1,0 +1,114 @@
+"""One client's reader and writer: slow readers, pings and pongs, frames at the socket level."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import struct
+
+from tests.helpers import Client, RawClient
+
+PING, PONG, CLOSE, TEXT = 0x9, 0xA, 0x8, 0x1
+
+
+def test_a_client_that_never_reads_is_dropped_with_1013_and_others_get_everything(make_server) -> None:
+    server = make_server({"SEND_QUEUE_SIZE": "16", "RATE_LIMIT": "100000", "MAX_MESSAGE_CHARS": "4000"})
+    room = "slow-" + secrets.token_hex(3)
+    stuck = RawClient(server, f"/ws?room={room}&name=stuck", rcvbuf=4096)
+    total = 3000
+    try:
+        with Client(server, room, "sender") as sender, Client(server, room, "reader") as reader:
+            sender.expect("welcome")
+            reader.expect("welcome")
+            texts = []
+            for n in range(total):
+                sender.say(f"{n:05d} " + "x" * 2000)
+                if n % 10 == 9:  # in steps, so that the Hub runs many rounds
+                    texts += [reader.expect("message")["text"][:5] for _ in range(10)]
+                    for _ in range(10):
+                        sender.expect("message")
+            assert texts == [f"{n:05d}" for n in range(total)]  # all, in order, once
+            # the stuck client, reading at last, finds what fitted in the buffers, then 1013
+            code, events = stuck.read_until_close(timeout=15)
+            assert code == 1013
+            assert events[-1]["code"] == "too_slow"
+            assert len([e for e in events if e["type"] == "message"]) < total
+    finally:
+        stuck.close()
+
+
+def test_pings_keep_an_answering_client_and_drop_a_silent_one(make_server) -> None:
+    server = make_server({"PING_INTERVAL": "0.2", "PONG_TIMEOUT": "0.3"})
+    answering = RawClient(server, "/ws?name=answering")
+    silent = RawClient(server, "/ws?name=silent")
+    try:
+        pings = 0
+        while pings < 8:  # 1.6 s, well past the 0.5 s of silence allowed
+            opcode, payload = answering.read_frame()
+            if opcode == PING:
+                pings += 1
+                answering.send_frame(PONG, payload)
+        with Client(server, "lobby", "probe") as probe:
+            names = {m["name"] for m in probe.expect("welcome")["members"]}
+        assert "answering" in names and "silent" not in names
+        frames = []
+        try:
+            while True:
+                frames.append(silent.read_frame()[0])
+        except EOFError:
+            pass
+        assert PING in frames and CLOSE not in frames  # dropped without a close handshake
+    finally:
+        answering.close()
+        silent.close()
+
+
+def test_a_client_ping_gets_a_pong_with_the_same_payload(server) -> None:
+    raw = RawClient(server, "/ws?name=pinger")
+    try:
+        raw.send_frame(PING, b"are you there")
+        while True:
+            opcode, payload = raw.read_frame()
+            if opcode == PONG:
+                assert payload == b"are you there"
+                break
+    finally:
+        raw.close()
+
+
+def test_the_close_handshake_echoes_the_clients_code(server) -> None:
+    raw = RawClient(server, "/ws?name=leaver")
+    try:
+        raw.send_frame(CLOSE, struct.pack("!H", 1000) + b"bye")
+        code, _events = raw.read_until_close()
+        assert code == 1000
+        assert raw.sock.recv(1) == b""  # and the server closes TCP
+    finally:
+        raw.close()
+
+
+def test_invalid_utf8_closes_with_1007(server) -> None:
+    raw = RawClient(server, "/ws?name=garbler")
+    try:
+        raw.send_frame(TEXT, b'{"type":"message","text":"\xff\xfe"}')
+        code, _events = raw.read_until_close()
+        assert code == 1007
+    finally:
+        raw.close()
+
+
+def test_a_message_in_fragments_is_one_message(server) -> None:
+    raw = RawClient(server, "/ws?room=frag&name=fragments")
+    try:
+        data = json.dumps({"type": "message", "text": "in three parts"}).encode()
+        raw.send_frame(TEXT, data[:10], fin=False)
+        raw.send_frame(0x0, data[10:20], fin=False)
+        raw.send_frame(0x0, data[20:], fin=True)
+        while True:
+            opcode, payload = raw.read_frame()
+            events = [json.loads(line) for line in payload.decode().split("\n")] if opcode == TEXT else []
+            if any(e["type"] == "message" for e in events):
+                assert [e["text"] for e in events if e["type"] == "message"] == ["in three parts"]
+                break
+    finally:
+        raw.close()

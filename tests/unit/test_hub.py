@@ -1,0 +1,146 @@
+"""The Hub, driven through its inbox by a real Hub greenlet, with fake members (no sockets)."""
+
+from __future__ import annotations
+
+import gevent
+import pytest
+from gevent.queue import Queue
+
+from chatapp.hub import Batch, Hub
+from chatapp.protocol import CloseCode, ErrorCode, text_frame
+
+
+class FakeMember:
+    """Records what the Hub offers; refuses once `capacity` batches are held (a slow client)."""
+
+    def __init__(self, id_: str, capacity: int = 1000) -> None:
+        self.id = id_
+        self.rooms: set[str] = set()
+        self.capacity = capacity
+        self.received: Queue = Queue()
+        self.closed: tuple[CloseCode, ErrorCode | None] | None = None
+
+    def offer(self, batch: Batch) -> bool:
+        if self.received.qsize() >= self.capacity:
+            self.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.TOO_SLOW)
+            return False
+        self.received.put(batch)
+        return True
+
+    def close(self, code: CloseCode, error: ErrorCode | None = None, detail: str = "") -> None:
+        self.closed = (code, error)
+
+    def events(self, timeout: float = 2.0) -> list[bytes]:
+        batch = self.received.get(timeout=timeout)
+        return batch.payload.split(b"\n")
+
+
+@pytest.fixture
+def hub():
+    hub = Hub()
+    greenlet = gevent.spawn(hub.run)
+    yield hub
+    greenlet.kill()
+
+
+def joined(hub: Hub, room: str, *members: FakeMember) -> None:
+    for member in members:
+        hub.register(member)
+        hub.join(member, room)
+
+
+def test_publish_reaches_every_member_of_the_room_once(hub: Hub) -> None:
+    a, b = FakeMember("a"), FakeMember("b")
+    joined(hub, "r", a, b)
+    hub.publish("r", b'{"n":1}')
+    assert a.events() == [b'{"n":1}']
+    assert b.events() == [b'{"n":1}']
+    assert a.received.empty() and b.received.empty()
+
+
+def test_rooms_are_isolated(hub: Hub) -> None:
+    a, b = FakeMember("a"), FakeMember("b")
+    joined(hub, "one", a)
+    joined(hub, "two", b)
+    hub.publish("one", b"1")
+    hub.publish("two", b"2")
+    assert a.events() == [b"1"]
+    assert b.events() == [b"2"]
+    assert a.received.empty() and b.received.empty()
+
+
+def test_a_round_joins_a_rooms_events_into_one_batch_shared_by_all(hub: Hub) -> None:
+    a, b = FakeMember("a"), FakeMember("b")
+    joined(hub, "r", a, b)
+    for n in range(5):  # all five wait in the inbox when the Hub next runs
+        hub.publish("r", b"%d" % n)
+    batch_a, batch_b = a.received.get(timeout=2), b.received.get(timeout=2)
+    assert batch_a is batch_b  # serialised and framed once for everyone
+    assert batch_a.payload == b"0\n1\n2\n3\n4" and batch_a.count == 5
+    assert batch_a.frame == text_frame(b"0\n1\n2\n3\n4")
+
+
+def test_join_takes_effect_in_order_with_publishes(hub: Hub) -> None:
+    a, late = FakeMember("a"), FakeMember("late")
+    joined(hub, "r", a)
+    hub.register(late)
+    hub.publish("r", b"before")
+    hub.join(late, "r")  # the same round as "before": it must not reach `late`
+    hub.publish("r", b"after")
+    assert late.events() == [b"after"]
+    assert a.events() == [b"before"]
+    assert a.events() == [b"after"]
+
+
+def test_leave_and_unregister_stop_delivery(hub: Hub) -> None:
+    a, b, c = FakeMember("a"), FakeMember("b"), FakeMember("c")
+    joined(hub, "r", a, b, c)
+    hub.leave(b, "r")
+    hub.unregister(c)
+    hub.publish("r", b"x")
+    assert a.events() == [b"x"]
+    gevent.sleep(0)  # the round above is done once `a` has its batch
+    assert b.received.empty() and c.received.empty()
+    assert [m.id for m in hub.members("r")] == ["a"]
+    assert "c" not in hub.connections
+
+
+def test_a_slow_member_is_dropped_alone_and_others_get_everything(hub: Hub) -> None:
+    fast, slow = FakeMember("fast"), FakeMember("slow", capacity=3)
+    joined(hub, "r", fast, slow)
+    received = []
+    for n in range(50):
+        hub.publish("r", b"%d" % n)
+        received += fast.events()  # one publish per round
+    assert received == [b"%d" % n for n in range(50)]
+    assert slow.closed == (CloseCode.TRY_AGAIN_LATER, ErrorCode.TOO_SLOW)
+    assert slow.received.qsize() == 3
+    assert slow.rooms == set() and [m.id for m in hub.members("r")] == ["fast"]
+    assert hub.dropped_slow == 1
+
+
+def test_shutdown_closes_everyone_with_1001_and_refuses_newcomers(hub: Hub) -> None:
+    a = FakeMember("a")
+    joined(hub, "r", a)
+    hub.publish("r", b"last")
+    hub.shutdown()
+    assert a.events() == [b"last"]  # published before the shutdown: delivered first
+    late = FakeMember("late")
+    joined(hub, "r", late)
+    assert a.closed == (CloseCode.GOING_AWAY, ErrorCode.SHUTTING_DOWN)
+    assert late.closed == (CloseCode.GOING_AWAY, ErrorCode.SHUTTING_DOWN)
+
+
+def test_a_member_that_fails_is_removed_and_others_get_their_events(hub: Hub) -> None:
+    class Broken(FakeMember):
+        def offer(self, batch: Batch) -> bool:
+            raise RuntimeError("boom")
+
+    broken, a, b = Broken("x"), FakeMember("a"), FakeMember("b")
+    joined(hub, "bad", broken, b)
+    joined(hub, "r", a)
+    hub.publish("bad", b"1")
+    hub.publish("r", b"2")  # the same round
+    assert a.events() == [b"2"]
+    assert b.events() == [b"1"]
+    assert broken.rooms == set() and [m.id for m in hub.members("bad")] == ["b"]
