@@ -8,8 +8,8 @@ import secrets
 
 from flask import Flask
 
-from . import errors, views
-from .chat import init_chat
+from . import api, errors, views
+from .chat import Chat
 from .config import Config, ConfigError
 from .realtime import Realtime
 from .store import SQLiteStore
@@ -35,9 +35,10 @@ def create_app(config: Config | None = None) -> Flask:
     store = SQLiteStore(config.database_path or os.path.join(app.instance_path, "chat.sqlite3"), config.history_limit)
     realtime = Realtime(config)
     realtime.init_app(app, path="/ws")
-    init_chat(realtime, store)
+    app.extensions["chat"] = Chat(realtime, store)
     errors.init_app(app)
     app.register_blueprint(views.bp)
+    app.register_blueprint(api.bp)
     return app
 
 

@@ -14,7 +14,7 @@ from .hub import Hub
 
 
 class Backplane(Protocol):
-    def publish(self, room: str, event: bytes) -> None: ...
+    def publish(self, room: str, event: bytes, seq: int | None = None) -> None: ...
 
     @property
     def healthy(self) -> bool: ...
@@ -28,5 +28,5 @@ class MemoryBackplane:
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
 
-    def publish(self, room: str, event: bytes) -> None:
-        self._hub.publish(room, event)
+    def publish(self, room: str, event: bytes, seq: int | None = None) -> None:
+        self._hub.publish(room, event, seq)

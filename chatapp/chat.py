@@ -1,8 +1,9 @@
 """The chat, built only on the realtime layer's API (join, emit, handlers per event type).
 
-Connect with `/ws?room=ROOM&name=NAME`; the client gets `welcome`, the room gets `join`.
-`message` events are stored (the store gives the id) and then emitted to the room; `typing`
-is relayed; a client that goes away makes a `leave`.
+Connect with `/ws?room=ROOM&name=NAME&since=ID`; the client gets `welcome` (with history),
+the room gets `join`. A `message` is stored first (the store gives its id and drops a resend
+of a cid the room holds), then emitted to the room; `typing` is relayed; a client that goes
+away makes a `leave`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from .client import Connection
 from .protocol import ErrorCode, ProtocolError
 from .ratelimit import RateLimiter
 from .realtime import Realtime
-from .store import Store
+from .store import Message, Store
 
 ROOM_RE = re.compile(r"[a-z0-9_-]{1,32}")
+SINCE_RE = re.compile(r"[0-9]{1,18}")
 DEFAULT_ROOM = "lobby"
 MAX_NAME = 32
 MAX_CID = 64
@@ -46,8 +48,17 @@ def parse_name(raw: str | None) -> str:
     return name
 
 
+def parse_since(raw: str | None) -> int | None:
+    """`since`: the id of the last message the client saw, if any."""
+    if raw is None or raw == "":
+        return None
+    if not SINCE_RE.fullmatch(raw):
+        raise ProtocolError(ErrorCode.BAD_PARAM, "since must be a message id")
+    return int(raw)
+
+
 def parse_message(event: dict[str, Any], max_chars: int) -> tuple[str, str | None]:
-    """The text and cid of a client `message` event, or ProtocolError."""
+    """The text and cid of a `message` event (or of a bot's post), or ProtocolError."""
     text = event.get("text")
     if not isinstance(text, str):
         raise ProtocolError(ErrorCode.BAD_FIELD, "a message needs a string field 'text'")
@@ -66,52 +77,84 @@ def user_of(conn: Connection) -> dict[str, str]:
     return {"id": conn.id, "name": conn.data["name"]}
 
 
-def init_chat(rt: Realtime, store: Store) -> None:
-    config = rt.config
+class Chat:
+    """The chat's rules over a Realtime and a Store; kept in app.extensions["chat"]."""
 
-    @rt.on_connect
-    def connect(conn: Connection) -> None:
+    def __init__(self, rt: Realtime, store: Store) -> None:
+        self.rt = rt
+        self.store = store
+        self.config = rt.config
+        rt.on_connect(self.connect)
+        rt.on_disconnect(self.disconnect)
+        rt.on("message")(self.message)
+        rt.on("typing")(self.typing)
+
+    def post(self, room: str, user: dict[str, str], text: str, cid: str | None) -> tuple[Message, bool]:
+        """Store a message, then emit it to the room. A resend (a cid the room holds) is not
+        stored or emitted again: returns the stored one and False."""
+        fields: dict[str, Any] = {"ts": time.time(), "user": user, "text": text}
+        if cid is not None:
+            fields["cid"] = cid
+        message, created = self.store.append(room, fields)
+        if created:
+            self.rt.emit(room, message, seq=int(message["id"]))
+        return message, created
+
+    def history(self, room: str, since: int | None) -> tuple[list[Message], bool]:
+        """What a joining client gets: the messages after `since`, or the last HISTORY_ON_JOIN
+        when there is no `since` or it is not in the kept history (then truncated is True)."""
+        if since is not None:
+            messages, unknown = self.store.after(room, since)
+            if not unknown:
+                return messages, False
+        return self.store.recent(room, self.config.history_on_join), since is not None
+
+    # -- realtime handlers --------------------------------------------------------------------
+    def connect(self, conn: Connection) -> None:
         room = parse_room(conn.args.get("room"))
         name = parse_name(conn.args.get("name"))
+        since = parse_since(conn.args.get("since"))
         conn.data.update(
             name=name,
             room=room,
-            messages=RateLimiter(config.rate_limit, RATE_WINDOW),
+            messages=RateLimiter(self.config.rate_limit, RATE_WINDOW),
             typing=RateLimiter(1, TYPING_EVERY),
         )
-        rt.join(conn, room)
-        # members: this worker's clients in the room, this one included
-        members = [user_of(member) for member in rt.members(room)]
+        self.rt.join(conn, room)
+        # Joined first, history second: nothing falls between the two. A message stored
+        # before the read but still on its way to the Hub would come twice; skip_through
+        # drops it from the live stream.
+        history, truncated = self.history(room, since)
+        seen = int(history[-1]["id"]) if history else since
+        if seen is not None:
+            conn.skip_through(seen)
         conn.send(
             {
                 "type": "welcome",
                 "you": user_of(conn),
                 "room": room,
-                "members": members,
-                "history": store.recent(room, config.history_on_join),
-                "truncated": False,
+                "members": [user_of(member) for member in self.rt.members(room)],  # this one too
+                "history": history,
+                "truncated": truncated,
             }
         )
-        rt.emit(room, {"type": "join", "room": room, "user": user_of(conn), "ts": time.time()})
+        self.rt.emit(room, {"type": "join", "room": room, "user": user_of(conn), "ts": time.time()})
 
-    @rt.on_disconnect
-    def disconnect(conn: Connection) -> None:
+    def disconnect(self, conn: Connection) -> None:
         room = conn.data["room"]
-        rt.emit(room, {"type": "leave", "room": room, "user": user_of(conn), "ts": time.time()})
+        self.rt.emit(room, {"type": "leave", "room": room, "user": user_of(conn), "ts": time.time()})
 
-    @rt.on("message")
-    def message(conn: Connection, event: dict[str, Any]) -> None:
-        text, cid = parse_message(event, config.max_message_chars)
+    def message(self, conn: Connection, event: dict[str, Any]) -> None:
+        text, cid = parse_message(event, self.config.max_message_chars)
         if not conn.data["messages"].allow():
-            raise ProtocolError(ErrorCode.RATE_LIMITED, f"at most {config.rate_limit} messages per {RATE_WINDOW:.0f} s")
-        room = conn.data["room"]
-        fields: dict[str, Any] = {"ts": time.time(), "user": user_of(conn), "text": text}
-        if cid is not None:
-            fields["cid"] = cid
-        rt.emit(room, store.append(room, fields))
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED, f"at most {self.config.rate_limit} messages per {RATE_WINDOW:.0f} s"
+            )
+        message, created = self.post(conn.data["room"], user_of(conn), text, cid)
+        if not created:
+            conn.send(message)  # the ack of a resend: the sender learns it is stored
 
-    @rt.on("typing")
-    def typing(conn: Connection, event: dict[str, Any]) -> None:
+    def typing(self, conn: Connection, event: dict[str, Any]) -> None:
         if conn.data["typing"].allow():
             room = conn.data["room"]
-            rt.emit(room, {"type": "typing", "room": room, "user": user_of(conn)})
+            self.rt.emit(room, {"type": "typing", "room": room, "user": user_of(conn)})

@@ -77,6 +77,7 @@ class Connection:
         self._queue: Queue = Queue(config.send_queue_size)
         self._greeting: list[Batch] | None = []  # sends made before the writer starts go first
         self._close_request: tuple[int, str, bytes | None] | None = None
+        self._floor: int | None = None  # skip events with seq <= this (set by skip_through)
         self._peer_closed = Event()
         self._writer: gevent.Greenlet | None = None
 
@@ -102,6 +103,11 @@ class Connection:
     def send(self, event: dict[str, Any]) -> None:
         """Send one event to this client only."""
         self.offer(Batch([encode(event)]))
+
+    def skip_through(self, seq: int) -> None:
+        """This client already has every event of its room up to `seq` (say, from history sent
+        in its welcome): drop such events still on their way, until a later one arrives."""
+        self._floor = seq
 
     def error(self, code: ErrorCode, detail: str) -> None:
         self.send(error_event(code, detail))
@@ -193,6 +199,8 @@ class Connection:
     def _render(self, items: list[object]) -> bytes:
         """Turn queued items into bytes: all events in one frame (one line each), then pongs."""
         batches = [item for item in items if type(item) is Batch]
+        if self._floor is not None:
+            batches = self._above_floor(batches)
         if len(batches) == 1:
             data = batches[0].frame  # framed once for every member of the room
         elif batches:
@@ -203,6 +211,23 @@ class Connection:
             if type(item) is _Pong and self._ws.state is ConnectionState.OPEN:
                 data += self._ws.send(Pong(item.payload))
         return data
+
+    def _above_floor(self, batches: list[Batch]) -> list[Batch]:
+        """The batches without events numbered up to the floor; the floor goes once passed."""
+        kept = []
+        for batch in batches:
+            floor = self._floor
+            if floor is None or batch.seqs is None:
+                kept.append(batch)
+                continue
+            events = [e for e, seq in zip(batch.events, batch.seqs, strict=True) if seq is None or seq > floor]
+            if any(seq is not None and seq > floor for seq in batch.seqs):
+                self._floor = None
+            if len(events) == batch.count:
+                kept.append(batch)
+            elif events:
+                kept.append(Batch(events))
+        return kept
 
     def _write(self, data: bytes) -> None:
         with gevent.Timeout(self._config.write_timeout, WriteTimeout):

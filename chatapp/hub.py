@@ -35,11 +35,17 @@ ACK_TIMEOUT = 5.0  # seconds a joiner waits for the Hub before giving up (the Hu
 
 
 class Batch:
-    """Events for one room from one Hub round: the payload is joined once and framed once."""
+    """Events for one room from one Hub round: the payload is joined once and framed once.
 
-    __slots__ = ("_frame", "count", "payload")
+    `seqs` holds each event's sequence number within the room (None for events without one),
+    or is None when no event has one; a client that has just been sent history uses them to
+    skip what it already has (Connection.skip_through)."""
 
-    def __init__(self, events: list[bytes]) -> None:
+    __slots__ = ("_frame", "count", "events", "payload", "seqs")
+
+    def __init__(self, events: list[bytes], seqs: list[int | None] | None = None) -> None:
+        self.events = events
+        self.seqs = seqs if seqs is not None and any(seq is not None for seq in seqs) else None
         self.payload = b"\n".join(events)
         self.count = len(events)
         self._frame: bytes | None = None
@@ -96,9 +102,10 @@ class Hub:
     def leave(self, conn: Member, room: str) -> None:
         self._inbox.put((_LEAVE, conn, room))
 
-    def publish(self, room: str, event: bytes) -> None:
-        """Deliver one serialised event to every member of `room` (non-blocking)."""
-        self._inbox.put((_PUBLISH, room, event))
+    def publish(self, room: str, event: bytes, seq: int | None = None) -> None:
+        """Deliver one serialised event to every member of `room` (non-blocking). `seq`, if
+        given, orders the event within the room (a message id)."""
+        self._inbox.put((_PUBLISH, room, event, seq))
 
     def shutdown(self) -> None:
         """Close every connection with 1001 and refuse new ones."""
@@ -121,11 +128,15 @@ class Hub:
                 log.exception("hub round failed")
 
     def handle_round(self, commands: Iterable[tuple]) -> None:
-        pending: dict[str, list[bytes]] = {}
+        pending: dict[str, tuple[list[bytes], list[int | None]]] = {}  # room: (events, seqs)
         for command in commands:
             op = command[0]
             if op == _PUBLISH:
-                pending.setdefault(command[1], []).append(command[2])
+                entry = pending.get(command[1])
+                if entry is None:
+                    entry = pending[command[1]] = ([], [])
+                entry[0].append(command[2])
+                entry[1].append(command[3])
                 continue
             if op == _JOIN or op == _LEAVE:
                 touched: Iterable[str] = (command[2],)
@@ -137,10 +148,10 @@ class Hub:
                 touched = ()
             for room in touched:
                 if room in pending:
-                    self._fan_out(room, pending.pop(room))
+                    self._fan_out(room, *pending.pop(room))
             self._apply(command)
-        for room, events in pending.items():
-            self._fan_out(room, events)
+        for room, (events, seqs) in pending.items():
+            self._fan_out(room, events, seqs)
 
     def _apply(self, command: tuple) -> None:
         op, args = command[0], command[1:]
@@ -167,11 +178,11 @@ class Hub:
             for conn in self.connections.values():
                 conn.close(CloseCode.GOING_AWAY, ErrorCode.SHUTTING_DOWN, "server is restarting")
 
-    def _fan_out(self, room: str, events: list[bytes]) -> None:
+    def _fan_out(self, room: str, events: list[bytes], seqs: list[int | None]) -> None:
         members = self.rooms.get(room)
         if not members:
             return
-        batch = Batch(events)
+        batch = Batch(events, seqs)
         gone = []
         for conn in members.values():
             try:

@@ -103,10 +103,13 @@ class Realtime:
         self._disconnect = handler
         return handler
 
-    def emit(self, room: str, event: dict[str, Any]) -> None:
-        """Send `event` to every client in `room`, on every worker. Never blocks."""
+    def emit(self, room: str, event: dict[str, Any], seq: int | None = None) -> None:
+        """Send `event` to every client in `room`, on every worker. Never blocks.
+
+        `seq` numbers the event within the room, in the order events are emitted (a message
+        id from the store): a client told `skip_through(n)` does not get events up to n."""
         self._start()
-        self.backplane.publish(room, encode(event))
+        self.backplane.publish(room, encode(event), seq)
 
     def join(self, conn: Connection, room: str) -> None:
         """Put `conn` in `room`; every event emitted after this returns reaches it."""

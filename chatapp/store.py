@@ -1,9 +1,16 @@
 """Message history: ids come from here, never from one worker's memory.
 
 SQLiteStore keeps every room's messages in one SQLite file in WAL mode, so several workers
-on one machine can share it and a crash loses nothing that was committed. Each process opens
-one connection; gevent never switches inside a sqlite3 call, so greenlets take turns on it
-whole and need no lock.
+on one machine can share it and a crash of the process loses nothing that was committed
+(synchronous=NORMAL: a power cut may lose the last commits, a kill -9 does not). Each
+process opens one connection; gevent never switches inside a sqlite3 call, so greenlets
+take turns on it whole and need no lock. Another process holding the write lock makes a
+write wait (busy_timeout), which blocks this worker for as long: writes are one short
+transaction each.
+
+A room keeps its newest HISTORY_LIMIT messages, and up to PRUNE_EVERY more between prunes.
+Ids are SQLite's AUTOINCREMENT rowids, as strings: unique and increasing within a room,
+never reused after pruning, the same for every process on the file.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from __future__ import annotations
 import os
 import sqlite3
 from typing import Any, Protocol
+
+Message = dict[str, Any]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -23,47 +32,89 @@ CREATE TABLE IF NOT EXISTS messages (
     cid TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_room_id ON messages (room, id);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_room_cid ON messages (room, cid);
 """
+_COLUMNS = "id, room, ts, user_id, user_name, text, cid"
 
 
 class Store(Protocol):
-    def append(self, room: str, message: dict[str, Any]) -> dict[str, Any]: ...
+    def append(self, room: str, message: Message) -> tuple[Message, bool]: ...
 
-    def recent(self, room: str, limit: int) -> list[dict[str, Any]]: ...
+    def recent(self, room: str, limit: int) -> list[Message]: ...
+
+    def after(self, room: str, since: int, limit: int = -1) -> tuple[list[Message], bool]: ...
+
+    def counts(self, rooms: list[str]) -> dict[str, int]: ...
+
+
+PRUNE_EVERY = 64  # a room is pruned back to HISTORY_LIMIT every this many appends (by one process)
 
 
 class SQLiteStore:
     def __init__(self, path: str, history_limit: int) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.history_limit = history_limit
+        self._prune_every = min(PRUNE_EVERY, history_limit)
+        self._appends: dict[str, int] = {}  # per room, since this process last pruned it
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a process crash loses nothing committed
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
 
-    def append(self, room: str, message: dict[str, Any]) -> dict[str, Any]:
-        """Store a message ({ts, user: {id, name}, text, cid?}); return it with its id and room."""
-        user = message["user"]
-        cursor = self._db.execute(
-            "INSERT INTO messages (room, ts, user_id, user_name, text, cid) VALUES (?, ?, ?, ?, ?, ?)",
-            (room, message["ts"], user["id"], user["name"], message["text"], message.get("cid")),
-        )
-        return {"type": "message", "id": str(cursor.lastrowid), "room": room, **message}
+    def append(self, room: str, message: Message) -> tuple[Message, bool]:
+        """Store `message` ({ts, user: {id, name}, text, cid?}) unless the room already holds
+        its cid. Returns the stored message (with id and room) and whether it is new: a resend
+        gets the message stored the first time."""
+        user, cid = message["user"], message.get("cid")
+        with self._db:  # one transaction: insert and prune
+            cursor = self._db.execute(
+                "INSERT INTO messages (room, ts, user_id, user_name, text, cid) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (room, cid) DO NOTHING",
+                (room, message["ts"], user["id"], user["name"], message["text"], cid),
+            )
+            if cursor.rowcount == 0:
+                row = self._db.execute(f"SELECT {_COLUMNS} FROM messages WHERE room = ? AND cid = ?", (room, cid))
+                return _message(row.fetchone()), False
+            appends = self._appends.get(room, 0) + 1
+            if appends >= self._prune_every:  # finding the cut costs a scan of HISTORY_LIMIT rows
+                appends = 0
+                self._db.execute(
+                    "DELETE FROM messages WHERE room = ? AND id <= "
+                    "(SELECT id FROM messages WHERE room = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                    (room, room, self.history_limit),
+                )
+            self._appends[room] = appends
+        return _message((cursor.lastrowid, room, message["ts"], user["id"], user["name"], message["text"], cid)), True
 
-    def recent(self, room: str, limit: int) -> list[dict[str, Any]]:
+    def recent(self, room: str, limit: int) -> list[Message]:
         """The last `limit` messages of `room`, oldest first."""
         rows = self._db.execute(
-            "SELECT id, ts, user_id, user_name, text, cid FROM messages WHERE room = ? ORDER BY id DESC LIMIT ?",
-            (room, limit),
+            f"SELECT {_COLUMNS} FROM messages WHERE room = ? ORDER BY id DESC LIMIT ?", (room, limit)
         ).fetchall()
-        return [_message(room, row) for row in reversed(rows)]
+        return [_message(row) for row in reversed(rows)]
+
+    def after(self, room: str, since: int, limit: int = -1) -> tuple[list[Message], bool]:
+        """Up to `limit` (default: all) messages of `room` after id `since`, oldest first, and
+        whether `since` is unknown here (never was, or pruned): then some may be missing."""
+        with self._db:  # one read transaction: the check and the rows agree
+            known = self._db.execute("SELECT 1 FROM messages WHERE room = ? AND id = ?", (room, since)).fetchone()
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE room = ? AND id > ? ORDER BY id LIMIT ?", (room, since, limit)
+            ).fetchall()
+        return [_message(row) for row in rows], known is None
+
+    def counts(self, rooms: list[str]) -> dict[str, int]:
+        """Messages kept per room, for the given rooms."""
+        marks = ",".join("?" * len(rooms))
+        rows = self._db.execute(f"SELECT room, COUNT(*) FROM messages WHERE room IN ({marks}) GROUP BY room", rooms)
+        return dict(rows.fetchall())
 
     def close(self) -> None:
         self._db.close()
 
 
-def _message(room: str, row: tuple[Any, ...]) -> dict[str, Any]:
-    id_, ts, user_id, user_name, text, cid = row
+def _message(row: tuple[Any, ...]) -> Message:
+    id_, room, ts, user_id, user_name, text, cid = row
     message = {
         "type": "message",
         "id": str(id_),

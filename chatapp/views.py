@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Blueprint, Response, abort, current_app, jsonify, render_template
 
 from .chat import ROOM_RE
@@ -43,6 +45,7 @@ def healthz() -> tuple[Response, int]:
     status = 200 if realtime.healthy else 503
     body = {
         "status": "ok" if status == 200 else "degraded",
+        "pid": os.getpid(),
         "connections": len(realtime.hub.connections),
         "rooms": len(realtime.hub.rooms),
         "backplane": type(realtime.backplane).__name__,

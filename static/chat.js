@@ -18,7 +18,7 @@
   const seen = new Set();            // message ids shown in this room (a resume shows none twice)
   let lastId = null;                 // newest message id shown, for ?since= on reconnect
   const members = new Map();         // id -> name
-  const outbox = [];                 // messages typed while offline, sent once when live
+  const pending = new Map();         // cid -> message event not yet echoed; resent on every welcome
   const typers = new Map();          // id -> timer clearing "is typing"
 
   // -- connection ---------------------------------------------------------------------------
@@ -107,9 +107,11 @@
     members.clear();
     for (const m of event.members) members.set(m.id, m.name);
     renderMembers();
+    if (event.truncated && lastId !== null) addSystem("Some messages from while you were away are no longer kept.");
     for (const message of event.history) addMessage(message);
     setStatus("open", "Live");
-    while (outbox.length) send(outbox.shift());
+    // Typed while offline, or sent but not echoed before a drop: the server keeps one per cid.
+    for (const message of pending.values()) send(message);
   }
 
   // -- the log ------------------------------------------------------------------------------------
@@ -124,10 +126,12 @@
   }
 
   function addMessage(message) {
+    if (message.cid && pending.delete(message.cid)) {
+      log.querySelector(`[data-cid="${CSS.escape(message.cid)}"]`)?.remove();
+    }
     if (seen.has(message.id)) return;
     seen.add(message.id);
     lastId = message.id;
-    if (message.cid) document.querySelector(`[data-cid="${CSS.escape(message.cid)}"]`)?.remove();
     append(messageNode(message.user, message.text, message.ts, myIds.has(message.user.id)));
   }
 
@@ -205,11 +209,12 @@
     if (!body) return;
     const cid = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
     const event = { type: "message", text: body, cid };
-    const pending = messageNode(me || { name }, body, Date.now() / 1000, true);
-    pending.classList.add("pending");
-    pending.dataset.cid = cid;
-    append(pending);
-    if (!send(event)) outbox.push(event);
+    const node = messageNode(me || { name }, body, Date.now() / 1000, true);
+    node.classList.add("pending");
+    node.dataset.cid = cid;
+    append(node);
+    pending.set(cid, event);
+    send(event);
     text.value = "";
     lastTyping = 0;
   });
@@ -227,7 +232,7 @@
     log.replaceChildren();
     seen.clear();
     lastId = null;
-    outbox.length = 0;
+    pending.clear();
     members.clear();
     renderMembers();
     attempt = 0;

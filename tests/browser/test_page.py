@@ -119,3 +119,12 @@ def test_the_page_reconnects_after_a_restart(new_page, make_server) -> None:
     page.fill("#text", "back again")
     page.press("#text", "Enter")
     expect(page.locator("#log .msg:not(.pending) .body")).to_have_text(["back again"])
+
+
+def test_typing_shows_and_clears(new_page, server: Server) -> None:
+    watcher = open_chat(new_page, server, "/r/typing?name=watcher")
+    typer = open_chat(new_page, server, "/r/typing?name=typer")
+    typer.locator("#text").press_sequentially("hel")
+    expect(watcher.locator("#typing")).to_have_text("typer is typing…")
+    expect(typer.locator("#typing")).to_have_text("")  # not about yourself
+    expect(watcher.locator("#typing")).to_have_text("", timeout=6_000)  # cleared after a few seconds

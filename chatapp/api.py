@@ -1,0 +1,85 @@
+"""The JSON API: history, a bot's publish, the rooms online. Errors: {"error", "detail"}."""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from .chat import Chat, parse_message, parse_name, parse_room, parse_since
+from .errors import json_error
+from .protocol import ErrorCode, ProtocolError
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
+
+
+def _chat() -> Chat:
+    return current_app.extensions["chat"]
+
+
+@bp.errorhandler(ProtocolError)
+def protocol_error(exc: ProtocolError) -> Response:
+    return json_error(400, str(exc.code), exc.detail)
+
+
+@bp.get("/rooms/<room>/messages")
+def messages(room: str) -> Response:
+    """?since=ID: the messages after ID, oldest first (`truncated` when ID is no longer kept);
+    without it the last `limit`. limit: 1 to 500, default 50."""
+    room = parse_room(room)
+    since = parse_since(request.args.get("since"))
+    limit = _limit(request.args.get("limit"))
+    store = _chat().store
+    if since is None:
+        found, truncated = store.recent(room, limit), False
+    else:
+        found, truncated = store.after(room, since, limit)
+    return jsonify(room=room, messages=found, truncated=truncated)
+
+
+@bp.post("/rooms/<room>/messages")
+def publish(room: str) -> tuple[Response, int] | Response:
+    """A bot's message: `Authorization: Bearer <CHAT_API_TOKEN>`, body {"name", "text", "cid"?}.
+    201 with the stored message, which live clients get like any other; 200 with the stored
+    one when its cid was already posted to the room."""
+    chat = _chat()
+    token = chat.config.chat_api_token
+    if not token:
+        return json_error(404, "not_found", "the bot API is off: set CHAT_API_TOKEN to turn it on")
+    given = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        response = json_error(401, "unauthorized", "Authorization: Bearer <CHAT_API_TOKEN> is required")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+    room = parse_room(room)
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return json_error(400, "bad_json", 'the body must be a JSON object like {"name": "bot", "text": "hi"}')
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip():
+        return json_error(400, "bad_field", "a post needs a string field 'name'")
+    name = parse_name(name)
+    text, cid = parse_message(body, chat.config.max_message_chars)
+    message, created = chat.post(room, {"id": f"bot:{name}", "name": name}, text, cid)
+    return jsonify(message), 201 if created else 200
+
+
+@bp.get("/rooms")
+def rooms() -> Response:
+    """The rooms with clients on this worker now, with their member and message counts."""
+    chat = _chat()
+    online = {room: len(members) for room, members in chat.rt.hub.rooms.items()}
+    counts = chat.store.counts(list(online))
+    listed = [{"room": room, "members": n, "messages": counts.get(room, 0)} for room, n in sorted(online.items())]
+    return jsonify(rooms=listed)
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise ProtocolError(ErrorCode.BAD_PARAM, f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    return int(raw)

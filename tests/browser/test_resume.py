@@ -1,0 +1,46 @@
+"""The page across a server restart: what was missed shows once, what was typed offline goes once."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from playwright.sync_api import expect
+
+from chatapp.store import SQLiteStore
+from tests.helpers import Client
+
+pytestmark = pytest.mark.browser
+
+
+def test_missed_messages_show_once_and_offline_messages_send_once(new_page, make_server, tmp_path) -> None:
+    server = make_server()
+    page = new_page(server.url + "/r/resume?name=viewer")
+    expect(page.locator("#status")).to_have_attribute("data-state", "open")
+    with Client(server, "resume", "writer") as writer:
+        writer.expect("welcome")
+        for text in ("before 1", "before 2"):
+            writer.say(text)
+    bodies = page.locator("#log .msg:not(.pending) .body")
+    expect(bodies).to_have_text(["before 1", "before 2"])
+
+    port = server.port
+    server.stop()
+    expect(page.locator("#status")).to_have_attribute("data-state", "closed")
+    # While the server is down, another process on the same file stores three messages...
+    other = SQLiteStore(str(tmp_path / "chat.sqlite3"), 1000)
+    for n in (1, 2, 3):
+        other.append("resume", {"ts": time.time(), "user": {"id": "bot:other", "name": "other"}, "text": f"missed {n}"})
+    other.close()
+    # ...and the viewer types one.
+    page.fill("#text", "typed offline")
+    page.press("#text", "Enter")
+    expect(page.locator("#log .msg.pending .body")).to_have_text(["typed offline"])
+
+    server = make_server(port=port)
+    expect(page.locator("#status")).to_have_attribute("data-state", "open", timeout=15_000)
+    expect(bodies).to_have_text(["before 1", "before 2", "missed 1", "missed 2", "missed 3", "typed offline"])
+    expect(page.locator("#log .msg.pending")).to_have_count(0)
+    stored = json.loads(server.get("/api/rooms/resume/messages")[2])["messages"]
+    assert [m["text"] for m in stored] == ["before 1", "before 2", "missed 1", "missed 2", "missed 3", "typed offline"]

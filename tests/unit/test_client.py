@@ -1,0 +1,30 @@
+"""A connection's writer-side rendering (no socket): coalescing and skip_through."""
+
+from __future__ import annotations
+
+from chatapp.client import Connection
+from chatapp.config import Config
+from chatapp.hub import Batch
+from chatapp.protocol import text_frame
+
+
+def connection() -> Connection:
+    return Connection(None, None, Config(), {}, "test")  # type: ignore[arg-type]
+
+
+def test_one_batch_is_written_as_its_shared_frame() -> None:
+    batch = Batch([b"a", b"b"])
+    assert connection()._render([batch]) is batch.frame
+
+
+def test_several_batches_are_coalesced_into_one_frame() -> None:
+    assert connection()._render([Batch([b"a"]), Batch([b"b", b"c"])]) == text_frame(b"a\nb\nc")
+
+
+def test_skip_through_drops_events_up_to_the_floor_then_lets_all_pass() -> None:
+    conn = connection()
+    conn.skip_through(5)
+    old = Batch([b"m4", b"join", b"m5"], [4, None, 5])
+    new = Batch([b"m6", b"m7"], [6, 7])
+    assert conn._render([old, new]) == text_frame(b"join\nm6\nm7")
+    assert conn._render([Batch([b"m3"], [3])]) == text_frame(b"m3")  # the floor went at m6
