@@ -193,6 +193,16 @@ def test_kill_9_of_the_worker_loses_nothing_stored(make_server) -> None:
         assert time.monotonic() < deadline, "no new worker"
         time.sleep(0.1)
     assert api_messages(server, r)["messages"] == sent
+    # and the whole server killed at once: the next one starts on the same file
+    with Client(server, r, "writer") as writer:
+        writer.expect("welcome")
+        sent += say_all(writer, ["after the first kill"])
+        worker = json.loads(server.get("/healthz")[2])["pid"]
+        os.kill(worker, signal.SIGKILL)
+        server.proc.kill()
+        server.wait(10)
+    server = make_server(port=server.port)
+    assert api_messages(server, r)["messages"] == sent
 
 
 def test_two_servers_on_one_file_write_concurrently(make_server) -> None:
