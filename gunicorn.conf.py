@@ -22,11 +22,15 @@ worker_connections = 10000  # gevent's default of 1,000 would cap the open socke
 graceful_timeout = 20  # SIGTERM: clients are told to reconnect (1001) well within this
 control_socket_disable = True  # no gunicornc; two servers on one machine would share its path
 
-# Without Redis, clients of different workers could not see each other: one worker.
-workers = 1
+# Without Redis, clients of different workers could not see each other: one worker, whatever
+# WEB_CONCURRENCY the platform sets. With Redis, gunicorn's default applies (WEB_CONCURRENCY, or 1).
+if not _config.redis_url:
+    workers = 1
 
 
 def on_starting(server):
+    if _config.redis_url:
+        return
     if server.cfg.workers > 1:
         sys.exit(
             f"chatapp: {server.cfg.workers} workers asked for, but REDIS_URL is not set: without"
@@ -38,11 +42,12 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    """On SIGTERM, tell every client to reconnect (error shutting_down, close 1001) while
-    gunicorn stops accepting and waits for the connections to end."""
+    """Start the realtime layer's greenlets. On SIGTERM, tell every client to reconnect (error
+    shutting_down, close 1001) while gunicorn stops accepting and waits for them to end."""
     import gevent
 
     realtime = worker.wsgi.extensions["realtime"]
+    realtime.start()  # the Hub, and with Redis the listener, before the first client
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum, frame):

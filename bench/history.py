@@ -27,7 +27,7 @@ from websockets.sync.client import connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from chatapp.store import SQLiteStore  # noqa: E402
+from chatapp.store.sqlite import SQLiteStore  # noqa: E402
 
 
 def percentile(values: list[float], p: float) -> float:

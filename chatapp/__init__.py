@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import api, errors, views
 from .chat import Chat
 from .config import Config, ConfigError
 from .realtime import Realtime
-from .store import SQLiteStore
+from .store import Store
 
 __all__ = ["Config", "ConfigError", "create_app"]
 
@@ -20,8 +22,6 @@ __all__ = ["Config", "ConfigError", "create_app"]
 def create_app(config: Config | None = None) -> Flask:
     """Build the app. `config` defaults to the environment's (Config.from_env)."""
     config = config or Config.from_env()
-    if config.redis_url:
-        raise ConfigError("REDIS_URL is set, but the Redis backplane is not in this version yet")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     app = Flask(
         __name__,
@@ -31,15 +31,37 @@ def create_app(config: Config | None = None) -> Flask:
     )
     app.config["SECRET_KEY"] = config.secret_key or secrets.token_hex(32)
     _configure_logging(config.log_level)
+    if config.proxy_hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxy_hops, x_proto=config.proxy_hops)  # type: ignore[method-assign]
 
-    store = SQLiteStore(config.database_path or os.path.join(app.instance_path, "chat.sqlite3"), config.history_limit)
-    realtime = Realtime(config)
+    redis_client = _redis_client(config) if config.redis_url else None
+    store: Store
+    if redis_client is not None:
+        from .store.redis import RedisStore
+
+        store = RedisStore(redis_client, config.history_limit)
+    else:
+        from .store.sqlite import SQLiteStore
+
+        store = SQLiteStore(
+            config.database_path or os.path.join(app.instance_path, "chat.sqlite3"), config.history_limit
+        )
+    realtime = Realtime(config, redis_client)
     realtime.init_app(app, path="/ws")
     app.extensions["chat"] = Chat(realtime, store)
     errors.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
     return app
+
+
+def _redis_client(config: Config) -> Any:
+    import redis
+
+    options: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0, "health_check_interval": 10}
+    if config.redis_url and config.redis_url.startswith("rediss://") and not config.redis_tls_verify:
+        options["ssl_cert_reqs"] = "none"  # REDIS_TLS_VERIFY=0: managed Redis with a self-signed chain
+    return redis.Redis.from_url(config.redis_url, **options)
 
 
 def _configure_logging(level: str) -> None:

@@ -69,9 +69,9 @@ def publish(room: str) -> tuple[Response, int] | Response:
 
 @bp.get("/rooms")
 def rooms() -> Response:
-    """The rooms with clients on this worker now, with their member and message counts."""
+    """The rooms with members now (on every worker), with their member and message counts."""
     chat = _chat()
-    online = {room: len(members) for room, members in chat.rt.hub.rooms.items()}
+    online = chat.rt.presence.rooms()
     counts = chat.store.counts(list(online))
     listed = [{"room": room, "members": n, "messages": counts.get(room, 0)} for room, n in sorted(online.items())]
     return jsonify(rooms=listed)

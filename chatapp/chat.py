@@ -73,10 +73,6 @@ def parse_message(event: dict[str, Any], max_chars: int) -> tuple[str, str | Non
     return text, cid
 
 
-def user_of(conn: Connection) -> dict[str, str]:
-    return {"id": conn.id, "name": conn.data["name"]}
-
-
 class Chat:
     """The chat's rules over a Realtime and a Store; kept in app.extensions["chat"]."""
 
@@ -88,6 +84,7 @@ class Chat:
         rt.on_disconnect(self.disconnect)
         rt.on("message")(self.message)
         rt.on("typing")(self.typing)
+        rt.on_presence_expired(self.expired)
 
     def post(self, room: str, user: dict[str, str], text: str, cid: str | None) -> tuple[Message, bool]:
         """Store a message, then emit it to the room. A resend (a cid the room holds) is not
@@ -114,8 +111,8 @@ class Chat:
         room = parse_room(conn.args.get("room"))
         name = parse_name(conn.args.get("name"))
         since = parse_since(conn.args.get("since"))
+        conn.info = {"id": conn.id, "name": name}  # the `user` of its events
         conn.data.update(
-            name=name,
             room=room,
             messages=RateLimiter(self.config.rate_limit, RATE_WINDOW),
             typing=RateLimiter(1, TYPING_EVERY),
@@ -131,18 +128,21 @@ class Chat:
         conn.send(
             {
                 "type": "welcome",
-                "you": user_of(conn),
+                "you": conn.info,
                 "room": room,
-                "members": [user_of(member) for member in self.rt.members(room)],  # this one too
+                "members": self.rt.members(room),  # on every worker, this one included
                 "history": history,
                 "truncated": truncated,
             }
         )
-        self.rt.emit(room, {"type": "join", "room": room, "user": user_of(conn), "ts": time.time()})
+        self.rt.emit(room, {"type": "join", "room": room, "user": conn.info, "ts": time.time()})
 
     def disconnect(self, conn: Connection) -> None:
-        room = conn.data["room"]
-        self.rt.emit(room, {"type": "leave", "room": room, "user": user_of(conn), "ts": time.time()})
+        self.expired(conn.data["room"], conn.info)
+
+    def expired(self, room: str, user: dict[str, Any]) -> None:
+        """A member left: by closing, or by vanishing with its worker (presence expiry)."""
+        self.rt.emit(room, {"type": "leave", "room": room, "user": user, "ts": time.time()})
 
     def message(self, conn: Connection, event: dict[str, Any]) -> None:
         text, cid = parse_message(event, self.config.max_message_chars)
@@ -150,11 +150,11 @@ class Chat:
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED, f"at most {self.config.rate_limit} messages per {RATE_WINDOW:.0f} s"
             )
-        message, created = self.post(conn.data["room"], user_of(conn), text, cid)
+        message, created = self.post(conn.data["room"], conn.info, text, cid)
         if not created:
             conn.send(message)  # the ack of a resend: the sender learns it is stored
 
     def typing(self, conn: Connection, event: dict[str, Any]) -> None:
         if conn.data["typing"].allow():
             room = conn.data["room"]
-            self.rt.emit(room, {"type": "typing", "room": room, "user": user_of(conn)})
+            self.rt.emit(room, {"type": "typing", "room": room, "user": conn.info})

@@ -14,7 +14,8 @@ State and its owners:
 - `_queue`: items are put by the Hub (fan-out), by `send` (to this client only) from any
   greenlet, and by the reader (pongs); only the writer takes them. Bounded: a put that
   finds it full means the client reads too slowly, and it is closed with 1013.
-- `rooms`: the Hub's (hub.py). `data`: the app's handlers, for their own per-connection state.
+- `rooms`: the Hub's (hub.py). `data` and `info`: the app's handlers' (`info` is what other
+  members see, through presence).
 - `_close_request`: set once, by any greenlet, through `close`; read by the writer.
 """
 
@@ -70,6 +71,7 @@ class Connection:
         self.remote_addr = remote_addr
         self.rooms: set[str] = set()
         self.data: dict[str, Any] = {}
+        self.info: dict[str, Any] = {"id": self.id}  # what others see of it; the app may add
         self.last_seen = monotonic()  # when the peer last sent anything (reader writes it)
         self._sock = sock
         self._ws = ws
@@ -105,8 +107,9 @@ class Connection:
         self.offer(Batch([encode(event)]))
 
     def skip_through(self, seq: int) -> None:
-        """This client already has every event of its room up to `seq` (say, from history sent
-        in its welcome): drop such events still on their way, until a later one arrives."""
+        """This client already has every event of its room numbered up to `seq` (say, from
+        history sent in its welcome): drop such events still on their way, or published late by
+        another worker. Set once, before the writer starts."""
         self._floor = seq
 
     def error(self, code: ErrorCode, detail: str) -> None:
@@ -213,20 +216,16 @@ class Connection:
         return data
 
     def _above_floor(self, batches: list[Batch]) -> list[Batch]:
-        """The batches without events numbered up to the floor; the floor goes once passed."""
+        """The batches without events numbered up to the floor."""
+        floor = self._floor
         kept = []
         for batch in batches:
-            floor = self._floor
-            if floor is None or batch.seqs is None:
+            if batch.seqs is None or batch.low > floor:
                 kept.append(batch)
-                continue
-            events = [e for e, seq in zip(batch.events, batch.seqs, strict=True) if seq is None or seq > floor]
-            if any(seq is not None and seq > floor for seq in batch.seqs):
-                self._floor = None
-            if len(events) == batch.count:
-                kept.append(batch)
-            elif events:
-                kept.append(Batch(events))
+            else:
+                events = [e for e, seq in zip(batch.events, batch.seqs, strict=True) if seq is None or seq > floor]
+                if events:
+                    kept.append(Batch(events))
         return kept
 
     def _write(self, data: bytes) -> None:

@@ -22,6 +22,7 @@ class Config:
 
     port: int = 8000
     redis_url: str | None = None
+    redis_tls_verify: bool = True  # 0: accept a rediss:// server's self-signed certificate chain
     database_path: str | None = None  # None: chat.sqlite3 in Flask's instance folder
     allowed_origins: tuple[str, ...] = ()  # besides the page's own host
     max_message_chars: int = 2000
@@ -39,6 +40,8 @@ class Config:
     secret_key: str | None = None
     log_level: str = "INFO"
     chat_echo_route: bool = False
+    presence_ttl: float = 30.0  # with Redis: a dead worker's clients leave presence within this
+    proxy_hops: int = 0  # proxies in front whose X-Forwarded-For/-Proto to trust (Heroku: 1)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -74,9 +77,13 @@ class Config:
                 raise ConfigError(f"{name.upper()} must be at least {low}")
         if self.port > 65535:
             raise ConfigError("PORT must be at most 65535")
+        if self.proxy_hops < 0:
+            raise ConfigError("PROXY_HOPS must be 0 or more")
+        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
         if self.history_on_join > self.history_limit:
             raise ConfigError("HISTORY_ON_JOIN must not exceed HISTORY_LIMIT")
-        for name in ("ping_interval", "pong_timeout", "write_timeout"):
+        for name in ("ping_interval", "pong_timeout", "write_timeout", "presence_ttl"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name.upper()} must be a positive number of seconds")
         if self.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -125,6 +132,7 @@ def _text(raw: str) -> str:
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "port": _integer,
     "redis_url": _text,
+    "redis_tls_verify": _flag,
     "database_path": _text,
     "allowed_origins": _origins,
     "max_message_chars": _integer,
@@ -140,4 +148,6 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "secret_key": _text,
     "log_level": str.upper,
     "chat_echo_route": _flag,
+    "presence_ttl": _seconds,
+    "proxy_hops": _integer,
 }

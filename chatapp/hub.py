@@ -4,7 +4,7 @@ Concurrency story (one worker process, gevent greenlets, no threads):
 
 - One Hub greenlet runs `Hub.run`. It is the only code that changes `rooms`, `connections`
   and each connection's `rooms` set, so none of them needs a lock. Everything else asks it
-  through `inbox` (register, unregister, join, leave, publish, shutdown), in order.
+  through `inbox` (register, unregister, join, leave, publish, tell_all, close_all), in order.
   Other greenlets may read `rooms` (gevent switches only at blocking calls, so a read sees a
   consistent state), never write it.
 - Each round the Hub takes every command waiting (up to MAX_ROUND). Publishes to one room are
@@ -41,11 +41,13 @@ class Batch:
     or is None when no event has one; a client that has just been sent history uses them to
     skip what it already has (Connection.skip_through)."""
 
-    __slots__ = ("_frame", "count", "events", "payload", "seqs")
+    __slots__ = ("_frame", "count", "events", "low", "payload", "seqs")
 
     def __init__(self, events: list[bytes], seqs: list[int | None] | None = None) -> None:
         self.events = events
-        self.seqs = seqs if seqs is not None and any(seq is not None for seq in seqs) else None
+        numbered = [seq for seq in seqs if seq is not None] if seqs is not None else []
+        self.seqs = seqs if numbered else None
+        self.low = min(numbered) if numbered and len(numbered) == len(events) else -1  # -1: some have none
         self.payload = b"\n".join(events)
         self.count = len(events)
         self._frame: bytes | None = None
@@ -63,13 +65,14 @@ class Member(Protocol):
 
     id: str
     rooms: set[str]  # owned by the Hub greenlet
+    info: dict  # what others see of it (presence)
 
     def offer(self, batch: Batch) -> bool: ...
 
     def close(self, code: CloseCode, error: ErrorCode | None = None, detail: str = "") -> None: ...
 
 
-_REGISTER, _UNREGISTER, _JOIN, _LEAVE, _PUBLISH, _SHUTDOWN = range(6)
+_REGISTER, _UNREGISTER, _JOIN, _LEAVE, _PUBLISH, _TELL_ALL, _CLOSE_ALL = range(7)
 
 
 class HubStuck(RuntimeError):
@@ -81,7 +84,7 @@ class Hub:
         self._inbox: Queue = Queue()  # unbounded: publishers never block on the Hub
         self.rooms: dict[str, dict[str, Member]] = {}
         self.connections: dict[str, Member] = {}
-        self.closing = False
+        self.closing: tuple[CloseCode, ErrorCode, str] | None = None  # set: refuse newcomers
         self.dropped_slow = 0  # clients closed with 1013 since start
 
     # -- asked from any greenlet ------------------------------------------------------------
@@ -107,9 +110,18 @@ class Hub:
         given, orders the event within the room (a message id)."""
         self._inbox.put((_PUBLISH, room, event, seq))
 
+    def tell_all(self, event: bytes) -> None:
+        """Send one serialised event to every connection of this worker, in any room."""
+        self._inbox.put((_TELL_ALL, event))
+
+    def close_all(self, code: CloseCode, error: ErrorCode, detail: str, refuse_new: bool = False) -> None:
+        """Close every connection (after what is queued for it); with `refuse_new`, close
+        every later one too, at once."""
+        self._inbox.put((_CLOSE_ALL, code, error, detail, refuse_new))
+
     def shutdown(self) -> None:
         """Close every connection with 1001 and refuse new ones."""
-        self._inbox.put((_SHUTDOWN,))
+        self.close_all(CloseCode.GOING_AWAY, ErrorCode.SHUTTING_DOWN, "server is restarting", refuse_new=True)
 
     def members(self, room: str) -> list[Member]:
         return list(self.rooms.get(room, {}).values())
@@ -142,7 +154,7 @@ class Hub:
                 touched: Iterable[str] = (command[2],)
             elif op == _UNREGISTER:
                 touched = command[1].rooms
-            elif op == _SHUTDOWN:
+            elif op == _CLOSE_ALL or op == _TELL_ALL:
                 touched = list(pending)
             else:
                 touched = ()
@@ -159,7 +171,7 @@ class Hub:
             (conn,) = args
             self.connections[conn.id] = conn
             if self.closing:
-                conn.close(CloseCode.GOING_AWAY, ErrorCode.SHUTTING_DOWN, "server is restarting")
+                conn.close(*self.closing)
         elif op == _UNREGISTER:
             (conn,) = args
             self._remove(conn)
@@ -173,10 +185,18 @@ class Hub:
         elif op == _LEAVE:
             conn, room = args
             self._leave(conn, room)
-        elif op == _SHUTDOWN:
-            self.closing = True
+        elif op == _TELL_ALL:
+            (event,) = args
+            batch = Batch([event])
+            for conn in list(self.connections.values()):
+                if not conn.offer(batch):
+                    self._remove(conn)
+        elif op == _CLOSE_ALL:
+            code, error, detail, refuse_new = args
+            if refuse_new:
+                self.closing = (code, error, detail)
             for conn in self.connections.values():
-                conn.close(CloseCode.GOING_AWAY, ErrorCode.SHUTTING_DOWN, "server is restarting")
+                conn.close(code, error, detail)
 
     def _fan_out(self, room: str, events: list[bytes], seqs: list[int | None]) -> None:
         members = self.rooms.get(room)

@@ -25,6 +25,7 @@ class CloseCode(IntEnum):
     POLICY = 1008  # bad parameters, flood
     TOO_BIG = 1009  # a message over MAX_FRAME_BYTES
     INTERNAL = 1011
+    SERVICE_RESTART = 1012  # delivery is back after a backplane outage: reconnect to catch up
     TRY_AGAIN_LATER = 1013  # the client read too slowly and its queue overflowed
 
 
@@ -42,6 +43,9 @@ class ErrorCode(StrEnum):
     TOO_BIG = "too_big"
     FLOOD = "flood"
     SHUTTING_DOWN = "shutting_down"
+    UNAVAILABLE = "unavailable"  # the store or backplane cannot be reached: try again
+    DEGRADED = "degraded"  # events may not reach every worker until the backplane is back
+    RESYNC = "resync"  # the backplane is back: reconnect with since to catch up
     INTERNAL = "internal"
 
 

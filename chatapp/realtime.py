@@ -45,15 +45,17 @@ from flask_sock import Sock
 from .backplane import Backplane, MemoryBackplane
 from .client import Connection
 from .config import Config
-from .errors import json_error
+from .errors import Unavailable, json_error
 from .hub import Hub
-from .protocol import CloseCode, ErrorCode, ProtocolError, decode, encode
+from .presence import HubPresence, Info, Presence
+from .protocol import CloseCode, ErrorCode, ProtocolError, decode, encode, error_event
 from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Connection, dict[str, Any]], None]
 ConnectHandler = Callable[[Connection], None]
+ExpiredHandler = Callable[[str, Info], None]
 
 # A client that earns more than STRIKES error events in STRIKE_WINDOW seconds is closed (1008).
 STRIKES = 10
@@ -73,14 +75,27 @@ class _NoThread:
 
 
 class Realtime:
-    def __init__(self, config: Config, hub: Hub | None = None, backplane: Backplane | None = None) -> None:
+    def __init__(self, config: Config, redis_client: Any = None) -> None:
+        """One worker's realtime server. With `redis_client` (a redis.Redis), publishes travel
+        through Redis to every worker and presence is shared; without, all stays in memory."""
         self.config = config
-        self.hub = hub or Hub()
-        self.backplane = backplane or MemoryBackplane(self.hub)
+        self.hub = Hub()
+        self.backplane: Backplane
+        self.presence: Presence
+        if redis_client is None:
+            self.backplane = MemoryBackplane(self.hub)
+            self.presence = HubPresence(self.hub)
+        else:
+            from .backplane.redis import RedisBackplane
+            from .presence.redis import RedisPresence
+
+            self.backplane = RedisBackplane(redis_client, self.hub, self._backplane_changed)
+            self.presence = RedisPresence(redis_client, self._presence_expired, config.presence_ttl)
         self.path = "/ws"
         self._handlers: dict[str, Handler] = {}
         self._connect: ConnectHandler | None = None
         self._disconnect: ConnectHandler | None = None
+        self._expired: ExpiredHandler | None = None
         self._hub_greenlet: gevent.Greenlet | None = None
 
     # -- the app's API ----------------------------------------------------------------------
@@ -103,34 +118,57 @@ class Realtime:
         self._disconnect = handler
         return handler
 
+    def on_presence_expired(self, handler: ExpiredHandler) -> ExpiredHandler:
+        """`handler(room, info)` runs once for a member that went without a disconnect (its
+        worker died), when any worker sweeps it out of the room's presence."""
+        self._expired = handler
+        return handler
+
     def emit(self, room: str, event: dict[str, Any], seq: int | None = None) -> None:
         """Send `event` to every client in `room`, on every worker. Never blocks.
 
-        `seq` numbers the event within the room, in the order events are emitted (a message
-        id from the store): a client told `skip_through(n)` does not get events up to n."""
-        self._start()
+        `seq` numbers the event within the room (a message id from the store): a client told
+        `skip_through(n)` does not get events numbered up to n."""
+        self.start()
         self.backplane.publish(room, encode(event), seq)
 
     def join(self, conn: Connection, room: str) -> None:
-        """Put `conn` in `room`; every event emitted after this returns reaches it."""
+        """Put `conn` in `room`; every event emitted after this returns reaches it, and it is
+        among the room's members (shown as `conn.info`) on every worker."""
         self.hub.join(conn, room)
+        self.presence.add(room, conn.id, conn.info)
 
-    def leave(self, conn: Connection, room: str) -> None:
-        self.hub.leave(conn, room)
-
-    def members(self, room: str) -> list[Connection]:
-        """The clients of this worker in `room`."""
-        return self.hub.members(room)  # type: ignore[return-value]
+    def members(self, room: str) -> list[Info]:
+        """The `info` of every member of `room`, on every worker."""
+        return self.presence.members(room)
 
     def shutdown(self) -> None:
         """Send every client `shutting_down` and close 1001, after what is queued for it."""
-        self._start()
+        self.start()
         self.hub.shutdown()
 
     @property
     def healthy(self) -> bool:
         hub_alive = self._hub_greenlet is None or not self._hub_greenlet.dead
         return hub_alive and self.backplane.healthy
+
+    def start(self) -> None:
+        """Start the Hub and the backplane's and presence's greenlets (once; in the worker)."""
+        if self._hub_greenlet is None:
+            self._hub_greenlet = gevent.spawn(self.hub.run)
+            self.backplane.start()
+            self.presence.start()
+
+    def _backplane_changed(self, healthy: bool, recovered: bool) -> None:
+        if not healthy:
+            detail = "delivery is degraded: events may not reach everyone until the server reconnects"
+            self.hub.tell_all(encode(error_event(ErrorCode.DEGRADED, detail)))
+        elif recovered:  # what was published meanwhile is in the store: resume with since
+            self.hub.close_all(CloseCode.SERVICE_RESTART, ErrorCode.RESYNC, "delivery is back: reconnect to catch up")
+
+    def _presence_expired(self, room: str, info: Info) -> None:
+        if self._expired is not None:
+            self._expired(room, info)
 
     # -- wiring into Flask --------------------------------------------------------------------
     def init_app(self, app: Flask, path: str = "/ws") -> None:
@@ -139,10 +177,6 @@ class Realtime:
         app.config["SOCK_SERVER_OPTIONS"] = {"thread_class": _NoThread}
         app.before_request(self._check_handshake)
         Sock(app).route(path)(self._serve)
-
-    def _start(self) -> None:
-        if self._hub_greenlet is None:
-            self._hub_greenlet = gevent.spawn(self.hub.run)
 
     def _check_handshake(self) -> Response | None:
         """Refuse a bad handshake with an HTTP error before anything is upgraded."""
@@ -178,7 +212,7 @@ class Realtime:
     # -- one connection, in its request greenlet ------------------------------------------------
     def _serve(self, ws: Any) -> None:
         """flask-sock's handler: `ws` is simple-websocket's Server, after the handshake."""
-        self._start()
+        self.start()
         conn = Connection(ws.sock, ws.ws, self.config, request.args.to_dict(), request.remote_addr or "")
         ws.connected = False  # flask-sock's close() after we return must not write: ours did
         strikes = RateLimiter(STRIKES, STRIKE_WINDOW)
@@ -191,6 +225,8 @@ class Realtime:
                 connected = True
             except ProtocolError as exc:
                 conn.close(CloseCode.POLICY, exc.code, exc.detail)
+            except Unavailable as exc:
+                conn.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.UNAVAILABLE, str(exc))
             finally:
                 conn.start_writer()
             log.info("connect %s from %s", conn.id, conn.remote_addr)
@@ -200,6 +236,10 @@ class Realtime:
             conn.close(CloseCode.INTERNAL, ErrorCode.INTERNAL, "internal error")
         finally:
             self.hub.unregister(conn)
+            try:
+                self.presence.remove_all(conn.id)
+            except Unavailable:
+                log.warning("%r: presence not removed; it expires by itself", conn)
             if connected and self._disconnect is not None:
                 try:
                     self._disconnect(conn)
@@ -218,6 +258,8 @@ class Realtime:
             if handler is None:
                 raise ProtocolError(ErrorCode.BAD_TYPE, f"unknown event type {event['type']!r}"[:200])
             handler(conn, event)
+        except Unavailable as exc:  # not the client's fault: no strike
+            conn.error(ErrorCode.UNAVAILABLE, str(exc))
         except ProtocolError as exc:
             conn.send(exc.event())
             if not strikes.allow():

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import Server, running
+from tests.helpers import REDIS_SERVER, RedisServer, Server, require, running
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +25,31 @@ def make_server(tmp_path: Path) -> Iterator[callable]:
 
     def make(env: dict[str, str] | None = None, args: tuple[str, ...] = (), port: int | None = None) -> Server:
         server = Server(tmp_path, env, args, port).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session; tests keep apart by their room names."""
+    require(os.path.exists(REDIS_SERVER), f"redis-server at {REDIS_SERVER} (apt-get install redis-server)")
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_redis(tmp_path: Path) -> Iterator[callable]:
+    """Start redis-servers for one test (to stop and restart them); all are stopped after it."""
+    require(os.path.exists(REDIS_SERVER), f"redis-server at {REDIS_SERVER} (apt-get install redis-server)")
+    servers: list[RedisServer] = []
+
+    def make(port: int | None = None, folder: str = "redis") -> RedisServer:
+        server = RedisServer(tmp_path / folder, port).start()
         servers.append(server)
         return server
 

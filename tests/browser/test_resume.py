@@ -8,7 +8,7 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-from chatapp.store import SQLiteStore
+from chatapp.store.sqlite import SQLiteStore
 from tests.helpers import Client
 
 pytestmark = pytest.mark.browser

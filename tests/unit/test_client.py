@@ -21,10 +21,13 @@ def test_several_batches_are_coalesced_into_one_frame() -> None:
     assert connection()._render([Batch([b"a"]), Batch([b"b", b"c"])]) == text_frame(b"a\nb\nc")
 
 
-def test_skip_through_drops_events_up_to_the_floor_then_lets_all_pass() -> None:
+def test_skip_through_drops_events_up_to_the_floor_whenever_they_come() -> None:
     conn = connection()
     conn.skip_through(5)
-    old = Batch([b"m4", b"join", b"m5"], [4, None, 5])
-    new = Batch([b"m6", b"m7"], [6, 7])
-    assert conn._render([old, new]) == text_frame(b"join\nm6\nm7")
-    assert conn._render([Batch([b"m3"], [3])]) == text_frame(b"m3")  # the floor went at m6
+    mixed = Batch([b"m4", b"join", b"m5"], [4, None, 5])
+    newer = Batch([b"m6", b"m7"], [6, 7])
+    assert conn._render([mixed, newer]) == text_frame(b"join\nm6\nm7")
+    assert conn._render([newer]) is newer.frame  # nothing to drop: the shared frame
+    late = Batch([b"m3", b"m8"], [3, 8])  # another worker published m3 late
+    assert conn._render([late]) == text_frame(b"m8")
+    assert conn._render([Batch([b"m2"], [2])]) == b""

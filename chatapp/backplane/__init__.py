@@ -3,21 +3,27 @@
 A backplane has two jobs (as python-socketio's pub/sub managers): `publish` an already
 serialised event for a room, and bring every publish back to this worker's Hub, this worker's
 own included, so that each client gets each event exactly once. With one worker that is a
-direct hand-over; Redis pub/sub joins several workers (REDIS_URL).
+direct hand-over (MemoryBackplane); Redis pub/sub joins several workers (RedisBackplane,
+chosen by REDIS_URL).
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from .hub import Hub
+from ..hub import Hub
 
 
 class Backplane(Protocol):
-    def publish(self, room: str, event: bytes, seq: int | None = None) -> None: ...
+    healthy: bool  # False while published events may not reach every worker
 
-    @property
-    def healthy(self) -> bool: ...
+    def publish(self, room: str, event: bytes, seq: int | None = None) -> None:
+        """Hand `event` to every worker's Hub for `room`. Never raises, never blocks for long."""
+        ...
+
+    def start(self) -> None:
+        """Start whatever runs in the background (in the worker, after gevent's patching)."""
+        ...
 
 
 class MemoryBackplane:
@@ -30,3 +36,6 @@ class MemoryBackplane:
 
     def publish(self, room: str, event: bytes, seq: int | None = None) -> None:
         self._hub.publish(room, event, seq)
+
+    def start(self) -> None:
+        pass

@@ -1,6 +1,4 @@
-"""Message history: ids come from here, never from one worker's memory.
-
-SQLiteStore keeps every room's messages in one SQLite file in WAL mode, so several workers
+"""SQLiteStore keeps every room's messages in one SQLite file in WAL mode, so several workers
 on one machine can share it and a crash of the process loses nothing that was committed
 (synchronous=NORMAL: a power cut may lose the last commits, a kill -9 does not). Each
 process opens one connection; gevent never switches inside a sqlite3 call, so greenlets
@@ -17,9 +15,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from typing import Any, Protocol
+from typing import Any
 
-Message = dict[str, Any]
+from ..errors import unavailable_on
+from . import Message
+
+# A locked file past busy_timeout, a full disk: the same call may work later.
+_unavailable = unavailable_on("the message store (SQLite)", sqlite3.OperationalError)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -37,16 +39,6 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_room_cid ON messages (room, cid);
 _COLUMNS = "id, room, ts, user_id, user_name, text, cid"
 
 
-class Store(Protocol):
-    def append(self, room: str, message: Message) -> tuple[Message, bool]: ...
-
-    def recent(self, room: str, limit: int) -> list[Message]: ...
-
-    def after(self, room: str, since: int, limit: int = -1) -> tuple[list[Message], bool]: ...
-
-    def counts(self, rooms: list[str]) -> dict[str, int]: ...
-
-
 PRUNE_EVERY = 64  # a room is pruned back to HISTORY_LIMIT every this many appends (by one process)
 
 
@@ -61,10 +53,8 @@ class SQLiteStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
 
+    @_unavailable
     def append(self, room: str, message: Message) -> tuple[Message, bool]:
-        """Store `message` ({ts, user: {id, name}, text, cid?}) unless the room already holds
-        its cid. Returns the stored message (with id and room) and whether it is new: a resend
-        gets the message stored the first time."""
         user, cid = message["user"], message.get("cid")
         with self._db:  # one transaction: insert and prune
             cursor = self._db.execute(
@@ -86,16 +76,15 @@ class SQLiteStore:
             self._appends[room] = appends
         return _message((cursor.lastrowid, room, message["ts"], user["id"], user["name"], message["text"], cid)), True
 
+    @_unavailable
     def recent(self, room: str, limit: int) -> list[Message]:
-        """The last `limit` messages of `room`, oldest first."""
         rows = self._db.execute(
             f"SELECT {_COLUMNS} FROM messages WHERE room = ? ORDER BY id DESC LIMIT ?", (room, limit)
         ).fetchall()
         return [_message(row) for row in reversed(rows)]
 
+    @_unavailable
     def after(self, room: str, since: int, limit: int = -1) -> tuple[list[Message], bool]:
-        """Up to `limit` (default: all) messages of `room` after id `since`, oldest first, and
-        whether `since` is unknown here (never was, or pruned): then some may be missing."""
         with self._db:  # one read transaction: the check and the rows agree
             known = self._db.execute("SELECT 1 FROM messages WHERE room = ? AND id = ?", (room, since)).fetchone()
             rows = self._db.execute(
@@ -103,8 +92,8 @@ class SQLiteStore:
             ).fetchall()
         return [_message(row) for row in rows], known is None
 
+    @_unavailable
     def counts(self, rooms: list[str]) -> dict[str, int]:
-        """Messages kept per room, for the given rooms."""
         marks = ",".join("?" * len(rooms))
         rows = self._db.execute(f"SELECT room, COUNT(*) FROM messages WHERE room IN ({marks}) GROUP BY room", rooms)
         return dict(rows.fetchall())

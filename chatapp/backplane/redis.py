@@ -1,0 +1,81 @@
+"""RedisBackplane: several workers, on one machine or many, joined by Redis pub/sub.
+
+Every publish goes to one channel; every worker's listener, the publisher's included, hands
+what arrives to its Hub, so each client gets each event once, and every worker sees the
+channel's events in the same order. One channel for all rooms (as python-socketio's Redis
+manager): a worker never misses the first events of a room it has just joined, at the price
+of receiving events of rooms it has no clients in (the Hub drops them at once).
+
+On the wire: `room \\n seq \\n event`, the event's JSON bytes as the publisher serialised
+them, never decoded and re-encoded by a worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+
+import gevent
+import redis
+
+from ..hub import Hub
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "chat:events"
+BACKOFF_FIRST = 0.1
+BACKOFF_CAP = 5.0
+POLL = 1.0  # seconds the listener waits for a message before checking the connection
+
+
+class RedisBackplane:
+    def __init__(self, client: redis.Redis, hub: Hub, on_change: Callable[[bool, bool], None]) -> None:
+        """`on_change(healthy, recovered)` is called from the listener greenlet when the
+        subscription is lost (False, False) or made again after a loss (True, True)."""
+        self._redis = client
+        self._hub = hub
+        self._on_change = on_change
+        self.healthy = False  # until the first subscription
+        self._listener: gevent.Greenlet | None = None
+
+    def publish(self, room: str, event: bytes, seq: int | None = None) -> None:
+        header = f"{room}\n{'' if seq is None else seq}\n".encode()
+        try:
+            self._redis.publish(CHANNEL, header + event)
+        except redis.RedisError as exc:  # the listener sees the outage too, and reports it
+            log.warning("publish to %s lost: %r", room, exc)
+
+    def start(self) -> None:
+        if self._listener is None:
+            self._listener = gevent.spawn(self._listen)
+
+    def _listen(self) -> None:
+        """The listener greenlet: the only reader of the subscription. Hands each event to the
+        Hub; on a lost connection, reports it and subscribes again with capped backoff."""
+        backoff, lost = BACKOFF_FIRST, False
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(CHANNEL)
+                pubsub.ping()  # fails now, not later, when Redis is not there
+                self.healthy, backoff = True, BACKOFF_FIRST
+                if lost:
+                    log.warning("backplane: subscribed to Redis again")
+                    self._on_change(True, True)
+                while True:
+                    message = pubsub.get_message(timeout=POLL)
+                    if message is not None and message["type"] == "message":
+                        room, seq, event = message["data"].split(b"\n", 2)
+                        self._hub.publish(room.decode(), event, int(seq) if seq else None)
+            except redis.RedisError as exc:
+                log.warning("backplane: Redis connection lost (%r); retrying in %.1f s", exc, backoff)
+            except Exception:  # a bug must not end delivery for good
+                log.exception("backplane: listener failed; retrying in %.1f s", backoff)
+            finally:
+                pubsub.close()
+            if self.healthy or not lost:
+                self.healthy, lost = False, True
+                self._on_change(False, False)
+            gevent.sleep(backoff * (0.5 + random.random() / 2))
+            backoff = min(backoff * 2, BACKOFF_CAP)

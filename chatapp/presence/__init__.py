@@ -1,0 +1,49 @@
+"""Presence: who is in a room, across every worker.
+
+HubPresence (one worker): the Hub's rooms are the truth. RedisPresence (REDIS_URL, in
+presence/redis.py) shares it between workers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..hub import Hub
+
+Info = dict[str, Any]  # what others see of a connection, e.g. {"id": ..., "name": ...}
+
+
+class Presence(Protocol):
+    def add(self, room: str, conn_id: str, info: Info) -> None: ...
+
+    def remove_all(self, conn_id: str) -> None: ...
+
+    def members(self, room: str) -> list[Info]: ...
+
+    def rooms(self) -> dict[str, int]:
+        """Rooms with members now, and how many."""
+        ...
+
+    def start(self) -> None: ...
+
+
+class HubPresence:
+    """One worker: members are the Hub's; adding and removing is the Hub's join and leave."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    def add(self, room: str, conn_id: str, info: Info) -> None:
+        pass
+
+    def remove_all(self, conn_id: str) -> None:
+        pass
+
+    def members(self, room: str) -> list[Info]:
+        return [member.info for member in self._hub.members(room)]
+
+    def rooms(self) -> dict[str, int]:
+        return {room: len(members) for room, members in self._hub.rooms.items()}
+
+    def start(self) -> None:
+        pass

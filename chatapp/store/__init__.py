@@ -1,0 +1,34 @@
+"""Message history: ids come from here, never from one worker's memory.
+
+Two implementations of one interface, chosen by configuration: SQLite (one machine, the
+default) and Redis (REDIS_URL: several workers or machines). Both give each message an
+integer id, as a string, unique and increasing within its room, and keep a room's newest
+HISTORY_LIMIT messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+Message = dict[str, Any]
+
+
+class Store(Protocol):
+    def append(self, room: str, message: Message) -> tuple[Message, bool]:
+        """Store `message` ({ts, user: {id, name}, text, cid?}) unless the room already holds
+        its cid. Returns the stored message (with type, id and room) and whether it is new: a
+        resend gets the message stored the first time."""
+        ...
+
+    def recent(self, room: str, limit: int) -> list[Message]:
+        """The last `limit` messages of `room`, oldest first."""
+        ...
+
+    def after(self, room: str, since: int, limit: int = -1) -> tuple[list[Message], bool]:
+        """Up to `limit` (default: all) messages of `room` after id `since`, oldest first, and
+        whether `since` is unknown here (never was, or pruned): then some may be missing."""
+        ...
+
+    def counts(self, rooms: list[str]) -> dict[str, int]:
+        """Messages kept per room, for the given rooms."""
+        ...

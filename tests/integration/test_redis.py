@@ -1,0 +1,152 @@
+"""Several workers and servers on one real redis-server: delivery, presence, history, faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import threading
+import time
+
+from tests.helpers import Client, Server
+
+
+def room() -> str:
+    return "x-" + secrets.token_hex(4)
+
+
+def healthz(server: Server) -> tuple[int, dict]:
+    status, _, body = server.get("/healthz")
+    return status, json.loads(body)
+
+
+def wait_for(condition, timeout: float = 15.0, what: str = "condition") -> None:
+    """Poll a condition that no event announces (a process state seen from outside)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def worker_of(server: Server, client: Client, welcome: dict) -> str:
+    """The pid of the worker serving `client`, from the server's log line of its connect."""
+    for line in reversed(server.log().splitlines()):
+        if f"connect {welcome['you']['id']} " in line:
+            return line.split("[", 1)[1].split("]", 1)[0]
+    raise AssertionError("connect not logged")
+
+
+def test_every_reader_on_every_worker_gets_every_message_once_and_in_order(make_server, redis_server) -> None:
+    env = {"REDIS_URL": redis_server.url, "RATE_LIMIT": "100000"}
+    one, two = make_server(env), make_server(env)
+    pair = make_server(env, args=("-w", "2"))
+    r = room()
+    readers = [Client(one, r, "reader-one"), Client(two, r, "reader-two")]
+    senders = [Client(s, r, f"sender-{n}") for n, s in enumerate([one, two, pair])]
+    try:
+        for client in readers + senders:
+            client.expect("welcome")
+        pair_workers: set[str] = set()
+        while len(pair_workers) < 2:  # readers on both workers of `pair`
+            assert len(readers) < 30, "the second worker took no connection"
+            reader = Client(pair, r, f"reader-pair-{len(readers)}")
+            readers.append(reader)
+            pair_workers.add(worker_of(pair, reader, reader.expect("welcome")))
+        for reader in readers:
+            reader.pending.clear()  # joins of later readers
+
+        def send(n: int, sender: Client) -> None:
+            for k in range(100):
+                sender.say(f"{n}:{k}")
+
+        threads = [threading.Thread(target=send, args=(n, s)) for n, s in enumerate(senders)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        total = 100 * len(senders)
+        received = [[reader.expect("message", timeout=10)["id"] for _ in range(total)] for reader in readers]
+        for ids in received:
+            assert len(set(ids)) == total  # none twice, none missing
+            assert ids == received[0]  # in the same order everywhere
+        for reader in readers:
+            assert not [e for e in reader.pending if e["type"] == "message"]  # and nothing more
+    finally:
+        for client in readers + senders:
+            client.__exit__()
+
+
+def test_presence_and_history_span_servers(make_server, redis_server) -> None:
+    env = {"REDIS_URL": redis_server.url}
+    one, two = make_server(env), make_server(env)
+    r = room()
+    with Client(one, r, "ann") as ann:
+        ann_id = ann.expect("welcome")["you"]["id"]
+        ann.say("said on one")
+        said = ann.expect("message")
+        with Client(two, r, "bob") as bob:
+            welcome = bob.expect("welcome")
+            assert {m["name"] for m in welcome["members"]} == {"ann", "bob"}
+            assert welcome["history"] == [said]
+            assert ann.expect("join")["user"]["name"] == "bob"
+            bob.say("said on two")
+            assert ann.expect("message")["text"] == "said on two"
+        assert ann.expect("leave")["user"]["name"] == "bob"
+        status, _, body = two.get("/api/rooms")
+        assert {"room": r, "members": 1, "messages": 2} in json.loads(body)["rooms"]
+        with Client(two, r, "carl") as carl:
+            assert [m["id"] for m in carl.expect("welcome")["members"] if m["name"] == "ann"] == [ann_id]
+
+
+def test_a_dead_servers_clients_leave_presence_in_bounded_time(make_server, redis_server) -> None:
+    env = {"REDIS_URL": redis_server.url, "PRESENCE_TTL": "1.5"}
+    doomed, alive = make_server(env), make_server(env)
+    r = room()
+    with Client(doomed, r, "ghost") as ghost, Client(alive, r, "watcher") as watcher:
+        ghost.expect("welcome")
+        watcher.expect("welcome")
+        worker = healthz(doomed)[1]["pid"]
+        os.kill(worker, signal.SIGKILL)
+        doomed.proc.kill()
+        left = watcher.expect("leave", timeout=10)
+        assert left["user"]["name"] == "ghost"
+        with Client(alive, r, "late") as late:
+            assert {m["name"] for m in late.expect("welcome")["members"]} == {"watcher", "late"}
+
+
+def test_redis_outage_degrades_then_recovers(make_server, make_redis) -> None:
+    redis = make_redis()
+    env = {"REDIS_URL": redis.url}
+    one, two = make_server(env), make_server(env)
+    r = room()
+    with Client(one, r, "stays") as stays:
+        stays.expect("welcome")
+        stays.say("before")
+        before = stays.expect("message")
+        redis.stop()
+        degraded = stays.expect("error", timeout=10)
+        assert degraded["code"] == "degraded"
+        wait_for(lambda: healthz(one)[0] == 503, what="/healthz 503")
+        stays.say("during")
+        assert stays.expect("error")["code"] == "unavailable"  # the connection stays
+        with Client(two, r, "newcomer") as newcomer:
+            code, _reason, events = newcomer.closed()
+            assert code == 1013 and events[-1]["code"] == "unavailable"
+        redis = make_redis(port=redis.port)  # back, with its data
+        code, _reason, events = stays.closed(timeout=15)
+        assert code == 1012 and events[-1]["code"] == "resync"
+    wait_for(lambda: healthz(one)[0] == 200 and healthz(two)[0] == 200, what="/healthz 200")
+    with Client(two, r, "other") as other:
+        other.expect("welcome")
+        other.say("after")
+        after = other.expect("message")
+    with Client(one, r, "stays", since=before["id"]) as back:
+        welcome = back.expect("welcome")
+        assert welcome["history"] == [after] and welcome["truncated"] is False
+
+
+def test_several_workers_need_redis_but_not_with_it(make_server, redis_server) -> None:
+    server = make_server({"REDIS_URL": redis_server.url, "WEB_CONCURRENCY": "2"})
+    wait_for(lambda: server.log().count("Booting worker") == 2, what="two workers")
+    assert "ignored" not in server.log()
