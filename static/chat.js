@@ -45,7 +45,8 @@
         setStatus("closed", `Offline: ${e.reason || "refused"}`);
         return;
       }
-      scheduleReconnect(e.code === 1001 ? 0 : undefined);
+      // 1001: the server restarts; 1012: its delivery is back. Both: reconnect now, with since.
+      scheduleReconnect(e.code === 1001 || e.code === 1012 ? 0 : undefined);
     };
   }
 

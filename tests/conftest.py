@@ -23,8 +23,10 @@ def make_server(tmp_path: Path) -> Iterator[callable]:
     """Start servers with special settings for one test; all are stopped after it."""
     servers: list[Server] = []
 
-    def make(env: dict[str, str] | None = None, args: tuple[str, ...] = (), port: int | None = None) -> Server:
-        server = Server(tmp_path, env, args, port).start()
+    def make(
+        env: dict[str, str] | None = None, args: tuple[str, ...] = (), port: int | None = None, ready: int = 200
+    ) -> Server:
+        server = Server(tmp_path, env, args, port).start(ready)
         servers.append(server)
         return server
 
@@ -48,8 +50,8 @@ def make_redis(tmp_path: Path) -> Iterator[callable]:
     require(os.path.exists(REDIS_SERVER), f"redis-server at {REDIS_SERVER} (apt-get install redis-server)")
     servers: list[RedisServer] = []
 
-    def make(port: int | None = None, folder: str = "redis") -> RedisServer:
-        server = RedisServer(tmp_path / folder, port).start()
+    def make(port: int | None = None, folder: str = "redis", tls: tuple[str, ...] = ()) -> RedisServer:
+        server = RedisServer(tmp_path / folder, port, tls=bool(tls)).start(*tls)
         servers.append(server)
         return server
 

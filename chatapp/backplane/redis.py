@@ -44,7 +44,7 @@ class RedisBackplane:
         try:
             self._redis.publish(CHANNEL, header + event)
         except redis.RedisError as exc:  # the listener sees the outage too, and reports it
-            log.warning("publish to %s lost: %r", room, exc)
+            log.warning("publish to %s lost: %s", room, exc)
 
     def start(self) -> None:
         if self._listener is None:
@@ -69,7 +69,7 @@ class RedisBackplane:
                         room, seq, event = message["data"].split(b"\n", 2)
                         self._hub.publish(room.decode(), event, int(seq) if seq else None)
             except redis.RedisError as exc:
-                log.warning("backplane: Redis connection lost (%r); retrying in %.1f s", exc, backoff)
+                log.warning("backplane: Redis connection lost (%s); retrying in %.1f s", exc, backoff)
             except Exception:  # a bug must not end delivery for good
                 log.exception("backplane: listener failed; retrying in %.1f s", backoff)
             finally:

@@ -92,7 +92,7 @@ class RedisPresence:
                 self.renew()
                 self.sweep()
             except redis.RedisError as exc:
-                log.warning("presence: Redis unavailable (%r)", exc)
+                log.warning("presence: Redis unavailable (%s)", exc)
             except Exception:
                 log.exception("presence: heartbeat failed")
 

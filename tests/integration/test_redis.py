@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
+import subprocess
 import threading
 import time
 
-from tests.helpers import Client, Server
+from tests.helpers import Client, Server, free_port, require
 
 
 def room() -> str:
@@ -150,3 +152,33 @@ def test_several_workers_need_redis_but_not_with_it(make_server, redis_server) -
     server = make_server({"REDIS_URL": redis_server.url, "WEB_CONCURRENCY": "2"})
     wait_for(lambda: server.log().count("Booting worker") == 2, what="two workers")
     assert "ignored" not in server.log()
+
+
+def self_signed(folder) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1, as a managed Redis may present."""
+    require(shutil.which("openssl") is not None, "openssl (apt-get install openssl)")
+    cert, key = folder / "redis.crt", folder / "redis.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+def test_rediss_with_a_self_signed_chain_needs_the_option(make_server, make_redis, tmp_path) -> None:
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    tls = ("--port", "0", "--tls-port", str(port), "--tls-cert-file", cert, "--tls-key-file", key)
+    tls += ("--tls-ca-cert-file", cert, "--tls-auth-clients", "no")
+    redis = make_redis(port=port, tls=tls)
+    url = f"rediss://127.0.0.1:{port}/0"
+    refused = make_server({"REDIS_URL": url}, ready=503)  # verifying the chain, as by default
+    assert healthz(refused)[1]["status"] == "degraded"
+    wait_for(lambda: "CERTIFICATE_VERIFY_FAILED" in refused.log(), what="the verification failure logged")
+    server = make_server({"REDIS_URL": url, "REDIS_TLS_VERIFY": "0"})
+    with Client(server, room(), "secure") as client:
+        client.expect("welcome")
+        client.say("over TLS")
+        assert client.expect("message")["text"] == "over TLS"
+    assert redis.port == port
