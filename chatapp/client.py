@@ -30,13 +30,13 @@ from typing import Any
 
 import gevent
 from gevent.event import Event
-from gevent.queue import Empty, Full, Queue
+from gevent.queue import Full, Queue
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from .config import Config
-from .hub import Batch
+from .hub import PING, Batch
 from .protocol import CloseCode, ErrorCode, encode, error_event, text_frame
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,10 @@ class Connection:
         self.last_seen = monotonic()  # when the peer last sent anything (reader writes it)
         self._sock = sock
         self._ws = ws
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Whole frames go out in one sendall: let them leave at once, not after an ACK
+            # (Nagle's algorithm would hold a small frame back by up to the peer's 40 ms).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._config = config
         self._queue: Queue = Queue(config.send_queue_size)
         self._greeting: list[Batch] | None = []  # sends made before the writer starts go first
@@ -87,14 +91,16 @@ class Connection:
         return f"<Connection {self.id} {self.remote_addr}>"
 
     # -- any greenlet -----------------------------------------------------------------------
-    def offer(self, batch: Batch) -> bool:
-        """Queue `batch` without blocking. False when the queue was full: the client is then
-        closing with 1013 (too slow) and should be forgotten by its rooms."""
+    def offer(self, item: Batch | object) -> bool:
+        """Queue a Batch (or PING) without blocking. False when the queue was full: the client
+        is then closing with 1013 (too slow) and should be forgotten by its rooms."""
         try:
             if self._greeting is None:
-                self._queue.put_nowait(batch)
+                self._queue.put_nowait(item)
+            elif item is PING:
+                pass  # the writer has not started yet: nothing to ping about
             elif len(self._greeting) < self._config.send_queue_size:
-                self._greeting.append(batch)
+                self._greeting.append(item)  # type: ignore[arg-type]
             else:
                 raise Full
         except Full:
@@ -164,27 +170,22 @@ class Connection:
             self._shutdown_socket()
 
     def _write_loop(self, greeting: list[Batch]) -> None:
-        config, queue = self._config, self._queue
-        silence_limit = config.ping_interval + config.pong_timeout
-        next_ping = monotonic() + config.ping_interval
+        queue = self._queue
+        silence_limit = self._config.ping_interval + self._config.pong_timeout
         items: list[object] = list(greeting)
         while True:
             if not items and self._close_request is None:
-                try:
-                    items.append(queue.get(timeout=max(next_ping - monotonic(), 0.0)))
-                except Empty:
-                    pass
+                items.append(queue.get())  # no timer: the Hub's ticker sends PING
             for _ in range(queue.qsize()):
                 items.append(queue.get_nowait())
             data = self._render(items)
-            now = monotonic()
-            if now >= next_ping:
-                if now - self.last_seen > silence_limit:
-                    log.info("%r: no answer for %.0f s, dropping", self, now - self.last_seen)
+            if PING in items:
+                silent = monotonic() - self.last_seen
+                if silent > silence_limit:
+                    log.info("%r: no answer for %.0f s, dropping", self, silent)
                     return
                 if self._ws.state is ConnectionState.OPEN:
                     data += self._ws.send(Ping())
-                next_ping = now + config.ping_interval
             request = self._close_request
             if request is not None and queue.empty():
                 code, detail, farewell = request
@@ -229,8 +230,15 @@ class Connection:
         return kept
 
     def _write(self, data: bytes) -> None:
-        with gevent.Timeout(self._config.write_timeout, WriteTimeout):
-            self._sock.sendall(data)
+        """Write all of `data` or fail: one non-blocking send first (the usual case: the
+        kernel takes it all), then the rest with sendall under WRITE_TIMEOUT."""
+        try:
+            sent = self._sock.send(data, 0, 0.0)  # gevent: timeout 0.0 never waits
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            with gevent.Timeout(self._config.write_timeout, WriteTimeout):
+                self._sock.sendall(memoryview(data)[sent:])
 
     def _shutdown_socket(self) -> None:
         try:

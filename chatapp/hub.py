@@ -4,7 +4,8 @@ Concurrency story (one worker process, gevent greenlets, no threads):
 
 - One Hub greenlet runs `Hub.run`. It is the only code that changes `rooms`, `connections`
   and each connection's `rooms` set, so none of them needs a lock. Everything else asks it
-  through `inbox` (register, unregister, join, leave, publish, tell_all, close_all), in order.
+  through `inbox` (register, unregister, join, leave, publish, tell_all, close_all, ping_all),
+  in order.
   Other greenlets may read `rooms` (gevent switches only at blocking calls, so a read sees a
   consistent state), never write it.
 - Each round the Hub takes every command waiting (up to MAX_ROUND). Publishes to one room are
@@ -67,12 +68,16 @@ class Member(Protocol):
     rooms: set[str]  # owned by the Hub greenlet
     info: dict  # what others see of it (presence)
 
-    def offer(self, batch: Batch) -> bool: ...
+    def offer(self, item: Batch | object) -> bool: ...
 
     def close(self, code: CloseCode, error: ErrorCode | None = None, detail: str = "") -> None: ...
 
 
-_REGISTER, _UNREGISTER, _JOIN, _LEAVE, _PUBLISH, _TELL_ALL, _CLOSE_ALL = range(7)
+_REGISTER, _UNREGISTER, _JOIN, _LEAVE, _PUBLISH, _TELL_ALL, _CLOSE_ALL, _PING_ALL = range(8)
+
+# A queue item that asks a client's writer to ping its peer (after checking that the peer
+# answered the last one). One ticker sends it to everyone, so idle writers need no timers.
+PING = object()
 
 
 class HubStuck(RuntimeError):
@@ -109,6 +114,10 @@ class Hub:
         """Deliver one serialised event to every member of `room` (non-blocking). `seq`, if
         given, orders the event within the room (a message id)."""
         self._inbox.put((_PUBLISH, room, event, seq))
+
+    def ping_all(self) -> None:
+        """Ask every connection's writer to ping its peer."""
+        self._inbox.put((_PING_ALL,))
 
     def tell_all(self, event: bytes) -> None:
         """Send one serialised event to every connection of this worker, in any room."""
@@ -185,11 +194,11 @@ class Hub:
         elif op == _LEAVE:
             conn, room = args
             self._leave(conn, room)
-        elif op == _TELL_ALL:
-            (event,) = args
-            batch = Batch([event])
+        elif op == _TELL_ALL or op == _PING_ALL:
+            item = Batch([args[0]]) if op == _TELL_ALL else PING
             for conn in list(self.connections.values()):
-                if not conn.offer(batch):
+                if not conn.offer(item):
+                    self.dropped_slow += 1
                     self._remove(conn)
         elif op == _CLOSE_ALL:
             code, error, detail, refuse_new = args

@@ -156,8 +156,15 @@ class Realtime:
         """Start the Hub and the backplane's and presence's greenlets (once; in the worker)."""
         if self._hub_greenlet is None:
             self._hub_greenlet = gevent.spawn(self.hub.run)
+            gevent.spawn(self._ticker)
             self.backplane.start()
             self.presence.start()
+
+    def _ticker(self) -> None:
+        """The ticker greenlet: every PING_INTERVAL, every writer pings its peer."""
+        while True:
+            gevent.sleep(self.config.ping_interval)
+            self.hub.ping_all()
 
     def _backplane_changed(self, healthy: bool, recovered: bool) -> None:
         if not healthy:

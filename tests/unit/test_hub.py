@@ -6,7 +6,7 @@ import gevent
 import pytest
 from gevent.queue import Queue
 
-from chatapp.hub import Batch, Hub
+from chatapp.hub import PING, Batch, Hub
 from chatapp.protocol import CloseCode, ErrorCode, text_frame
 
 
@@ -20,11 +20,11 @@ class FakeMember:
         self.received: Queue = Queue()
         self.closed: tuple[CloseCode, ErrorCode | None] | None = None
 
-    def offer(self, batch: Batch) -> bool:
+    def offer(self, item: Batch | object) -> bool:
         if self.received.qsize() >= self.capacity:
             self.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.TOO_SLOW)
             return False
-        self.received.put(batch)
+        self.received.put(item)
         return True
 
     def close(self, code: CloseCode, error: ErrorCode | None = None, detail: str = "") -> None:
@@ -144,3 +144,13 @@ def test_a_member_that_fails_is_removed_and_others_get_their_events(hub: Hub) ->
     assert a.events() == [b"2"]
     assert b.events() == [b"1"]
     assert broken.rooms == set() and [m.id for m in hub.members("bad")] == ["b"]
+
+
+def test_ping_all_reaches_every_connection_in_any_room(hub: Hub) -> None:
+    a, b, lonely = FakeMember("a"), FakeMember("b"), FakeMember("lonely")
+    joined(hub, "r", a)
+    joined(hub, "s", b)
+    hub.register(lonely)
+    hub.ping_all()
+    for member in (a, b, lonely):
+        assert member.received.get(timeout=2) is PING

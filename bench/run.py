@@ -1,0 +1,267 @@
+"""The benchmark runner: starts each server, drives it with bench/load.py's clients, prints
+a table and writes JSON (bench/results/). One process, gevent-patched; the server is pinned
+to CPU 0 and this process to CPU 1 (taskset and sched_setaffinity), as on the 2-core machine
+the figures in the README come from.
+
+    .venv/bin/python bench/run.py fanout --n 1000 --servers plain,chat
+    .venv/bin/python bench/run.py fanout --n 1000 --servers chat-redis,chat-redis-2w
+
+Fan-out ramp: N clients in one room, S of them sending at a total rate that grows by half
+each step; a step passes when >= 99% of deliveries arrive with p99 latency <= 250 ms. The
+figure of a server is its best passing step.
+"""
+
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import gevent  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.load import BenchClient, connect_all  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+PASS_DELIVERED = 0.99
+PASS_P99 = 0.250
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """One server under test: `plain` (the baseline), `chat`, `chat-redis`, `chat-redis-2w`."""
+
+    def __init__(self, kind: str, folder: str, redis_url: str | None) -> None:
+        self.kind = kind
+        self.port = free_port()
+        cores = "0,1" if kind.endswith("-2w") else "0"
+        pin = ["taskset", "-c", cores] if shutil.which("taskset") else []
+        base = [sys.executable, "-m", "gunicorn", "-k", "gevent", "-b", f"127.0.0.1:{self.port}", "--no-control-socket"]
+        env = {**os.environ, "LOG_LEVEL": "WARNING", "RATE_LIMIT": "1000000000", "DATABASE_PATH": f"{folder}/{kind}.db"}
+        if kind == "plain":
+            # stock gunicorn settings (-c /dev/null: not the chat's gunicorn.conf.py), 20,000 connections
+            command = [*base, "-c", "/dev/null", "-w", "1", "--worker-connections", "20000", "bench.baseline_app:app"]
+        else:
+            command = [*base, *(["-w", "2"] if kind.endswith("-2w") else []), "wsgi:app"]
+            if "redis" in kind:
+                env["REDIS_URL"] = redis_url or ""
+        self.protocol = "plain" if kind == "plain" else "chat"
+        self.path = "/ws?" if kind == "plain" else "/ws?room=bench&name=c"
+        self.proc = subprocess.Popen([*pin, *command], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.port}/{'healthz' if kind != 'plain' else 'ws'}", timeout=1
+                )
+                break
+            except urllib.error.HTTPError:
+                break  # the baseline answers 400 to plain HTTP on /ws: it is up
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{kind} did not start") from None
+                gevent.sleep(0.1)
+
+    def workers(self) -> list[int]:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        return [int(pid) for pid in children]
+
+    def cpu(self) -> float:
+        total = 0
+        for pid in self.workers():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / TICK
+
+    def rss_mb(self) -> float:
+        total = 0
+        for pid in self.workers():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        return total / 1024
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def quiet(clients: list[BenchClient], still: float = 0.5, limit: float = 60.0) -> None:
+    """Wait until every client is welcomed and no frame arrived for `still` seconds."""
+    deadline = time.monotonic() + limit
+    last = -1
+    while time.monotonic() < deadline:
+        frames = sum(c.frames for c in clients)
+        if frames == last and all(c.welcomed for c in clients):
+            return
+        last = frames
+        gevent.sleep(still)
+    raise SystemExit("the clients never settled")
+
+
+def percentile(ordered: list[float], p: float) -> float:
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+def step(server: ServerProcess, clients: list[BenchClient], senders: int, rate: float, seconds: float) -> dict:
+    """Send `rate` messages/s in all from the first `senders` clients for `seconds`; measure."""
+    for client in clients:
+        client.lat = []
+        client.dups = client.gaps = 0
+    base = [list(client.got) for client in clients]
+    sent = [0] * senders
+    start_seq = list(clients[0].got)
+    cpu0, own0, start = server.cpu(), time.process_time(), time.time()
+
+    def send(sender: int) -> None:
+        interval = senders / rate
+        due = start
+        while due < start + seconds:
+            clients[sender].say(sender, start_seq[sender] + sent[sender])
+            sent[sender] += 1
+            due += interval
+            gevent.sleep(max(0.0, due - time.time()))
+
+    gevent.joinall([gevent.spawn(send, s) for s in range(senders)])
+    target = [start_seq[s] + sent[s] for s in range(senders)]
+    drain_deadline = time.time() + 5.0
+    while time.time() < drain_deadline and not all(c.got[:senders] == target for c in clients):
+        gevent.sleep(0.02)
+    elapsed = time.time() - start
+    cpu, own = server.cpu() - cpu0, time.process_time() - own0
+    latencies = sorted(x for client in clients for x in client.lat)
+    expected = len(clients) * sum(sent)
+    delivered = sum(sum(c.got[s] - b[s] for s in range(senders)) - c.gaps for c, b in zip(clients, base, strict=True))
+    row = {
+        "rate": rate,
+        "sent": sum(sent),
+        "expected": expected,
+        "delivered": delivered,
+        "missing": expected - delivered,
+        "doubled": sum(c.dups for c in clients),
+        "deliveries_per_s": delivered / elapsed,
+        "p50_ms": percentile(latencies, 50) * 1e3,
+        "p99_ms": percentile(latencies, 99) * 1e3,
+        "max_ms": (latencies[-1] if latencies else float("nan")) * 1e3,
+        "frames": sum(c.frames for c in clients),
+        "server_cpu_pct": 100 * cpu / elapsed,
+        "bench_cpu_pct": 100 * own / elapsed,
+        "server_rss_mb": server.rss_mb(),
+    }
+    row["passed"] = delivered >= PASS_DELIVERED * expected and row["p99_ms"] <= PASS_P99 * 1e3 and not row["doubled"]
+    return row
+
+
+def fanout(kind: str, n: int, senders: int, seconds: float, folder: str, redis_url: str | None) -> dict:
+    server = ServerProcess(kind, folder, redis_url)
+    try:
+        clients = connect_all("127.0.0.1", server.port, server.path, server.protocol, n, senders)
+        quiet(clients)
+        rate, rows = max(1.0, 10_000 / n), []
+        for _ in range(14):
+            row = step(server, clients, senders, rate, seconds)
+            rows.append(row)
+            print(format_row(kind, n, row), flush=True)
+            if not row["passed"]:
+                break
+            quiet(clients, still=0.3)
+            rate *= 1.5
+        passing = [r for r in rows if r["passed"]]
+        best = max(passing, key=lambda r: r["deliveries_per_s"]) if passing else None
+        for client in clients:
+            client.sock.close()
+        return {"server": kind, "n": n, "senders": senders, "steps": rows, "best": best}
+    finally:
+        server.stop()
+
+
+HEADER = (
+    f"{'server':<14}{'N':>6}{'msg/s':>9}{'deliv/s':>10}{'deliv%':>8}{'p50ms':>8}{'p99ms':>8}{'maxms':>8}{'dup':>5}"
+    f"{'srvCPU':>8}{'genCPU':>8}  ok"
+)
+
+
+def format_row(kind: str, n: int, row: dict) -> str:
+    pct = 100 * row["delivered"] / row["expected"] if row["expected"] else 0
+    return (
+        f"{kind:<14}{n:>6}{row['rate']:>9.0f}{row['deliveries_per_s']:>10.0f}{pct:>8.2f}{row['p50_ms']:>8.1f}"
+        f"{row['p99_ms']:>8.1f}{row['max_ms']:>8.1f}{row['doubled']:>5}{row['server_cpu_pct']:>7.0f}%"
+        f"{row['bench_cpu_pct']:>7.0f}%  {'yes' if row['passed'] else 'NO'}"
+    )
+
+
+def start_redis(folder: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
+    command = [*pin, shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+    proc = subprocess.Popen([*command, "--save", "", "--appendonly", "no", "--dir", folder], stdout=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            gevent.sleep(0.05)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("mode", choices=["fanout"])
+    parser.add_argument("--n", type=int, default=1000, help="clients in the room")
+    parser.add_argument("--senders", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of one step")
+    parser.add_argument("--servers", default="plain,chat")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = parser.parse_args()
+    if shutil.which("taskset"):
+        os.sched_setaffinity(0, {1})
+    results = []
+    print(HEADER, flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        redis_proc, redis_url = start_redis(folder) if "redis" in args.servers else (None, None)
+        try:
+            for kind in args.servers.split(","):
+                results.append(fanout(kind, args.n, args.senders, args.seconds, folder, redis_url))
+        finally:
+            if redis_proc is not None:
+                redis_proc.terminate()
+    print("\nbest passing step per server:")
+    baseline = next((r["best"] for r in results if r["server"] == "plain" and r["best"]), None)
+    for result in results:
+        best = result["best"]
+        ratio = f"  {best['deliveries_per_s'] / baseline['deliveries_per_s']:.1f}x plain" if best and baseline else ""
+        print(
+            f"  {result['server']:<14} N={result['n']}: "
+            + (f"{best['deliveries_per_s']:,.0f} deliveries/s{ratio}" if best else "no passing step")
+        )
+    os.makedirs(args.out, exist_ok=True)
+    path = Path(args.out) / f"{args.mode}-n{args.n}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    path.write_text(json.dumps({"mode": args.mode, "machine": machine, "results": results}, indent=2))
+    print(f"\nwritten: {path}")
+
+
+if __name__ == "__main__":
+    main()
