@@ -92,7 +92,7 @@ class Connection:
 
     # -- any greenlet -----------------------------------------------------------------------
     def offer(self, item: Batch | object) -> bool:
-        """Queue a Batch (or PING) without blocking. False when the queue was full: the client
+        """Queue a Batch (or PING, or a pong) without blocking. False when the queue was full: the client
         is then closing with 1013 (too slow) and should be forgotten by its rooms."""
         try:
             if self._greeting is None:
@@ -279,8 +279,8 @@ class Connection:
                         message = "".join(parts) if isinstance(event, TextMessage) else b"".join(parts)
                         parts, size = [], 0
                         on_message(self, message)
-                elif isinstance(event, Ping):
-                    self._control(_Pong(event.payload))
+                elif isinstance(event, Ping) and not self.closing:
+                    self.offer(_Pong(event.payload))
                 elif isinstance(event, CloseConnection):
                     if ws.state is ConnectionState.OPEN:
                         # wsproto found a protocol violation; event.code says which (1002, 1007).
@@ -291,14 +291,6 @@ class Connection:
                     self._peer_closed.set()
                     self.close(event.code, detail=event.reason or "")  # our answer, if not sent yet
                     return
-
-    def _control(self, item: _Pong) -> None:
-        if self._greeting is not None or self.closing:
-            return
-        try:
-            self._queue.put_nowait(item)
-        except Full:
-            self.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.TOO_SLOW, "you read too slowly")
 
     def end(self) -> None:
         """After the reader has returned: let the writer finish (bounded), then drop the socket."""

@@ -160,16 +160,20 @@ def test_permessage_deflate_is_not_negotiated(server: Server) -> None:
 
 def test_rate_limit_then_close_when_the_client_keeps_at_it(make_server) -> None:
     server = make_server({"RATE_LIMIT": "5"})
-    with Client(server, room(), "flood") as flood:
+    r = room()
+    with Client(server, r, "flood") as flood, Client(server, r, "observer") as observer:
         flood.expect("welcome")
+        observer.expect("welcome")
         for n in range(40):
             flood.say(f"spam {n}")
-        code, reason, events = flood.closed()
-        messages = [e for e in events if e["type"] == "message"]
+        code, _reason, events = flood.closed()
         errors = [e["code"] for e in events if e["type"] == "error"]
-        assert [m["text"] for m in messages] == [f"spam {n}" for n in range(5)]
         assert errors[0] == "rate_limited" and errors[-1] == "flood"
         assert code == 1008
+        # the first five were taken, and the room got exactly those
+        assert [observer.expect("message")["text"] for _ in range(5)] == [f"spam {n}" for n in range(5)]
+        observer.expect("leave")
+        assert not [e for e in observer.pending if e["type"] == "message"]
 
 
 def test_typing_is_relayed_and_rate_limited(server: Server) -> None:
