@@ -154,3 +154,16 @@ def test_ping_all_reaches_every_connection_in_any_room(hub: Hub) -> None:
     hub.ping_all()
     for member in (a, b, lonely):
         assert member.received.get(timeout=2) is PING
+
+
+def test_tell_all_reaches_every_connection_and_close_all_spares_newcomers(hub: Hub) -> None:
+    a, lonely = FakeMember("a"), FakeMember("lonely")
+    joined(hub, "r", a)
+    hub.register(lonely)
+    hub.tell_all(b"notice")
+    assert a.events() == [b"notice"] and lonely.events() == [b"notice"]
+    hub.close_all(CloseCode.SERVICE_RESTART, ErrorCode.RESYNC, "reconnect")
+    late = FakeMember("late")
+    joined(hub, "r", late)
+    assert a.closed == lonely.closed == (CloseCode.SERVICE_RESTART, ErrorCode.RESYNC)
+    assert late.closed is None  # close_all without refuse_new: newcomers are welcome
