@@ -5,7 +5,13 @@ the figures in the README come from.
 
     .venv/bin/python bench/run.py fanout --n 1000 --servers plain,chat
     .venv/bin/python bench/run.py fanout --n 1000 --servers chat-redis,chat-redis-2w
+    .venv/bin/python bench/run.py latency --n 1000 --rate 20
+    .venv/bin/python bench/run.py storm --n 1000
+    .venv/bin/python bench/run.py idle --n 5000 --room-size 100
 
+Modes. latency: a fixed rate into one room of N. storm: N clients at once (handshakes/s, time
+until all are welcomed). idle: N idle connections (server memory per connection; chat clients
+in rooms of --room-size, since a join to a room of thousands goes to thousands).
 Fan-out ramp: N clients in one room, S of them sending at a total rate that grows by half
 each step; a step passes when >= 99% of deliveries arrive with p99 latency <= 250 ms. The
 figure of a server is its best passing step.
@@ -65,7 +71,6 @@ class ServerProcess:
             if "redis" in kind:
                 env["REDIS_URL"] = redis_url or ""
         self.protocol = "plain" if kind == "plain" else "chat"
-        self.path = "/ws?" if kind == "plain" else "/ws?room=bench&name=c"
         self.proc = subprocess.Popen([*pin, *command], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while True:
@@ -80,6 +85,12 @@ class ServerProcess:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"{kind} did not start") from None
                 gevent.sleep(0.1)
+
+    def path(self, i: int, room_size: int = 0) -> str:
+        """Client i's URL: one room for all, or rooms of `room_size` (chat only)."""
+        if self.protocol == "plain":
+            return "/ws"
+        return f"/ws?room={f'r{i // room_size}' if room_size else 'bench'}&name=c{i}"
 
     def workers(self) -> list[int]:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
@@ -130,7 +141,7 @@ def step(server: ServerProcess, clients: list[BenchClient], senders: int, rate: 
     for client in clients:
         client.lat = []
         client.dups = client.gaps = 0
-    base = [list(client.got) for client in clients]
+    base = sum(client.delivered for client in clients)
     sent = [0] * senders
     start_seq = list(clients[0].got)
     cpu0, own0, start = server.cpu(), time.process_time(), time.time()
@@ -153,7 +164,7 @@ def step(server: ServerProcess, clients: list[BenchClient], senders: int, rate: 
     cpu, own = server.cpu() - cpu0, time.process_time() - own0
     latencies = sorted(x for client in clients for x in client.lat)
     expected = len(clients) * sum(sent)
-    delivered = sum(sum(c.got[s] - b[s] for s in range(senders)) - c.gaps for c, b in zip(clients, base, strict=True))
+    delivered = sum(client.delivered for client in clients) - base
     row = {
         "rate": rate,
         "sent": sum(sent),
@@ -197,6 +208,78 @@ def fanout(kind: str, n: int, senders: int, seconds: float, folder: str, redis_u
         server.stop()
 
 
+def latency(kind: str, n: int, senders: int, rate: float, seconds: float, folder: str, redis_url: str | None) -> dict:
+    """A fixed rate into one room of N: the latency a person feels, not the peak."""
+    server = ServerProcess(kind, folder, redis_url)
+    try:
+        clients = connect_all("127.0.0.1", server.port, server.path, server.protocol, n, senders)
+        quiet(clients)
+        row = step(server, clients, senders, rate, seconds)
+        print(format_row(kind, n, row), flush=True)
+        for client in clients:
+            client.sock.close()
+        return {"server": kind, "n": n, "senders": senders, "steps": [row], "best": row if row["passed"] else None}
+    finally:
+        server.stop()
+
+
+def storm(kind: str, n: int, folder: str, redis_url: str | None) -> dict:
+    """N clients at once into one room: handshakes/s, and the time until every one is welcomed."""
+    server = ServerProcess(kind, folder, redis_url)
+    try:
+        start = time.time()
+        clients = connect_all("127.0.0.1", server.port, server.path, server.protocol, n, 1, at_once=n)
+        upgraded = time.time() - start
+        quiet(clients, still=0.05, limit=120)
+        settled = time.time() - start  # every welcome in, and the joins it set off delivered
+        result = {
+            "server": kind,
+            "n": n,
+            "all_upgraded_s": round(upgraded, 3),
+            "handshakes_per_s": round(n / upgraded),
+            "all_welcomed_and_quiet_s": round(settled, 3),
+            "frames": sum(c.frames for c in clients),
+            "server_rss_mb": round(server.rss_mb(), 1),
+        }
+        print(
+            f"{kind:<14}{n:>6}  upgraded in {upgraded:.2f} s ({n / upgraded:,.0f} handshakes/s),"
+            f" all welcomed and quiet in {settled:.2f} s",
+            flush=True,
+        )
+        for client in clients:
+            client.sock.close()
+        return result
+    finally:
+        server.stop()
+
+
+def idle(kind: str, n: int, room_size: int, folder: str, redis_url: str | None) -> dict:
+    """N idle connections: the server's memory per connection (RSS growth / N)."""
+    server = ServerProcess(kind, folder, redis_url)
+    try:
+        warm = connect_all("127.0.0.1", server.port, lambda i: server.path(i, room_size), server.protocol, 10, 1)
+        quiet(warm)
+        before = server.rss_mb()
+        clients = connect_all("127.0.0.1", server.port, lambda i: server.path(i + 10, room_size), server.protocol, n, 1)
+        quiet(warm + clients, still=1.0, limit=300)
+        after = server.rss_mb()
+        per = (after - before) * 1024 / n
+        result = {
+            "server": kind,
+            "n": n,
+            "room_size": room_size or n,
+            "rss_before_mb": round(before, 1),
+            "rss_after_mb": round(after, 1),
+            "kb_per_connection": round(per, 1),
+        }
+        print(f"{kind:<14}{n:>6}  RSS {before:.0f} -> {after:.0f} MB: {per:.1f} KB per connection", flush=True)
+        for client in warm + clients:
+            client.sock.close()
+        return result
+    finally:
+        server.stop()
+
+
 HEADER = (
     f"{'server':<14}{'N':>6}{'msg/s':>9}{'deliv/s':>10}{'deliv%':>8}{'p50ms':>8}{'p99ms':>8}{'maxms':>8}{'dup':>5}"
     f"{'srvCPU':>8}{'genCPU':>8}  ok"
@@ -228,39 +311,56 @@ def start_redis(folder: str) -> tuple[subprocess.Popen[bytes], str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=["fanout"])
-    parser.add_argument("--n", type=int, default=1000, help="clients in the room")
+    parser.add_argument("mode", choices=["fanout", "latency", "storm", "idle"])
+    parser.add_argument("--n", type=int, default=1000, help="clients")
     parser.add_argument("--senders", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=4.0, help="length of one step")
+    parser.add_argument("--rate", type=float, default=20.0, help="latency: messages/s in all")
+    parser.add_argument("--room-size", type=int, default=100, help="idle: clients per room (chat)")
     parser.add_argument("--servers", default="plain,chat")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     if shutil.which("taskset"):
         os.sched_setaffinity(0, {1})
     results = []
-    print(HEADER, flush=True)
+    if args.mode in ("fanout", "latency"):
+        print(HEADER, flush=True)
     with tempfile.TemporaryDirectory() as folder:
         redis_proc, redis_url = start_redis(folder) if "redis" in args.servers else (None, None)
         try:
             for kind in args.servers.split(","):
-                results.append(fanout(kind, args.n, args.senders, args.seconds, folder, redis_url))
+                if args.mode == "fanout":
+                    results.append(fanout(kind, args.n, args.senders, args.seconds, folder, redis_url))
+                elif args.mode == "latency":
+                    results.append(latency(kind, args.n, args.senders, args.rate, 10.0, folder, redis_url))
+                elif args.mode == "storm":
+                    results.append(storm(kind, args.n, folder, redis_url))
+                else:
+                    results.append(idle(kind, args.n, args.room_size, folder, redis_url))
         finally:
             if redis_proc is not None:
                 redis_proc.terminate()
+    if args.mode == "fanout":
+        summarise(results)
+    os.makedirs(args.out, exist_ok=True)
+    path = Path(args.out) / f"{args.mode}-n{args.n}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    path.write_text(
+        json.dumps({"mode": args.mode, "args": vars(args), "machine": machine, "results": results}, indent=2)
+    )
+    print(f"\nwritten: {path}")
+
+
+def summarise(results: list[dict]) -> None:
     print("\nbest passing step per server:")
     baseline = next((r["best"] for r in results if r["server"] == "plain" and r["best"]), None)
     for result in results:
         best = result["best"]
-        ratio = f"  {best['deliveries_per_s'] / baseline['deliveries_per_s']:.1f}x plain" if best and baseline else ""
-        print(
-            f"  {result['server']:<14} N={result['n']}: "
-            + (f"{best['deliveries_per_s']:,.0f} deliveries/s{ratio}" if best else "no passing step")
-        )
-    os.makedirs(args.out, exist_ok=True)
-    path = Path(args.out) / f"{args.mode}-n{args.n}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
-    path.write_text(json.dumps({"mode": args.mode, "machine": machine, "results": results}, indent=2))
-    print(f"\nwritten: {path}")
+        if best is None:
+            print(f"  {result['server']:<14} N={result['n']}: no passing step")
+            continue
+        ratio = f"  {best['deliveries_per_s'] / baseline['deliveries_per_s']:.1f}x plain" if baseline else ""
+        print(f"  {result['server']:<14} N={result['n']}: {best['deliveries_per_s']:,.0f} deliveries/s{ratio}")
 
 
 if __name__ == "__main__":
