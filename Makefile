@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint format
+.PHONY: install run test lint format bench
 
 install: $(VENV)/.installed
 
@@ -27,3 +27,12 @@ lint: install
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# The benchmark sitting behind the README's figures (about 15 minutes; server on CPU 0, load on CPU 1).
+bench: install
+	$(BIN)/python bench/run.py fanout --n 1000 --servers plain,chat,chat-redis,chat-redis-2w
+	$(BIN)/python bench/run.py fanout --n 100 --servers plain,chat
+	$(BIN)/python bench/run.py latency --n 1000 --rate 20
+	$(BIN)/python bench/run.py storm --n 1000
+	$(BIN)/python bench/run.py idle --n 5000 --room-size 100
+	$(BIN)/python bench/history.py
