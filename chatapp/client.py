@@ -81,7 +81,11 @@ class Connection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._config = config
         self._queue: Queue = Queue(config.send_queue_size)
-        self._greeting: list[Batch] | None = []  # sends made before the writer starts go first
+        # Before the writer starts (while the connect handler runs), what is sent to this client
+        # alone (`send`: the welcome) waits in `_first`, what the Hub offers in `_greeting`;
+        # the writer writes `_first` first. None once the writer runs.
+        self._first: list[Batch] = []
+        self._greeting: list[Batch] | None = []
         self._close_request: tuple[int, str, bytes | None] | None = None
         self._floor: int | None = None  # skip events with seq <= this (set by skip_through)
         self._peer_closed = Event()
@@ -99,7 +103,7 @@ class Connection:
                 self._queue.put_nowait(item)
             elif item is PING:
                 pass  # the writer has not started yet: nothing to ping about
-            elif len(self._greeting) < self._config.send_queue_size:
+            elif len(self._first) + len(self._greeting) < self._config.send_queue_size:
                 self._greeting.append(item)  # type: ignore[arg-type]
             else:
                 raise Full
@@ -109,8 +113,13 @@ class Connection:
         return True
 
     def send(self, event: dict[str, Any]) -> None:
-        """Send one event to this client only."""
-        self.offer(Batch([encode(event)]))
+        """Send one event to this client only. Sent from the connect handler, it goes out
+        before any room event."""
+        batch = Batch([encode(event)])
+        if self._greeting is not None and len(self._first) + len(self._greeting) < self._config.send_queue_size:
+            self._first.append(batch)
+        else:
+            self.offer(batch)
 
     def skip_through(self, seq: int) -> None:
         """This client already has every event of its room numbered up to `seq` (say, from
@@ -134,6 +143,7 @@ class Connection:
                 self._queue.get_nowait()
             if self._greeting:
                 self._greeting.clear()
+            self._first.clear()
         if self._greeting is not None:
             return  # the writer has not started; it will see the request first thing
         try:
@@ -153,7 +163,8 @@ class Connection:
     # -- the writer greenlet ------------------------------------------------------------------
     def start_writer(self) -> None:
         """Start the writer; what was sent before this goes out first, in one frame."""
-        greeting, self._greeting = self._greeting or [], None
+        greeting = self._first + (self._greeting or [])
+        self._first, self._greeting = [], None
         self._writer = gevent.spawn(self._write_pump, greeting)
 
     def _write_pump(self, greeting: list[Batch]) -> None:
@@ -282,14 +293,12 @@ class Connection:
                 elif isinstance(event, Ping) and not self.closing:
                     self.offer(_Pong(event.payload))
                 elif isinstance(event, CloseConnection):
-                    if ws.state is ConnectionState.OPEN:
-                        # wsproto found a protocol violation; event.code says which (1002, 1007).
-                        # RFC 6455 7.1.7: fail the connection, without waiting for an answer.
-                        self._peer_closed.set()
-                        self.close(event.code, detail=event.reason or "protocol error")
-                        return
+                    # Still OPEN: wsproto found a protocol violation (event.code: 1002, 1007), and
+                    # we fail the connection without waiting for an answer (RFC 6455 7.1.7).
+                    # Otherwise it is the peer's close frame: answered now, if ours is not out.
+                    violation = ws.state is ConnectionState.OPEN
                     self._peer_closed.set()
-                    self.close(event.code, detail=event.reason or "")  # our answer, if not sent yet
+                    self.close(event.code, detail=event.reason or ("protocol error" if violation else ""))
                     return
 
     def end(self) -> None:

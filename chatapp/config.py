@@ -39,7 +39,6 @@ class Config:
     chat_api_token: str | None = None
     secret_key: str | None = None
     log_level: str = "INFO"
-    chat_echo_route: bool = False
     presence_ttl: float = 30.0  # with Redis: a dead worker's clients leave presence within this
     proxy_hops: int = 0  # proxies in front whose X-Forwarded-For/-Proto to trust (Heroku: 1)
 
@@ -147,7 +146,6 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "chat_api_token": _text,
     "secret_key": _text,
     "log_level": str.upper,
-    "chat_echo_route": _flag,
     "presence_ttl": _seconds,
     "proxy_hops": _integer,
 }

@@ -42,15 +42,16 @@ class Batch:
     or is None when no event has one; a client that has just been sent history uses them to
     skip what it already has (Connection.skip_through)."""
 
-    __slots__ = ("_frame", "count", "events", "low", "payload", "seqs")
+    __slots__ = ("_frame", "events", "low", "payload", "seqs")
 
     def __init__(self, events: list[bytes], seqs: list[int | None] | None = None) -> None:
         self.events = events
         numbered = [seq for seq in seqs if seq is not None] if seqs is not None else []
         self.seqs = seqs if numbered else None
-        self.low = min(numbered) if numbered and len(numbered) == len(events) else -1  # -1: some have none
+        # the lowest seq, so that a client's floor check is one comparison per batch (-1: some
+        # events have no seq, and the batch must be looked at event by event)
+        self.low = min(numbered) if numbered and len(numbered) == len(events) else -1
         self.payload = b"\n".join(events)
-        self.count = len(events)
         self._frame: bytes | None = None
 
     @property
@@ -106,6 +107,8 @@ class Hub:
         self._inbox.put((_JOIN, conn, room, done))
         if not done.wait(ACK_TIMEOUT):
             raise HubStuck(f"the hub did not answer a join within {ACK_TIMEOUT} s")
+        if room not in conn.rooms:  # unregistered, dropped, or the join failed
+            raise HubStuck(f"{conn.id} could not join {room}")
 
     def leave(self, conn: Member, room: str) -> None:
         self._inbox.put((_LEAVE, conn, room))
@@ -162,15 +165,20 @@ class Hub:
             if op == _JOIN or op == _LEAVE:
                 touched: Iterable[str] = (command[2],)
             elif op == _UNREGISTER:
-                touched = command[1].rooms
+                touched = list(command[1].rooms)  # a flush below may drop it from them
             elif op == _CLOSE_ALL or op == _TELL_ALL:
                 touched = list(pending)
             else:
                 touched = ()
-            for room in touched:
-                if room in pending:
-                    self._fan_out(room, *pending.pop(room))
-            self._apply(command)
+            try:
+                for room in touched:
+                    if room in pending:
+                        self._fan_out(room, *pending.pop(room))
+                self._apply(command)
+            except Exception:  # one bad command must not cost the round's other events
+                log.exception("hub command %r failed", command[:2])
+                if op == _JOIN:
+                    command[3].set()  # the joiner stops waiting; it is not in the room
         for room, (events, seqs) in pending.items():
             self._fan_out(room, events, seqs)
 

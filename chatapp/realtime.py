@@ -125,7 +125,7 @@ class Realtime:
         return handler
 
     def emit(self, room: str, event: dict[str, Any], seq: int | None = None) -> None:
-        """Send `event` to every client in `room`, on every worker. Never blocks.
+        """Send `event` to every client in `room`, on every worker. Does not wait for delivery.
 
         `seq` numbers the event within the room (a message id from the store): a client told
         `skip_through(n)` does not get events numbered up to n."""
@@ -257,17 +257,25 @@ class Realtime:
             log.info("close %s code=%s reason=%r", conn.id, code, reason)
 
     def _dispatch(self, conn: Connection, message: str | bytes, strikes: RateLimiter) -> None:
+        """Hand one client frame to its handler. An error goes to this client only, with the
+        event's `cid` when it had one, so the client knows which of its events failed."""
+        cid = None
         try:
             if not isinstance(message, str):
                 raise ProtocolError(ErrorCode.BAD_TYPE, "binary frames are not accepted; send JSON text")
             event = decode(message)
+            cid = event.get("cid") if isinstance(event.get("cid"), str) else None
             handler = self._handlers.get(event["type"])
             if handler is None:
                 raise ProtocolError(ErrorCode.BAD_TYPE, f"unknown event type {event['type']!r}"[:200])
             handler(conn, event)
         except Unavailable as exc:  # not the client's fault: no strike
-            conn.error(ErrorCode.UNAVAILABLE, str(exc))
+            conn.send(_with_cid(error_event(ErrorCode.UNAVAILABLE, str(exc)), cid))
         except ProtocolError as exc:
-            conn.send(exc.event())
+            conn.send(_with_cid(exc.event(), cid))
             if not strikes.allow():
                 conn.close(CloseCode.POLICY, ErrorCode.FLOOD, "too many bad or rejected frames")
+
+
+def _with_cid(event: dict[str, str], cid: str | None) -> dict[str, str]:
+    return event if cid is None else {**event, "cid": cid[:64]}

@@ -6,7 +6,8 @@ import os
 
 from flask import Blueprint, Response, abort, current_app, jsonify, render_template
 
-from .chat import ROOM_RE
+from .chat import parse_room
+from .protocol import ProtocolError
 from .realtime import Realtime
 
 bp = Blueprint("views", __name__)
@@ -27,10 +28,10 @@ def index() -> Response:
 
 @bp.get("/r/<room>")
 def room(room: str) -> Response:
-    room = room.lower()
-    if not ROOM_RE.fullmatch(room):
+    try:
+        return _page(parse_room(room))
+    except ProtocolError:
         abort(404)
-    return _page(room)
 
 
 def _page(room: str) -> Response:
@@ -49,5 +50,6 @@ def healthz() -> tuple[Response, int]:
         "connections": len(realtime.hub.connections),
         "rooms": len(realtime.hub.rooms),
         "backplane": type(realtime.backplane).__name__,
+        "dropped_slow": realtime.hub.dropped_slow,
     }
     return jsonify(body), status

@@ -14,6 +14,7 @@
   let room = document.body.dataset.room || "lobby";
   let ws = null, attempt = 0, retryTimer = null, countdown = null;
   let me = null;                     // {id, name} of the current connection
+  let lastError = null;              // code of the last error event: says why a 1008 came
   const myIds = new Set();           // every id this page has had: own messages stay "mine"
   const seen = new Set();            // message ids shown in this room (a resume shows none twice)
   let lastId = null;                 // newest message id shown, for ?since= on reconnect
@@ -41,7 +42,7 @@
       if (socket !== ws) return;       // a socket we replaced on purpose (room switch)
       ws = null;
       me = null;
-      if (e.code === 1008) {           // refused: retrying would not help
+      if (e.code === 1008 && lastError === "bad_param") {  // refused: retrying would not help
         setStatus("closed", `Offline: ${e.reason || "refused"}`);
         return;
       }
@@ -52,7 +53,7 @@
 
   function scheduleReconnect(delayMs) {
     if (delayMs === undefined) {
-      // exponential backoff with full jitter, capped
+      // exponential backoff with "equal jitter" (half fixed, half random), capped
       const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt);
       delayMs = ceiling / 2 + Math.random() * ceiling / 2;
     } else {
@@ -96,7 +97,7 @@
         if (!myIds.has(event.user.id)) addSystem(`${event.user.name} left`);
         return;
       case "typing": return showTyping(event.user);
-      case "error": return addSystem(event.detail || event.code, "error");
+      case "error": return failed(event);
       default: return;  // newer servers may send more: ignore what we do not know
     }
   }
@@ -111,8 +112,34 @@
     if (event.truncated && lastId !== null) addSystem("Some messages from while you were away are no longer kept.");
     for (const message of event.history) addMessage(message);
     setStatus("open", "Live");
-    // Typed while offline, or sent but not echoed before a drop: the server keeps one per cid.
-    for (const message of pending.values()) send(message);
+    lastError = null;
+    resendPending(ws);
+  }
+
+  // Typed while offline, or sent but not echoed before a drop: the server keeps one per cid.
+  // Paced (a burst of 10, then under the server's rate limit) so that a long backlog is not
+  // taken for a flood.
+  function resendPending(socket, backlog = [...pending.values()], burst = 10) {
+    while (backlog.length && burst-- > 0) {
+      if (socket !== ws) return;
+      const message = backlog.shift();
+      if (pending.has(message.cid)) send(message);
+    }
+    if (backlog.length) setTimeout(() => resendPending(socket, backlog, 1), 600);
+  }
+
+  // An error about one of our messages (it carries the cid): a passing condition leaves it
+  // pending, to be sent again after the next reconnect; anything else means it never will be.
+  function failed(event) {
+    lastError = event.code;
+    addSystem(event.detail || event.code, "error");
+    if (!event.cid || event.code === "unavailable" || event.code === "rate_limited") return;
+    if (!pending.delete(event.cid)) return;
+    const node = log.querySelector(`[data-cid="${CSS.escape(event.cid)}"]`);
+    if (node) {
+      node.classList.replace("pending", "failed");
+      node.title = `Not sent: ${event.detail || event.code}`;
+    }
   }
 
   // -- the log ------------------------------------------------------------------------------------
@@ -259,9 +286,12 @@
   } else {
     const dialog = $("name-dialog");
     dialog.addEventListener("cancel", (e) => e.preventDefault());  // a name is needed to chat
-    $("name-form").addEventListener("submit", () => {
+    $("name-form").addEventListener("submit", (e) => {
       name = $("name-input").value.trim().slice(0, 32);
-      if (!name) return;
+      if (!name) {
+        e.preventDefault();  // keep the dialog open: a name of spaces is no name
+        return;
+      }
       localStorage.setItem("chat.name", name);
       connect();
     });

@@ -18,7 +18,8 @@ class Backplane(Protocol):
     healthy: bool  # False while published events may not reach every worker
 
     def publish(self, room: str, event: bytes, seq: int | None = None) -> None:
-        """Hand `event` to every worker's Hub for `room`. Never raises, never blocks for long."""
+        """Hand `event` to every worker's Hub for `room`. Never raises; returns without waiting
+        for delivery (with Redis, after one PUBLISH round trip)."""
         ...
 
     def start(self) -> None:

@@ -40,15 +40,27 @@ class RedisBackplane:
         self._listener: gevent.Greenlet | None = None
 
     def publish(self, room: str, event: bytes, seq: int | None = None) -> None:
-        header = f"{room}\n{'' if seq is None else seq}\n".encode()
-        try:
-            self._redis.publish(CHANNEL, header + event)
-        except redis.RedisError as exc:  # the listener sees the outage too, and reports it
-            log.warning("publish to %s lost: %s", room, exc)
+        """One PUBLISH round trip (the caller's greenlet waits for it, not for delivery); one
+        retry. A message lost here is in the store: clients get it when they resume."""
+        message = f"{room}\n{'' if seq is None else seq}\n".encode() + event
+        for attempt in (1, 2):
+            try:
+                self._redis.publish(CHANNEL, message)
+                return
+            except redis.RedisError as exc:
+                if attempt == 2:  # an outage: the listener sees it too, and reports it
+                    log.error("publish to %s lost: %s", room, exc)
 
     def start(self) -> None:
         if self._listener is None:
             self._listener = gevent.spawn(self._listen)
+
+    def _deliver(self, data: bytes) -> None:
+        try:
+            room, seq, event = data.split(b"\n", 2)
+            self._hub.publish(room.decode(), event, int(seq) if seq else None)
+        except ValueError:  # not ours (another program on the channel): drop it alone
+            log.warning("backplane: dropped a malformed message on %s: %r", CHANNEL, data[:80])
 
     def _listen(self) -> None:
         """The listener greenlet: the only reader of the subscription. Hands each event to the
@@ -66,8 +78,7 @@ class RedisBackplane:
                 while True:
                     message = pubsub.get_message(timeout=POLL)
                     if message is not None and message["type"] == "message":
-                        room, seq, event = message["data"].split(b"\n", 2)
-                        self._hub.publish(room.decode(), event, int(seq) if seq else None)
+                        self._deliver(message["data"])
             except redis.RedisError as exc:
                 log.warning("backplane: Redis connection lost (%s); retrying in %.1f s", exc, backoff)
             except Exception:  # a bug must not end delivery for good

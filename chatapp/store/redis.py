@@ -69,6 +69,8 @@ class RedisStore:
 
     @_unavailable
     def recent(self, room: str, limit: int) -> list[Message]:
+        if limit <= 0:
+            return []  # zrange(-0, -1) would be the whole set
         return [json.loads(body) for body in self._redis.zrange(_keys(room)[1], -limit, -1)]
 
     @_unavailable
@@ -86,6 +88,3 @@ class RedisStore:
             for room in rooms:
                 pipe.zcard(_keys(room)[1])
             return {room: n for room, n in zip(rooms, pipe.execute(), strict=True) if n}
-
-    def close(self) -> None:
-        """The Redis client belongs to the app, which closes it."""

@@ -2,9 +2,9 @@
 on one machine can share it and a crash of the process loses nothing that was committed
 (synchronous=NORMAL: a power cut may lose the last commits, a kill -9 does not). Each
 process opens one connection; gevent never switches inside a sqlite3 call, so greenlets
-take turns on it whole and need no lock. Another process holding the write lock makes a
-write wait (busy_timeout), which blocks this worker for as long: writes are one short
-transaction each.
+take turns on it whole and need no lock (a transaction never spans a switch: nothing in
+one blocks on gevent). Another process holding the write lock makes a write wait
+(busy_timeout), which blocks this worker for as long: writes are one short transaction each.
 
 A room keeps its newest HISTORY_LIMIT messages, and up to PRUNE_EVERY more between prunes.
 Ids are SQLite's AUTOINCREMENT rowids, as strings: unique and increasing within a room,
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..errors import unavailable_on
@@ -56,7 +58,7 @@ class SQLiteStore:
     @_unavailable
     def append(self, room: str, message: Message) -> tuple[Message, bool]:
         user, cid = message["user"], message.get("cid")
-        with self._db:  # one transaction: insert and prune
+        with self._transaction("BEGIN IMMEDIATE"):  # insert and prune, or neither
             cursor = self._db.execute(
                 "INSERT INTO messages (room, ts, user_id, user_name, text, cid) VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (room, cid) DO NOTHING",
@@ -85,7 +87,7 @@ class SQLiteStore:
 
     @_unavailable
     def after(self, room: str, since: int, limit: int = -1) -> tuple[list[Message], bool]:
-        with self._db:  # one read transaction: the check and the rows agree
+        with self._transaction("BEGIN"):  # one snapshot: the check and the rows agree
             known = self._db.execute("SELECT 1 FROM messages WHERE room = ? AND id = ?", (room, since)).fetchone()
             rows = self._db.execute(
                 f"SELECT {_COLUMNS} FROM messages WHERE room = ? AND id > ? ORDER BY id LIMIT ?", (room, since, limit)
@@ -97,6 +99,17 @@ class SQLiteStore:
         marks = ",".join("?" * len(rooms))
         rows = self._db.execute(f"SELECT room, COUNT(*) FROM messages WHERE room IN ({marks}) GROUP BY room", rooms)
         return dict(rows.fetchall())
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[None]:
+        """One transaction (the connection is in autocommit mode, so none is implicit)."""
+        self._db.execute(begin)
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()

@@ -128,3 +128,16 @@ def test_typing_shows_and_clears(new_page, server: Server) -> None:
     expect(watcher.locator("#typing")).to_have_text("typer is typing…")
     expect(typer.locator("#typing")).to_have_text("")  # not about yourself
     expect(watcher.locator("#typing")).to_have_text("", timeout=6_000)  # cleared after a few seconds
+
+
+def test_a_refused_message_is_marked_not_sent(new_page, make_server) -> None:
+    server = make_server({"MAX_MESSAGE_CHARS": "5"})
+    page = open_chat(new_page, server, "/r/refused?name=wordy")
+    page.fill("#text", "far too long")
+    page.press("#text", "Enter")
+    expect(page.locator("#log .msg.failed .body")).to_have_text(["far too long"])
+    expect(page.locator("#log .system.error")).to_contain_text("at most 5 characters")
+    page.fill("#text", "short")
+    page.press("#text", "Enter")
+    expect(page.locator("#log .msg:not(.pending):not(.failed) .body")).to_have_text(["short"])
+    expect(page.locator("#status")).to_have_attribute("data-state", "open")

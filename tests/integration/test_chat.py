@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -39,6 +40,25 @@ def test_welcome_is_the_first_event(server: Server) -> None:
             talker.say(f"m{n}")
         with Client(server, r, "newcomer") as newcomer:
             assert newcomer.next()["type"] == "welcome"
+
+
+def test_welcome_comes_first_while_others_join_and_type(server: Server) -> None:
+    r = room()
+    firsts: list[str] = []
+
+    def join(n: int) -> None:
+        with Client(server, r, f"crowd-{n}") as client:
+            firsts.append(client.next()["type"])
+            client.send({"type": "typing"})
+            client.say(f"hello from {n}")
+            client.expect("message", text=f"hello from {n}")
+
+    threads = [threading.Thread(target=join, args=(n,)) for n in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert firsts == ["welcome"] * 30
 
 
 def test_rooms_are_isolated(server: Server) -> None:

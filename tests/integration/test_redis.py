@@ -182,3 +182,20 @@ def test_rediss_with_a_self_signed_chain_needs_the_option(make_server, make_redi
         client.say("over TLS")
         assert client.expect("message")["text"] == "over TLS"
     assert redis.port == port
+
+
+def test_a_stranger_on_the_channel_disturbs_nobody(make_server, redis_server) -> None:
+    import redis
+
+    server = make_server({"REDIS_URL": redis_server.url})
+    r = room()
+    with Client(server, r, "calm") as calm:
+        calm.expect("welcome")
+        client = redis.Redis.from_url(redis_server.url)
+        for junk in (b"no newlines", b"room\nnot-a-number\n{}", b"\xff\xfe\n\n{}"):
+            client.publish("chat:events", junk)
+        client.close()
+        calm.say("still fine")
+        assert calm.expect("message")["text"] == "still fine"
+        assert [e for e in calm.pending if e["type"] == "error"] == []
+    assert "dropped a malformed message" in server.log()

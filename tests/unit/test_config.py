@@ -18,14 +18,14 @@ def test_values_are_read_and_converted() -> None:
             "PORT": "9000",
             "PING_INTERVAL": "2.5",
             "ALLOWED_ORIGINS": "https://A.example, http://b.example:8080/",
-            "CHAT_ECHO_ROUTE": "1",
+            "REDIS_TLS_VERIFY": "0",
             "LOG_LEVEL": "debug",
             "CHAT_API_TOKEN": "t0k",
         }
     )
     assert config.port == 9000 and config.ping_interval == 2.5
     assert config.allowed_origins == ("https://a.example", "http://b.example:8080")
-    assert config.chat_echo_route is True and config.log_level == "DEBUG" and config.chat_api_token == "t0k"
+    assert config.redis_tls_verify is False and config.log_level == "DEBUG" and config.chat_api_token == "t0k"
 
 
 @pytest.mark.parametrize(
@@ -38,7 +38,9 @@ def test_values_are_read_and_converted() -> None:
         ({"PING_INTERVAL": "0"}, "PING_INTERVAL"),
         ({"WRITE_TIMEOUT": "nan"}, "WRITE_TIMEOUT"),
         ({"ALLOWED_ORIGINS": "example.com"}, "ALLOWED_ORIGINS"),
-        ({"CHAT_ECHO_ROUTE": "maybe"}, "CHAT_ECHO_ROUTE"),
+        ({"REDIS_TLS_VERIFY": "maybe"}, "REDIS_TLS_VERIFY"),
+        ({"REDIS_URL": "http://example.com"}, "REDIS_URL"),
+        ({"PROXY_HOPS": "-1"}, "PROXY_HOPS"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
         ({"HISTORY_ON_JOIN": "60", "HISTORY_LIMIT": "50"}, "HISTORY_ON_JOIN"),
     ],

@@ -29,7 +29,7 @@ def open_store(request, tmp_path) -> Callable[..., Store]:
             server = request.getfixturevalue("redis_server")
             client = redis.Redis.from_url(server.url)
             opened.append(client)
-            store = RedisStore(client, history_limit)
+            return RedisStore(client, history_limit)
         opened.append(store)
         return store
 
@@ -107,6 +107,11 @@ def test_two_stores_on_the_same_data_share_ids_and_history(open_store, r: str) -
         post(one if n % 2 else two, r, f"m{n}")
     texts = [m["text"] for m in one.recent(r, 100)]
     assert texts == [f"m{n}" for n in range(10)] == [m["text"] for m in two.recent(r, 100)]
+
+
+def test_no_history_asked_is_none(store: Store, r: str) -> None:
+    post(store, r, "m")
+    assert store.recent(r, 0) == []
 
 
 def test_history_survives_reopening(open_store, r: str) -> None:
