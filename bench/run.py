@@ -253,7 +253,7 @@ def storm(kind: str, n: int, folder: str, redis_url: str | None) -> dict:
         server.stop()
 
 
-def idle(kind: str, n: int, room_size: int, folder: str, redis_url: str | None) -> dict:
+def idle(kind: str, n: int, room_size: int, settle: float, folder: str, redis_url: str | None) -> dict:
     """N idle connections: the server's memory per connection (RSS growth / N)."""
     server = ServerProcess(kind, folder, redis_url)
     try:
@@ -262,12 +262,14 @@ def idle(kind: str, n: int, room_size: int, folder: str, redis_url: str | None) 
         before = server.rss_mb()
         clients = connect_all("127.0.0.1", server.port, lambda i: server.path(i + 10, room_size), server.protocol, n, 1)
         quiet(warm + clients, still=1.0, limit=300)
+        gevent.sleep(settle)  # idle for two ping intervals: the writers of idle clients end
         after = server.rss_mb()
         per = (after - before) * 1024 / n
         result = {
             "server": kind,
             "n": n,
             "room_size": room_size or n,
+            "idle_s": settle,
             "rss_before_mb": round(before, 1),
             "rss_after_mb": round(after, 1),
             "kb_per_connection": round(per, 1),
@@ -317,6 +319,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="length of one step")
     parser.add_argument("--rate", type=float, default=20.0, help="latency: messages/s in all")
     parser.add_argument("--room-size", type=int, default=100, help="idle: clients per room (chat)")
+    parser.add_argument("--settle", type=float, default=60.0, help="idle: seconds idle before measuring")
     parser.add_argument("--servers", default="plain,chat")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
@@ -336,7 +339,7 @@ def main() -> None:
                 elif args.mode == "storm":
                     results.append(storm(kind, args.n, folder, redis_url))
                 else:
-                    results.append(idle(kind, args.n, args.room_size, folder, redis_url))
+                    results.append(idle(kind, args.n, args.room_size, args.settle, folder, redis_url))
         finally:
             if redis_proc is not None:
                 redis_proc.terminate()

@@ -3,8 +3,11 @@
 Greenlets of a connection:
 - the reader is the greenlet gunicorn gave the upgrade request. `read_pump` is the only code
   that reads the socket and the only caller of wsproto's `receive_data`.
-- the writer is spawned by `start_writer`. `_write_pump` is the only code that writes the
-  socket (events, pings, pongs, the close frame) and the only caller of wsproto's `send`.
+- the writer runs `_write_pump`, the only code that writes the socket (events, pings, pongs,
+  the close frame) and the only caller of wsproto's `send`. It runs while the client is
+  active: it waits on the queue (no timer), and when a PING from the Hub's ticker finds that
+  it wrote nothing since the previous one, it pings and ends, so an idle client costs no
+  greenlet stack; `offer` starts a new one when it is not running. Never more than one.
   gevent's `sendall` loops until every byte is out, and nobody else writes, so frames are
   whole and never interleaved (simple-websocket's `send` uses a bare `sock.send`, which can
   write part of a frame to a slow client, and its own thread writes pongs beside the app;
@@ -89,7 +92,10 @@ class Connection:
         self._close_request: tuple[int, str, bytes | None] | None = None
         self._floor: int | None = None  # skip events with seq <= this (set by skip_through)
         self._peer_closed = Event()
-        self._writer: gevent.Greenlet | None = None
+        self._writer: Any = None  # the running writer greenlet (gevent.spawn_raw), if any
+        self._writer_idle = Event()  # set while no writer runs
+        self._writer_idle.set()
+        self._dead = False  # the writer has shut the socket down: no more writers
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} {self.remote_addr}>"
@@ -101,6 +107,8 @@ class Connection:
         try:
             if self._greeting is None:
                 self._queue.put_nowait(item)
+                if self._writer is None and not self._dead:
+                    self._start_writer([])
             elif item is PING:
                 pass  # the writer has not started yet: nothing to ping about
             elif len(self._first) + len(self._greeting) < self._config.send_queue_size:
@@ -146,10 +154,13 @@ class Connection:
             self._first.clear()
         if self._greeting is not None:
             return  # the writer has not started; it will see the request first thing
-        try:
-            self._queue.put_nowait(_WAKE)
-        except Full:
-            pass  # the writer is busy with a full queue and will see the request after it
+        if self._writer is None and not self._dead:
+            self._start_writer([])
+        else:
+            try:
+                self._queue.put_nowait(_WAKE)
+            except Full:
+                pass  # the writer is busy with a full queue and will see the request after it
 
     @property
     def closing(self) -> bool:
@@ -162,41 +173,58 @@ class Connection:
 
     # -- the writer greenlet ------------------------------------------------------------------
     def start_writer(self) -> None:
-        """Start the writer; what was sent before this goes out first, in one frame."""
+        """End the connect phase: what was sent to this client alone goes out first, then what
+        the Hub offered meanwhile, in one frame."""
         greeting = self._first + (self._greeting or [])
         self._first, self._greeting = [], None
-        self._writer = gevent.spawn(self._write_pump, greeting)
+        if greeting or self._close_request is not None:
+            self._start_writer(greeting)
+
+    def _start_writer(self, greeting: list[Batch]) -> None:
+        self._writer_idle.clear()
+        self._writer = gevent.spawn_raw(self._write_pump, greeting)
 
     def _write_pump(self, greeting: list[Batch]) -> None:
-        """The writer: the only code that writes this socket. Ends after the close frame, on a
-        write error or timeout, or when the peer has been silent too long; then it shuts the
-        socket down so the reader wakes up too."""
+        """The writer: the only code that writes this socket. Ends when the queue is empty, or
+        for good after the close frame, on a write error or timeout, or when the peer has been
+        silent too long; then it shuts the socket down so the reader wakes up too."""
+        over = True
         try:
-            self._write_loop(greeting)
+            over = self._write_loop(greeting)
         except (OSError, WriteTimeout) as exc:
             log.debug("%r: write failed: %r", self, exc)
         except Exception:
             log.exception("%r: writer failed", self)
         finally:
-            self._shutdown_socket()
+            if over:
+                self._dead = True
+                self._shutdown_socket()
+            self._writer = None
+            self._writer_idle.set()
 
-    def _write_loop(self, greeting: list[Batch]) -> None:
+    def _write_loop(self, greeting: list[Batch]) -> bool:
+        """Write until the client has been idle for a ping interval (False: this writer ends,
+        the next offer starts another) or the connection is over (True)."""
         queue = self._queue
         silence_limit = self._config.ping_interval + self._config.pong_timeout
         items: list[object] = list(greeting)
+        wrote = True  # since the last PING
         while True:
             if not items and self._close_request is None:
                 items.append(queue.get())  # no timer: the Hub's ticker sends PING
             for _ in range(queue.qsize()):
                 items.append(queue.get_nowait())
             data = self._render(items)
+            events, idle = bool(data), False
             if PING in items:
                 silent = monotonic() - self.last_seen
                 if silent > silence_limit:
                     log.info("%r: no answer for %.0f s, dropping", self, silent)
-                    return
+                    return True
+                idle, wrote = not (wrote or events), False  # idle: nothing for a ping interval
                 if self._ws.state is ConnectionState.OPEN:
                     data += self._ws.send(Ping())
+            wrote = wrote or events
             request = self._close_request
             if request is not None and queue.empty():
                 code, detail, farewell = request
@@ -206,9 +234,11 @@ class Connection:
                     data += self._ws.send(CloseConnection(code, detail or None))
                 self._write(data)
                 self._peer_closed.wait(CLOSE_TIMEOUT)
-                return
+                return True
             if data:
                 self._write(data)
+            if idle and queue.empty() and self._close_request is None:
+                return False
             items = []
 
     def _render(self, items: list[object]) -> bytes:
@@ -304,7 +334,6 @@ class Connection:
     def end(self) -> None:
         """After the reader has returned: let the writer finish (bounded), then drop the socket."""
         self.close(CloseCode.NORMAL)
-        if self._writer is not None:
-            self._writer.join(self._config.write_timeout + CLOSE_TIMEOUT)
-            self._writer.kill(block=False)
+        if not self._writer_idle.wait(self._config.write_timeout + CLOSE_TIMEOUT):
+            gevent.kill(self._writer, block=False)
         self._shutdown_socket()

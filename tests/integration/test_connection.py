@@ -50,6 +50,13 @@ def test_pings_keep_an_answering_client_and_drop_a_silent_one(make_server) -> No
                 answering.send_frame(PONG, payload)
         with Client(server, "lobby", "probe") as probe:
             names = {m["name"] for m in probe.expect("welcome")["members"]}
+            probe.say("still with us?")  # the idle client's writer ended long ago: a new one
+            while True:
+                opcode, payload = answering.read_frame()
+                if opcode == PING:
+                    answering.send_frame(PONG, payload)
+                elif opcode == TEXT and b"still with us?" in payload:
+                    break
         assert "answering" in names and "silent" not in names
         frames = []
         try:
