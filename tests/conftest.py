@@ -35,10 +35,14 @@ def make_server(tmp_path: Path) -> Iterator[callable]:
         server.stop()
 
 
+def require_redis() -> None:
+    require(os.path.exists(REDIS_SERVER), f"redis-server at {REDIS_SERVER} (apt-get install redis-server)")
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One real redis-server for the session; tests keep apart by their room names."""
-    require(os.path.exists(REDIS_SERVER), f"redis-server at {REDIS_SERVER} (apt-get install redis-server)")
+    require_redis()
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
@@ -47,7 +51,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture
 def make_redis(tmp_path: Path) -> Iterator[callable]:
     """Start redis-servers for one test (to stop and restart them); all are stopped after it."""
-    require(os.path.exists(REDIS_SERVER), f"redis-server at {REDIS_SERVER} (apt-get install redis-server)")
+    require_redis()
     servers: list[RedisServer] = []
 
     def make(port: int | None = None, folder: str = "redis", tls: tuple[str, ...] = ()) -> RedisServer:
