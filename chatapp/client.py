@@ -207,7 +207,8 @@ class Connection:
         the next offer starts another) or the connection is over (True)."""
         queue = self._queue
         silence_limit = self._config.ping_interval + self._config.pong_timeout
-        items: list[object] = list(greeting)
+        items: list[object] = greeting.copy()
+        greeting.clear()  # held by the caller's frame for the writer's life: keep nothing in it
         wrote = True  # since the last PING
         while True:
             if not items and self._close_request is None:
@@ -239,7 +240,7 @@ class Connection:
                 self._write(data)
             if idle and queue.empty() and self._close_request is None:
                 return False
-            items = []
+            items, data = [], b""  # while it waits, a writer holds no frame (the welcome is big)
 
     def _render(self, items: list[object]) -> bytes:
         """Turn queued items into bytes: all events in one frame (one line each), then pongs."""

@@ -220,7 +220,10 @@ class Realtime:
     def _serve(self, ws: Any) -> None:
         """flask-sock's handler: `ws` is simple-websocket's Server, after the handshake."""
         self.start()
-        conn = Connection(ws.sock, ws.ws, self.config, request.args.to_dict(), request.remote_addr or "")
+        # The frame-level wsproto connection, without the HTTP handshake state around it, which
+        # would stay alive as long as the request (`ws` is held by flask-sock's frame).
+        frames, ws.ws = ws.ws.connection, None
+        conn = Connection(ws.sock, frames, self.config, request.args.to_dict(), request.remote_addr or "")
         ws.connected = False  # flask-sock's close() after we return must not write: ours did
         strikes = RateLimiter(STRIKES, STRIKE_WINDOW)
         self.hub.register(conn)
