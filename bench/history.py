@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,12 +26,8 @@ from websockets.sync.client import connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.load import free_port, percentile  # noqa: E402
 from chatapp.store.sqlite import SQLiteStore  # noqa: E402
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def store_append(appends: int, folder: str) -> float:
@@ -47,9 +42,7 @@ def store_append(appends: int, folder: str) -> float:
 
 
 def start_server(folder: str) -> tuple[subprocess.Popen[bytes], int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
     env = {**os.environ, "DATABASE_PATH": os.path.join(folder, "chat.sqlite3"), "RATE_LIMIT": "1000"}
     command = [*pin, sys.executable, "-m", "gunicorn", "-k", "gevent", "-b", f"127.0.0.1:{port}"]
@@ -102,7 +95,7 @@ def main() -> None:
         "store_append_us": round(append * 1e6, 1),
         "welcome_50_history_ms": {
             "p50": round(statistics.median(times) * 1e3, 2),
-            "p99": round(percentile(times, 99) * 1e3, 2),
+            "p99": round(percentile(sorted(times), 99) * 1e3, 2),
             "max": round(max(times) * 1e3, 2),
             "joins": len(times),
         },

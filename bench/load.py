@@ -20,6 +20,18 @@ from collections.abc import Callable
 
 import gevent
 
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(ordered: list[float], p: float) -> float:
+    """The p-th percentile of an ascending list (nearest rank); nan when it is empty."""
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] if ordered else float("nan")
+
+
 MARK = re.compile(rb"b(\d+)\.(\d+) (\d+\.\d+)")
 LATENCY_SAMPLE = 8
 

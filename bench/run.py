@@ -40,17 +40,11 @@ import gevent  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.load import BenchClient, connect_all  # noqa: E402
+from bench.load import BenchClient, connect_all, free_port, percentile  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 PASS_DELIVERED = 0.99
 PASS_P99 = 0.250
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServerProcess:
@@ -130,10 +124,6 @@ def quiet(clients: list[BenchClient], still: float = 0.5, limit: float = 60.0) -
         last = frames
         gevent.sleep(still)
     raise SystemExit("the clients never settled")
-
-
-def percentile(ordered: list[float], p: float) -> float:
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] if ordered else float("nan")
 
 
 def step(server: ServerProcess, clients: list[BenchClient], senders: int, rate: float, seconds: float) -> dict:

@@ -8,10 +8,10 @@ Greenlets of a connection:
   active: it waits on the queue (no timer), and when a PING from the Hub's ticker finds that
   it wrote nothing since the previous one, it pings and ends, so an idle client costs no
   greenlet stack; `offer` starts a new one when it is not running. Never more than one.
-  gevent's `sendall` loops until every byte is out, and nobody else writes, so frames are
-  whole and never interleaved (simple-websocket's `send` uses a bare `sock.send`, which can
-  write part of a frame to a slow client, and its own thread writes pongs beside the app;
-  we use neither: see realtime.py).
+  Its `_write` sends until every byte is out (a non-blocking send, then gevent's `sendall`),
+  and nobody else writes, so frames are whole and never interleaved (simple-websocket's
+  `send` uses a bare `sock.send`, which can write part of a frame to a slow client, and its
+  own thread writes pongs beside the app; we use neither: see realtime.py).
 
 State and its owners:
 - `_queue`: items are put by the Hub (fan-out), by `send` (to this client only) from any
@@ -102,8 +102,8 @@ class Connection:
 
     # -- any greenlet -----------------------------------------------------------------------
     def offer(self, item: Batch | object) -> bool:
-        """Queue a Batch (or PING, or a pong) without blocking. False when the queue was full: the client
-        is then closing with 1013 (too slow) and should be forgotten by its rooms."""
+        """Queue a Batch (or PING, or a pong) without blocking. False when the queue was full:
+        the client is then closing with 1013 (too slow) and should be forgotten by its rooms."""
         try:
             if self._greeting is None:
                 self._queue.put_nowait(item)
@@ -111,7 +111,7 @@ class Connection:
                     self._start_writer([])
             elif item is PING:
                 pass  # the writer has not started yet: nothing to ping about
-            elif len(self._first) + len(self._greeting) < self._config.send_queue_size:
+            elif self._held() < self._config.send_queue_size:
                 self._greeting.append(item)  # type: ignore[arg-type]
             else:
                 raise Full
@@ -124,10 +124,14 @@ class Connection:
         """Send one event to this client only. Sent from the connect handler, it goes out
         before any room event."""
         batch = Batch([encode(event)])
-        if self._greeting is not None and len(self._first) + len(self._greeting) < self._config.send_queue_size:
+        if self._greeting is not None and self._held() < self._config.send_queue_size:
             self._first.append(batch)
         else:
-            self.offer(batch)
+            self.offer(batch)  # queued; or, before the writer starts, over the bound: too slow
+
+    def _held(self) -> int:
+        """Batches held before the writer starts; they count against SEND_QUEUE_SIZE."""
+        return len(self._first) + len(self._greeting or ())
 
     def skip_through(self, seq: int) -> None:
         """This client already has every event of its room numbered up to `seq` (say, from
@@ -185,9 +189,10 @@ class Connection:
         self._writer = gevent.spawn_raw(self._write_pump, greeting)
 
     def _write_pump(self, greeting: list[Batch]) -> None:
-        """The writer: the only code that writes this socket. Ends when the queue is empty, or
-        for good after the close frame, on a write error or timeout, or when the peer has been
-        silent too long; then it shuts the socket down so the reader wakes up too."""
+        """The writer: the only code that writes this socket. Ends after a ping interval with
+        nothing to write (the next offer starts another), or for good after the close frame, on
+        a write error or timeout, or when the peer has been silent too long; then it shuts the
+        socket down so the reader wakes up too."""
         over = True
         try:
             over = self._write_loop(greeting)

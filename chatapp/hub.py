@@ -203,11 +203,7 @@ class Hub:
             conn, room = args
             self._leave(conn, room)
         elif op == _TELL_ALL or op == _PING_ALL:
-            item = Batch([args[0]]) if op == _TELL_ALL else PING
-            for conn in list(self.connections.values()):
-                if not conn.offer(item):
-                    self.dropped_slow += 1
-                    self._remove(conn)
+            self._offer_all(self.connections.values(), Batch([args[0]]) if op == _TELL_ALL else PING)
         elif op == _CLOSE_ALL:
             code, error, detail, refuse_new = args
             if refuse_new:
@@ -219,11 +215,14 @@ class Hub:
         members = self.rooms.get(room)
         if not members:
             return
-        batch = Batch(events, seqs)
+        self._offer_all(members.values(), Batch(events, seqs))
+
+    def _offer_all(self, conns: Iterable[Member], item: Batch | object) -> None:
+        """Offer `item` to each; one too slow (closed itself with 1013) or broken leaves its rooms."""
         gone = []
-        for conn in members.values():
+        for conn in conns:
             try:
-                if not conn.offer(batch):  # it has closed itself with 1013
+                if not conn.offer(item):
                     self.dropped_slow += 1
                     gone.append(conn)
             except Exception:  # a broken connection must not cost the others their events
