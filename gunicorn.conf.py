@@ -4,6 +4,7 @@ Locally it listens on 127.0.0.1:8000. A platform that sets $PORT (Heroku and its
 0.0.0.0:$PORT; HOST overrides the address. The command line overrides all of this.
 """
 
+import gc
 import os
 import signal
 import sys
@@ -27,6 +28,14 @@ control_socket_disable = True  # no gunicornc; two servers on one machine would 
 if not _config.redis_url:
     workers = 1
 
+# Python's cyclic GC, tuned for a server of long-lived connections. With the default gen0
+# threshold of 700, objects caught in flight (events on their way to 1,000 clients) survive
+# young collections so fast that a full collection ran every 3.6 s at 20 messages/s, each a
+# pause of 80-130 ms with 1,000 clients (150,000 objects): p99 latency 66-110 ms. Young
+# collections every 50,000 net allocations let those objects die first: one full collection
+# in the run, p99 30 ms. Refcounting still frees all but cycles at once.
+GC_THRESHOLDS = (50_000, 20, 10)
+
 
 def on_starting(server):
     if _config.redis_url:
@@ -46,6 +55,8 @@ def post_worker_init(worker):
     shutting_down, close 1001) while gunicorn stops accepting and waits for them to end."""
     import gevent
 
+    gc.freeze()  # what the worker has imported and built so far lives as long as it does: never scan it
+    gc.set_threshold(*GC_THRESHOLDS)
     realtime = worker.wsgi.extensions["realtime"]
     realtime.start()  # the Hub, and with Redis the listener, before the first client
     previous = signal.getsignal(signal.SIGTERM)

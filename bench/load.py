@@ -1,24 +1,40 @@
-"""The load generator: many WebSocket clients in one gevent process, with a minimal client
-(handshake, masked text frames out, whole unmasked frames in) so that the generator costs far
-less per delivery than the server it measures.
+"""The load generator: N WebSocket clients in one thread, driven by one epoll loop. There are
+no greenlets: a ready socket costs one recv and a few regex scans, so the generator spends
+far less per delivery than the server it measures (run.py reports both CPUs to show it).
 
-Every message carries its sender, sequence number and send time in its text (`b<s>.<k> <t>`),
-so each delivery is checked: counted once, in order per sender, its latency taken; a repeat
-or a gap is counted as doubled or missing. Works with the chat protocol (JSON events) and
-with the plain baseline (raw text echoed), since both carry the text verbatim.
+Every message's text carries its sender, number and send time (`b<s>.<k> <t>`); every
+delivery is checked:
+- chat: the room numbers its messages (`"id":"N"`), so each client must see every id once
+  and in order. A frame's ids are checked at once (they follow on from the last id seen
+  and rise by one); only a frame that fails that is walked id by id to count the repeats
+  (doubled) and the holes (missing).
+- plain (the baseline echoes text as is, one message per frame): in order per sender.
+Latency is the time the data reached the client's socket minus the send time in the text.
+The arrival time is the kernel's (SO_TIMESTAMPNS: when the last segment of that read came
+in), so time the generator itself takes to get to a socket does not count against the
+server; for earlier messages in the same read it errs on the high side. One frame in
+LATENCY_SAMPLE per client is timed, every message in it.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import os
 import re
+import select
 import socket
 import struct
 import time
 from collections.abc import Callable
+from operator import lt
 
-import gevent
+MESSAGE_ID = re.compile(rb'"id":"(\d+)"')  # a message's id; user ids start with a letter
+SENT_AT = re.compile(rb" (\d+\.\d+)\"")  # the send time at the end of a chat message's text
+MARK = re.compile(rb"b(\d+)\.(\d+) (\d+\.\d+)")  # the whole mark of a plain message
+LATENCY_SAMPLE = 4
+RECV_SIZE = 262144
+SO_TIMESTAMPNS = 35  # Linux (asm-generic); Python's socket module does not name it
 
 
 def free_port() -> int:
@@ -32,74 +48,198 @@ def percentile(ordered: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] if ordered else float("nan")
 
 
-MARK = re.compile(rb"b(\d+)\.(\d+) (\d+\.\d+)")
-LATENCY_SAMPLE = 8
+def masked(opcode: int, payload: bytes) -> bytes:
+    """A whole client frame: FIN, `opcode`, a random mask (as RFC 6455 asks of clients)."""
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x80 | opcode, 0x80 | size)
+    else:
+        header = struct.pack("!BBH", 0x80 | opcode, 0xFE, size)
+    mask = os.urandom(4)
+    keys = (mask * (size // 4 + 1))[:size]
+    body = (int.from_bytes(payload, "big") ^ int.from_bytes(keys, "big")).to_bytes(size, "big")
+    return header + mask + body
+
+
+class Loop:
+    """The clients' one epoll loop. `run(until, timeout)` serves every socket until `until()`
+    is true (checked after each poll, at least every `tick` seconds) or `timeout` passes."""
+
+    def __init__(self) -> None:
+        self.epoll = select.epoll()
+        self.clients: dict[int, BenchClient] = {}
+        self.last_frame = time.monotonic()  # when any client last got a frame
+        self.scratch = memoryview(bytearray(RECV_SIZE))  # every recv lands here: no allocation per call
+
+    def run(self, until: Callable[[], bool], timeout: float, tick: float = 0.05) -> bool:
+        deadline = time.monotonic() + timeout
+        while not until():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            for fd, mask in self.epoll.poll(min(tick, left), 4096):
+                client = self.clients.get(fd)
+                if client is None:
+                    continue
+                if mask & select.EPOLLOUT:
+                    client.writable()
+                if mask & (select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP):
+                    client.readable()
+        return True
+
+    def wait_quiet(self, clients: list[BenchClient], still: float, limit: float) -> None:
+        """Serve until every client is welcomed and no frame came for `still` seconds."""
+        if not self.run(
+            lambda: time.monotonic() - self.last_frame >= still and all(c.welcomed or not c.open for c in clients),
+            limit,
+        ):
+            raise SystemExit("the clients never settled")
+
+    def close(self, clients: list[BenchClient]) -> None:
+        for client in clients:
+            client.close()
 
 
 class BenchClient:
-    __slots__ = ("delivered", "dups", "frames", "gaps", "got", "lat", "latest", "open", "protocol", "sock", "welcomed")
+    __slots__ = (
+        "buf",
+        "delivered",
+        "dups",
+        "frames",
+        "gaps",
+        "got",
+        "lat",
+        "loop",
+        "next_id",
+        "open",
+        "out",
+        "protocol",
+        "request",
+        "sock",
+        "state",
+        "upgraded_at",
+        "welcomed",
+    )
 
-    def __init__(self, host: str, port: int, path: str, protocol: str, senders: int) -> None:
+    def __init__(self, loop: Loop, host: str, port: int, path: str, protocol: str, senders: int) -> None:
+        """Start connecting (non-blocking); the loop does the handshake."""
+        self.loop = loop
         self.protocol = protocol
-        self.sock = socket.create_connection((host, port), timeout=30)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         key = base64.b64encode(os.urandom(16)).decode()
-        request = (
+        self.request = (
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        self.sock.sendall(request.encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise ConnectionError("closed during the handshake")
-            head += chunk
-        if not head.startswith(b"HTTP/1.1 101"):
-            raise ConnectionError(head.split(b"\r\n", 1)[0].decode())
-        self.sock.settimeout(None)
-        self.latest = head.split(b"\r\n\r\n", 1)[1]  # bytes after the handshake: frames
+        ).encode()
+        self.sock = socket.socket()
+        self.sock.setblocking(False)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        error = self.sock.connect_ex((host, port))
+        if error not in (0, errno.EINPROGRESS):
+            raise OSError(error, os.strerror(error))
+        self.state = "connecting"  # then "handshake", "open", "closed"
         self.open = True
+        self.upgraded_at = 0.0
+        self.buf = bytearray()
+        self.out = b""
         self.frames = 0
-        self.welcomed = protocol == "plain"
-        self.got = [0] * senders  # per sender: next sequence number expected
-        self.delivered = 0  # messages received once and in order (gaps aside)
+        self.welcomed = protocol == "plain"  # the baseline sends no welcome
+        self.got = [0] * senders  # plain: per sender, the next number expected
+        self.next_id = 0  # chat: the next message id expected (0: take the first one seen)
+        self.delivered = 0  # messages received once (holes aside)
         self.dups = 0
         self.gaps = 0
         self.lat: list[float] = []
+        loop.clients[self.sock.fileno()] = self
+        loop.epoll.register(self.sock.fileno(), select.EPOLLOUT)
 
-    def send_text(self, text: str) -> None:
-        payload = text.encode()
-        mask = os.urandom(4)
-        size = len(payload)
-        header = struct.pack("!BB", 0x81, 0x80 | size) if size < 126 else struct.pack("!BBH", 0x81, 0xFE, size)
-        masked = bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
-        self.sock.sendall(header + mask + masked)
+    # -- the loop's calls ---------------------------------------------------------------------
+    def writable(self) -> None:
+        if self.state == "connecting":
+            error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                self.close()
+                return
+            self.state = "handshake"
+            self.out = self.request
+        try:
+            sent = self.sock.send(self.out)
+        except OSError:
+            self.close()
+            return
+        self.out = self.out[sent:]
+        if not self.out:
+            self.loop.epoll.modify(self.sock.fileno(), select.EPOLLIN)
 
+    def readable(self) -> None:
+        scratch = self.loop.scratch
+        try:
+            size, ancillary, _, _ = self.sock.recvmsg_into([scratch], 64)
+        except BlockingIOError:
+            return
+        except OSError:
+            size = 0
+        if not size:
+            self.close()
+            return
+        if ancillary:  # (SOL_SOCKET, SO_TIMESTAMPNS, struct timespec)
+            seconds, nanoseconds = struct.unpack_from("qq", ancillary[0][2])
+            arrived = seconds + nanoseconds * 1e-9
+        else:
+            arrived = time.time()
+        self.buf += scratch[:size]
+        if self.state == "handshake":
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not self.buf.startswith(b"HTTP/1.1 101"):
+                self.close()
+                return
+            del self.buf[: end + 4]
+            self.state = "open"
+            self.upgraded_at = time.monotonic()
+        pos = self._frames(arrived)
+        del self.buf[:pos]
+
+    # -- sending ------------------------------------------------------------------------------
     def say(self, sender: int, seq: int) -> None:
         text = f"b{sender}.{seq} {time.time():.6f}"
         if self.protocol == "chat":
             text = '{"type":"message","text":"' + text + '"}'
-        self.send_text(text)
+        self.send(masked(0x1, text.encode()))
 
-    def run(self) -> None:
-        """Read frames until the connection ends; check and time every message in them."""
-        buf = bytearray(self.latest)
-        self.latest = b""
-        sock = self.sock
-        try:
-            while True:
-                pos = self._frames(buf)
-                del buf[:pos]
-                data = sock.recv(262144)
-                if not data:
-                    break
-                buf += data
-        except OSError:
-            pass
+    def send(self, frame: bytes) -> None:
+        if not self.open:
+            return
+        if not self.out:
+            try:
+                sent = self.sock.send(frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self.close()
+                return
+            frame = frame[sent:]
+            if not frame:
+                return
+            self.loop.epoll.modify(self.sock.fileno(), select.EPOLLIN | select.EPOLLOUT)
+        self.out += frame
+
+    def close(self) -> None:
+        if self.state == "closed":
+            return
+        self.state = "closed"
         self.open = False
+        self.loop.clients.pop(self.sock.fileno(), None)
+        try:
+            self.loop.epoll.unregister(self.sock.fileno())
+        except (OSError, ValueError):
+            pass
+        self.sock.close()
 
-    def _frames(self, buf: bytearray) -> int:
+    # -- receiving ----------------------------------------------------------------------------
+    def _frames(self, arrived: float) -> int:
+        buf = self.buf
         pos, end = 0, len(buf)
         while end - pos >= 2:
             size, header = buf[pos + 1] & 0x7F, 2
@@ -117,48 +257,73 @@ class BenchClient:
             payload = bytes(buf[pos + header : pos + header + size])
             pos += header + size
             self.frames += 1
+            self.loop.last_frame = time.monotonic()
             if opcode == 0x1:
-                self._text(payload)
-            elif opcode == 0x9:  # ping: pong with the same payload (masked, as a client must)
-                mask = os.urandom(4)
-                self.sock.sendall(
-                    bytes((0x8A, 0x80 | len(payload))) + mask + bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
-                )
+                if self.protocol == "chat":
+                    self._chat(payload, arrived)
+                else:
+                    self._plain(payload, arrived)
+            elif opcode == 0x9:  # ping: pong with the same payload
+                self.send(masked(0xA, payload))
             elif opcode == 0x8:
                 self.open = False
         return pos
 
-    def _text(self, payload: bytes) -> None:
-        """Check every message in a frame: once, in order per sender. Latency is sampled (one
-        message in LATENCY_SAMPLE, by sequence number), which keeps the generator cheap."""
-        if not self.welcomed and b'"welcome"' in payload:
+    def _chat(self, payload: bytes, arrived: float) -> None:
+        ids = MESSAGE_ID.findall(payload)
+        if not self.welcomed:  # the first frame is the welcome; its history sets the start
             self.welcomed = True
-        now = time.time()
-        got, lat = self.got, self.lat
+            self.next_id = int(ids[-1]) + 1 if ids else 0
+            return
+        if not ids:
+            return  # join, leave, typing
+        numbers = list(map(int, ids))
+        first, count = numbers[0], len(numbers)
+        expected = self.next_id or first
+        if first == expected and numbers[-1] - first == count - 1 and all(map(lt, numbers, numbers[1:])):
+            self.delivered += count
+            self.next_id = first + count
+        else:
+            for number in numbers:
+                if number < expected:
+                    self.dups += 1
+                    continue
+                self.gaps += number - expected
+                self.delivered += 1
+                expected = number + 1
+            self.next_id = expected
+        if not self.frames % LATENCY_SAMPLE:
+            self.lat += [arrived - float(sent) for sent in SENT_AT.findall(payload)]
+
+    def _plain(self, payload: bytes, arrived: float) -> None:
+        got = self.got
         for sender, seq, sent in MARK.findall(payload):
             sender, seq = int(sender), int(seq)
             expected = got[sender]
             if seq < expected:
                 self.dups += 1
                 continue
-            if seq > expected:
-                self.gaps += seq - expected
+            self.gaps += seq - expected
             got[sender] = seq + 1
             self.delivered += 1
-            if not seq % LATENCY_SAMPLE:
-                lat.append(now - float(sent))
+            if not self.frames % LATENCY_SAMPLE:
+                self.lat.append(arrived - float(sent))
 
 
 def connect_all(
-    host: str, port: int, path: Callable[[int], str], protocol: str, n: int, senders: int, at_once: int = 200
+    loop: Loop, host: str, port: int, path: Callable[[int], str], protocol: str, n: int, senders: int, at_once: int
 ) -> list[BenchClient]:
-    """Open `n` clients (client i at `path(i)`), `at_once` at a time; start their readers."""
+    """Open `n` clients (client i at `path(i)`), up to `at_once` handshakes in flight."""
     clients: list[BenchClient] = []
-    for start in range(0, n, at_once):
-        count = min(at_once, n - start)
-        jobs = [gevent.spawn(BenchClient, host, port, path(start + i), protocol, senders) for i in range(count)]
-        gevent.joinall(jobs, raise_error=True, timeout=120)
-        clients += [job.value for job in jobs]
-    for client in clients:
-        gevent.spawn(client.run)
+    while len(clients) < n:
+        batch = [
+            BenchClient(loop, host, port, path(len(clients) + i), protocol, senders)
+            for i in range(min(at_once, n - len(clients)))
+        ]
+        clients += batch
+        if not loop.run(lambda b=batch: all(c.state != "handshake" and c.state != "connecting" for c in b), 120):
+            raise SystemExit("handshakes did not finish in 120 s")
+    failed = sum(1 for c in clients if c.state != "open")
+    if failed:
+        raise SystemExit(f"{failed} of {n} clients failed to connect")
     return clients

@@ -1,5 +1,5 @@
 """The benchmark runner: starts each server, drives it with bench/load.py's clients, prints
-a table and writes JSON (bench/results/). One process, gevent-patched; the server is pinned
+a table and writes JSON (bench/results/). One process and one thread; the server is pinned
 to CPU 0 and this process to CPU 1 (taskset and sched_setaffinity), as on the 2-core machine
 the figures in the README come from.
 
@@ -19,32 +19,27 @@ figure of a server is its best passing step.
 
 from __future__ import annotations
 
-from gevent import monkey
-
-monkey.patch_all()
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import urllib.request  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import gevent  # noqa: E402
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.load import BenchClient, connect_all, free_port, percentile  # noqa: E402
+from bench.load import BenchClient, Loop, connect_all, free_port, percentile  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 PASS_DELIVERED = 0.99
 PASS_P99 = 0.250
+API_TOKEN = "bench-token"
 
 
 class ServerProcess:
@@ -56,7 +51,13 @@ class ServerProcess:
         cores = "0,1" if kind.endswith("-2w") else "0"
         pin = ["taskset", "-c", cores] if shutil.which("taskset") else []
         base = [sys.executable, "-m", "gunicorn", "-k", "gevent", "-b", f"127.0.0.1:{self.port}", "--no-control-socket"]
-        env = {**os.environ, "LOG_LEVEL": "WARNING", "RATE_LIMIT": "1000000000", "DATABASE_PATH": f"{folder}/{kind}.db"}
+        env = {
+            **os.environ,
+            "LOG_LEVEL": "WARNING",
+            "RATE_LIMIT": "1000000000",
+            "DATABASE_PATH": f"{folder}/{kind}.db",
+            "CHAT_API_TOKEN": API_TOKEN,
+        }
         if kind == "plain":
             # stock gunicorn settings (-c /dev/null: not the chat's gunicorn.conf.py), 20,000 connections
             command = [*base, "-c", "/dev/null", "-w", "1", "--worker-connections", "20000", "bench.baseline_app:app"]
@@ -78,7 +79,7 @@ class ServerProcess:
             except OSError:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"{kind} did not start") from None
-                gevent.sleep(0.1)
+                time.sleep(0.1)
 
     def path(self, i: int, room_size: int = 0) -> str:
         """Client i's URL: one room for all, or rooms of `room_size` (chat only)."""
@@ -113,51 +114,39 @@ class ServerProcess:
             self.proc.kill()
 
 
-def quiet(clients: list[BenchClient], still: float = 0.5, limit: float = 60.0) -> None:
-    """Wait until every client is welcomed and no frame arrived for `still` seconds."""
-    deadline = time.monotonic() + limit
-    last = -1
-    while time.monotonic() < deadline:
-        frames = sum(c.frames for c in clients)
-        if frames == last and all(c.welcomed for c in clients):
-            return
-        last = frames
-        gevent.sleep(still)
-    raise SystemExit("the clients never settled")
-
-
-def step(server: ServerProcess, clients: list[BenchClient], senders: int, rate: float, seconds: float) -> dict:
-    """Send `rate` messages/s in all from the first `senders` clients for `seconds`; measure."""
+def step(
+    server: ServerProcess, loop: Loop, clients: list[BenchClient], senders: int, rate: float, seconds: float
+) -> dict:
+    """Send `rate` messages/s in all, round-robin from the first `senders` clients, for
+    `seconds`; then wait (5 s at most) for the last deliveries, and measure."""
     for client in clients:
         client.lat = []
         client.dups = client.gaps = 0
-    base = sum(client.delivered for client in clients)
+    base = [client.delivered for client in clients]
     sent = [0] * senders
     start_seq = list(clients[0].got)
+    total = int(rate * seconds)
     cpu0, own0, start = server.cpu(), time.process_time(), time.time()
 
-    def send(sender: int) -> None:
-        interval = senders / rate
-        due = start + sender / rate  # staggered: together, an even stream at `rate`, not bursts
-        while due < start + seconds:
+    def sending() -> bool:
+        """Send what is due by now (an even stream, not bursts); True once all is sent."""
+        due_count = min(total, int((time.time() - start) * rate) + 1)
+        while sum(sent) < due_count:
+            sender = sum(sent) % senders
             clients[sender].say(sender, start_seq[sender] + sent[sender])
             sent[sender] += 1
-            due += interval
-            gevent.sleep(max(0.0, due - time.time()))
+        return due_count == total
 
-    gevent.joinall([gevent.spawn(send, s) for s in range(senders)])
-    target = [start_seq[s] + sent[s] for s in range(senders)]
-    drain_deadline = time.time() + 5.0
-    while time.time() < drain_deadline and not all(c.got[:senders] == target for c in clients):
-        gevent.sleep(0.02)
+    loop.run(sending, seconds + 10, tick=0.001)
+    loop.run(lambda: all(c.delivered - b >= total for c, b in zip(clients, base, strict=True)), 5.0)
     elapsed = time.time() - start
     cpu, own = server.cpu() - cpu0, time.process_time() - own0
     latencies = sorted(x for client in clients for x in client.lat)
-    expected = len(clients) * sum(sent)
-    delivered = sum(client.delivered for client in clients) - base
+    expected = len(clients) * total
+    delivered = sum(client.delivered for client in clients) - sum(base)
     row = {
         "rate": rate,
-        "sent": sum(sent),
+        "sent": total,
         "expected": expected,
         "delivered": delivered,
         "missing": expected - delivered,
@@ -175,24 +164,29 @@ def step(server: ServerProcess, clients: list[BenchClient], senders: int, rate: 
     return row
 
 
+def one_room(server: ServerProcess, n: int, senders: int) -> tuple[Loop, list[BenchClient]]:
+    loop = Loop()
+    clients = connect_all(loop, "127.0.0.1", server.port, server.path, server.protocol, n, senders, at_once=200)
+    loop.wait_quiet(clients, still=0.5, limit=60)
+    return loop, clients
+
+
 def fanout(kind: str, n: int, senders: int, seconds: float, folder: str, redis_url: str | None) -> dict:
     server = ServerProcess(kind, folder, redis_url)
     try:
-        clients = connect_all("127.0.0.1", server.port, server.path, server.protocol, n, senders)
-        quiet(clients)
+        loop, clients = one_room(server, n, senders)
         rate, rows = max(1.0, 10_000 / n), []
-        for _ in range(14):
-            row = step(server, clients, senders, rate, seconds)
+        for _ in range(16):
+            row = step(server, loop, clients, senders, rate, seconds)
             rows.append(row)
             print(format_row(kind, n, row), flush=True)
             if not row["passed"]:
                 break
-            quiet(clients, still=0.3)
+            loop.wait_quiet(clients, still=0.3, limit=60)
             rate *= 1.5
         passing = [r for r in rows if r["passed"]]
         best = max(passing, key=lambda r: r["deliveries_per_s"]) if passing else None
-        for client in clients:
-            client.sock.close()
+        loop.close(clients)
         return {"server": kind, "n": n, "senders": senders, "steps": rows, "best": best}
     finally:
         server.stop()
@@ -202,12 +196,10 @@ def latency(kind: str, n: int, senders: int, rate: float, seconds: float, folder
     """A fixed rate into one room of N: the latency a person feels, not the peak."""
     server = ServerProcess(kind, folder, redis_url)
     try:
-        clients = connect_all("127.0.0.1", server.port, server.path, server.protocol, n, senders)
-        quiet(clients)
-        row = step(server, clients, senders, rate, seconds)
+        loop, clients = one_room(server, n, senders)
+        row = step(server, loop, clients, senders, rate, seconds)
         print(format_row(kind, n, row), flush=True)
-        for client in clients:
-            client.sock.close()
+        loop.close(clients)
         return {"server": kind, "n": n, "senders": senders, "steps": [row], "best": row if row["passed"] else None}
     finally:
         server.stop()
@@ -217,11 +209,14 @@ def storm(kind: str, n: int, folder: str, redis_url: str | None) -> dict:
     """N clients at once into one room: handshakes/s, and the time until every one is welcomed."""
     server = ServerProcess(kind, folder, redis_url)
     try:
-        start = time.time()
-        clients = connect_all("127.0.0.1", server.port, server.path, server.protocol, n, 1, at_once=n)
-        upgraded = time.time() - start
-        quiet(clients, still=0.05, limit=120)
-        settled = time.time() - start  # every welcome in, and the joins it set off delivered
+        loop = Loop()
+        cpu0, own0 = server.cpu(), time.process_time()
+        start = time.monotonic()
+        clients = connect_all(loop, "127.0.0.1", server.port, server.path, server.protocol, n, 1, at_once=n)
+        upgraded = max(c.upgraded_at for c in clients) - start
+        loop.wait_quiet(clients, still=0.05, limit=120)
+        settled = loop.last_frame - start  # every welcome in, and the joins it set off delivered
+        server_cpu, own = server.cpu() - cpu0, time.process_time() - own0
         result = {
             "server": kind,
             "n": n,
@@ -229,44 +224,75 @@ def storm(kind: str, n: int, folder: str, redis_url: str | None) -> dict:
             "handshakes_per_s": round(n / upgraded),
             "all_welcomed_and_quiet_s": round(settled, 3),
             "frames": sum(c.frames for c in clients),
+            "server_cpu_s": round(server_cpu, 2),
+            "bench_cpu_s": round(own, 2),
             "server_rss_mb": round(server.rss_mb(), 1),
         }
         print(
             f"{kind:<14}{n:>6}  upgraded in {upgraded:.2f} s ({n / upgraded:,.0f} handshakes/s),"
-            f" all welcomed and quiet in {settled:.2f} s",
+            f" all welcomed and quiet in {settled:.2f} s; CPU server {server_cpu:.2f} s, generator {own:.2f} s",
             flush=True,
         )
-        for client in clients:
-            client.sock.close()
+        loop.close(clients)
         return result
     finally:
         server.stop()
 
 
+def broadcast(server: ServerProcess, loop: Loop, clients: list[BenchClient], rooms: list[str]) -> float:
+    """One message to every client (chat: posted by the HTTP API to each room; plain: sent by
+    the first client); the seconds until all have it."""
+    base = [client.delivered for client in clients]
+    start = time.monotonic()
+    if server.protocol == "plain":
+        clients[0].say(0, clients[0].got[0])
+    for room in rooms:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.port}/api/rooms/{room}/messages",
+            data=json.dumps({"text": "broadcast", "name": "bench"}).encode(),
+            headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"},
+        )
+        urllib.request.urlopen(request, timeout=10).read()
+    if not loop.run(lambda: all(c.delivered > b for c, b in zip(clients, base, strict=True)), 60):
+        missing = sum(1 for c, b in zip(clients, base, strict=True) if c.delivered == b)
+        raise SystemExit(f"the broadcast did not reach {missing} of {len(clients)} clients in 60 s")
+    return time.monotonic() - start
+
+
 def idle(kind: str, n: int, room_size: int, settle: float, folder: str, redis_url: str | None) -> dict:
-    """N idle connections: the server's memory per connection (RSS growth / N)."""
+    """N idle connections: the server's memory per connection (RSS growth / N), then one
+    broadcast that must reach them all."""
     server = ServerProcess(kind, folder, redis_url)
+    room_size = room_size or n
     try:
-        warm = connect_all("127.0.0.1", server.port, lambda i: server.path(i, room_size), server.protocol, 10, 1)
-        quiet(warm)
+        loop = Loop()
+        host, port, protocol = "127.0.0.1", server.port, server.protocol
+        warm = connect_all(loop, host, port, lambda i: server.path(i, room_size), protocol, 10, 1, at_once=10)
+        loop.wait_quiet(warm, still=0.5, limit=60)
         before = server.rss_mb()
-        clients = connect_all("127.0.0.1", server.port, lambda i: server.path(i + 10, room_size), server.protocol, n, 1)
-        quiet(warm + clients, still=1.0, limit=300)
-        gevent.sleep(settle)  # idle for two ping intervals: the writers of idle clients end
+        clients = connect_all(loop, host, port, lambda i: server.path(i + 10, room_size), protocol, n, 1, at_once=200)
+        loop.wait_quiet(warm + clients, still=1.0, limit=300)
+        loop.run(lambda: False, settle)  # idle (pings answered) past two ping intervals: idle writers end
         after = server.rss_mb()
         per = (after - before) * 1024 / n
+        rooms = sorted({f"r{i // room_size}" for i in range(n + 10)})
+        took = broadcast(server, loop, warm + clients, rooms)
         result = {
             "server": kind,
             "n": n,
-            "room_size": room_size or n,
+            "room_size": room_size,
             "idle_s": settle,
             "rss_before_mb": round(before, 1),
             "rss_after_mb": round(after, 1),
             "kb_per_connection": round(per, 1),
+            "broadcast_to_all_s": round(took, 3),
         }
-        print(f"{kind:<14}{n:>6}  RSS {before:.0f} -> {after:.0f} MB: {per:.1f} KB per connection", flush=True)
-        for client in warm + clients:
-            client.sock.close()
+        print(
+            f"{kind:<14}{n:>6}  RSS {before:.0f} -> {after:.0f} MB: {per:.1f} KB per connection;"
+            f" a broadcast reached all {n + 10} in {took * 1e3:.0f} ms",
+            flush=True,
+        )
+        loop.close(warm + clients)
         return result
     finally:
         server.stop()
@@ -297,7 +323,7 @@ def start_redis(folder: str) -> tuple[subprocess.Popen[bytes], str]:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             break
         except OSError:
-            gevent.sleep(0.05)
+            time.sleep(0.05)
     return proc, f"redis://127.0.0.1:{port}/0"
 
 

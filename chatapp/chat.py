@@ -4,20 +4,39 @@ Connect with `/ws?room=ROOM&name=NAME&since=ID`; the client gets `welcome` (with
 the room gets `join`. A `message` is stored first (the store gives its id and drops a resend
 of a cid the room holds), then emitted to the room; `typing` is relayed; a client that goes
 away makes a `leave`.
+
+Messages are stored by one greenlet per worker, the poster, which owns the order of this
+worker's appends and emits:
+- readers and HTTP posts put checked messages on its bounded queue; a reader that finds it
+  full waits there, so a flood backs up into that client's TCP window;
+- it takes everything queued in one go (up to POST_BATCH) and stores it with one
+  `append_many` (one transaction or round trip: under load, most of a store's cost is per
+  call, not per message), then emits each new message in id order;
+- the sender of a resend gets the stored message back (its ack); a failure goes back as an
+  `error` with the message's cid (or to the HTTP caller), and the next batch goes on.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
+import gevent
+from gevent.event import AsyncResult
+from gevent.queue import Queue
+
 from .client import Connection
-from .protocol import ErrorCode, ProtocolError
+from .errors import Unavailable
+from .protocol import ErrorCode, ProtocolError, error_event
 from .ratelimit import RateLimiter
 from .realtime import Realtime
 from .store import Message, Store
+
+log = logging.getLogger(__name__)
 
 ROOM_RE = re.compile(r"[a-z0-9_-]{1,32}")
 SINCE_RE = re.compile(r"[0-9]{1,18}")
@@ -26,6 +45,9 @@ MAX_NAME = 32
 MAX_CID = 64
 RATE_WINDOW = 10.0  # RATE_LIMIT counts messages per this many seconds
 TYPING_EVERY = 2.0  # at most one `typing` per client per this many seconds; more are dropped
+POST_QUEUE = 1024  # messages checked but not yet stored; past this, senders wait
+POST_BATCH = 256  # at most this many messages in one append_many
+POST_WAIT = 30.0  # an HTTP post waits this long for its message to be stored
 
 
 def parse_room(raw: str | None) -> str:
@@ -73,6 +95,14 @@ def parse_message(event: dict[str, Any], max_chars: int) -> tuple[str, str | Non
     return text, cid
 
 
+@dataclass(slots=True)
+class _Post:
+    room: str
+    fields: dict[str, Any]
+    conn: Connection | None = None  # a client's message: its ack or error goes to it
+    result: AsyncResult | None = None  # an HTTP post: it waits for this
+
+
 class Chat:
     """The chat's rules over a Realtime and a Store; kept in app.extensions["chat"]."""
 
@@ -80,6 +110,8 @@ class Chat:
         self.rt = rt
         self.store = store
         self.config = rt.config
+        self._posts: Queue = Queue(POST_QUEUE)
+        self._poster: gevent.Greenlet | None = None
         rt.on_connect(self.connect)
         rt.on_disconnect(self.disconnect)
         rt.on("message")(self.message)
@@ -87,15 +119,58 @@ class Chat:
         rt.on_presence_expired(self.expired)
 
     def post(self, room: str, user: dict[str, str], text: str, cid: str | None) -> tuple[Message, bool]:
-        """Store a message, then emit it to the room. A resend (a cid the room holds) is not
-        stored or emitted again: returns the stored one and False."""
-        fields: dict[str, Any] = {"ts": time.time(), "user": user, "text": text}
-        if cid is not None:
-            fields["cid"] = cid
-        message, created = self.store.append(room, fields)
-        if created:
-            self.rt.emit(room, message, seq=int(message["id"]))
-        return message, created
+        """Store a message, then emit it to the room, and wait for that. A resend (a cid the
+        room holds) is not stored or emitted again: returns the stored one and False."""
+        result: AsyncResult = AsyncResult()
+        self._enqueue(_Post(room, _fields(user, text, cid), result=result))
+        try:
+            return result.get(timeout=POST_WAIT)
+        except gevent.Timeout:
+            raise Unavailable("the message store did not answer in time") from None
+
+    def _enqueue(self, post: _Post) -> None:
+        if self._poster is None:  # started in the worker, by its first message
+            self._poster = gevent.spawn(self._post_loop)
+        self._posts.put(post)
+
+    def _post_loop(self) -> None:
+        """The poster greenlet (see the module's docstring)."""
+        while True:
+            batch = [self._posts.get()]
+            while len(batch) < POST_BATCH and not self._posts.empty():
+                batch.append(self._posts.get_nowait())
+            try:
+                self._store(batch)
+            except Exception:  # the poster must live on: a dead one would swallow every message
+                log.exception("posting a batch of %d messages failed", len(batch))
+
+    def _store(self, batch: list[_Post]) -> None:
+        try:
+            stored = self.store.append_many([(post.room, post.fields) for post in batch])
+        except Unavailable as exc:
+            for post in batch:
+                _fail(post, exc, ErrorCode.UNAVAILABLE, str(exc))
+            return
+        except Exception as exc:
+            if len(batch) > 1:  # one bad message must not fail the others: each alone
+                for post in batch:
+                    self._store([post])
+                return
+            log.exception("storing a message in %r failed", batch[0].room)
+            _fail(batch[0], exc, ErrorCode.INTERNAL, "the message could not be stored")
+            return
+        for post, (message, created) in zip(batch, stored, strict=True):
+            if created:
+                try:
+                    self.rt.emit(post.room, message, seq=int(message["id"]))
+                except Unavailable:  # stored: clients get it when they resume
+                    log.warning("message %s stored but not emitted: the backplane is down", message["id"])
+                except Exception:  # as above; and the rest of the batch still goes out
+                    log.exception("message %s stored but not emitted", message["id"])
+            if post.result is not None:
+                post.result.set((message, created))
+            elif not created and post.conn is not None:
+                post.conn.send(message)  # the ack of a resend: the sender learns it is stored
 
     def history(self, room: str, since: int | None) -> tuple[list[Message], bool]:
         """What a joining client gets: the messages after `since`, or the last HISTORY_ON_JOIN
@@ -150,11 +225,23 @@ class Chat:
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED, f"at most {self.config.rate_limit} messages per {RATE_WINDOW:.0f} s"
             )
-        message, created = self.post(conn.data["room"], conn.info, text, cid)
-        if not created:
-            conn.send(message)  # the ack of a resend: the sender learns it is stored
+        self._enqueue(_Post(conn.data["room"], _fields(conn.info, text, cid), conn=conn))
 
     def typing(self, conn: Connection, event: dict[str, Any]) -> None:
         if conn.data["typing"].allow():
             room = conn.data["room"]
             self.rt.emit(room, {"type": "typing", "room": room, "user": conn.info})
+
+
+def _fields(user: dict[str, str], text: str, cid: str | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {"ts": time.time(), "user": user, "text": text}
+    if cid is not None:
+        fields["cid"] = cid
+    return fields
+
+
+def _fail(post: _Post, exc: Exception, code: ErrorCode, detail: str) -> None:
+    if post.result is not None:
+        post.result.set_exception(exc)
+    elif post.conn is not None:
+        post.conn.send(error_event(code, detail, post.fields.get("cid")))

@@ -27,13 +27,15 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
+from collections import deque
 from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
 import gevent
 from gevent.event import Event
-from gevent.queue import Full, Queue
+from gevent.hub import Waiter, get_hub
+from gevent.queue import Full
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
@@ -60,6 +62,48 @@ class WriteTimeout(Exception):
     """A write did not finish within WRITE_TIMEOUT."""
 
 
+class SendQueue:
+    """A client's bounded send queue: any greenlet puts (never blocking), one greenlet (the
+    writer) takes. Built on gevent's Waiter rather than gevent.queue.Queue, which serves any
+    number of getters and putters: a handoff to a waiting writer costs about 4 us here against
+    8-10 us, and a message to a room of 1,000 is 1,000 handoffs."""
+
+    __slots__ = ("_items", "_limit", "_waiter")
+
+    def __init__(self, limit: int) -> None:
+        self._items: deque[object] = deque()
+        self._limit = limit
+        self._waiter: Waiter | None = None  # set while the writer waits
+
+    def put_nowait(self, item: object) -> None:
+        """Queue `item`, or raise gevent.queue.Full."""
+        if len(self._items) >= self._limit:
+            raise Full
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            get_hub().loop.run_callback(waiter.switch, None)
+
+    def take(self, wait: bool) -> list[object]:
+        """Everything queued, oldest first; with `wait`, wait until there is something."""
+        while wait and not self._items:
+            self._waiter = Waiter()
+            try:
+                self._waiter.get()
+            finally:
+                self._waiter = None
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def empty(self) -> bool:
+        return not self._items
+
+
 class Connection:
     def __init__(
         self,
@@ -83,7 +127,7 @@ class Connection:
             # (Nagle's algorithm would hold a small frame back by up to the peer's 40 ms).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._config = config
-        self._queue: Queue = Queue(config.send_queue_size)
+        self._queue = SendQueue(config.send_queue_size)
         # Before the writer starts (while the connect handler runs), what is sent to this client
         # alone (`send`: the welcome) waits in `_first`, what the Hub offers in `_greeting`;
         # the writer writes `_first` first. None once the writer runs.
@@ -151,8 +195,7 @@ class Connection:
         farewell = encode(error_event(error, detail)) if error is not None else None
         self._close_request = (code, detail, farewell)
         if code == CloseCode.TRY_AGAIN_LATER:
-            while not self._queue.empty():  # the client cannot take them anyway
-                self._queue.get_nowait()
+            self._queue.clear()  # the client cannot take them anyway
             if self._greeting:
                 self._greeting.clear()
             self._first.clear()
@@ -216,10 +259,8 @@ class Connection:
         greeting.clear()  # held by the caller's frame for the writer's life: keep nothing in it
         wrote = True  # since the last PING
         while True:
-            if not items and self._close_request is None:
-                items.append(queue.get())  # no timer: the Hub's ticker sends PING
-            for _ in range(queue.qsize()):
-                items.append(queue.get_nowait())
+            # no timer: the Hub's ticker sends PING
+            items += queue.take(wait=not items and self._close_request is None)
             data = self._render(items)
             events, idle = bool(data), False
             if PING in items:

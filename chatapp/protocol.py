@@ -57,12 +57,16 @@ class ProtocolError(Exception):
         self.code = code
         self.detail = detail
 
-    def event(self) -> dict[str, str]:
-        return error_event(self.code, self.detail)
+    def event(self, cid: str | None = None) -> dict[str, str]:
+        return error_event(self.code, self.detail, cid)
 
 
-def error_event(code: ErrorCode, detail: str) -> dict[str, str]:
-    return {"type": "error", "code": str(code), "detail": detail}
+def error_event(code: ErrorCode, detail: str, cid: str | None = None) -> dict[str, str]:
+    """An `error` event; with the `cid` of the client's event it answers, when it had one."""
+    event = {"type": "error", "code": str(code), "detail": detail}
+    if cid is not None:
+        event["cid"] = cid[:64]
+    return event
 
 
 def encode(event: Mapping[str, Any]) -> bytes:

@@ -273,12 +273,8 @@ class Realtime:
                 raise ProtocolError(ErrorCode.BAD_TYPE, f"unknown event type {event['type']!r}"[:200])
             handler(conn, event)
         except Unavailable as exc:  # not the client's fault: no strike
-            conn.send(_with_cid(error_event(ErrorCode.UNAVAILABLE, str(exc)), cid))
+            conn.send(error_event(ErrorCode.UNAVAILABLE, str(exc), cid))
         except ProtocolError as exc:
-            conn.send(_with_cid(exc.event(), cid))
+            conn.send(exc.event(cid))
             if not strikes.allow():
                 conn.close(CloseCode.POLICY, ErrorCode.FLOOD, "too many bad or rejected frames")
-
-
-def _with_cid(event: dict[str, str], cid: str | None) -> dict[str, str]:
-    return event if cid is None else {**event, "cid": cid[:64]}

@@ -20,6 +20,12 @@ class Store(Protocol):
         resend gets the message stored the first time."""
         ...
 
+    def append_many(self, items: list[tuple[str, Message]]) -> list[tuple[Message, bool]]:
+        """`append` for each (room, message), in order, at the cost of about one: one
+        transaction (SQLite), one round trip (Redis). An error fails the whole call; SQLite
+        then stored none of them, Redis maybe some (a resend with the same cid finds those)."""
+        ...
+
     def recent(self, room: str, limit: int) -> list[Message]:
         """The last `limit` messages of `room`, oldest first."""
         ...

@@ -57,15 +57,19 @@ class RedisStore:
         self.history_limit = history_limit
         self._append = client.register_script(_APPEND)
 
-    @_unavailable
     def append(self, room: str, message: Message) -> tuple[Message, bool]:
-        fields: dict[str, Any] = {"room": room, **message}
-        # The script puts the id between these halves: {"type":"message","id":"<id>","room":...}
-        suffix = '",' + encode(fields).decode()[1:]
-        created, body = self._append(
-            keys=_keys(room), args=(message.get("cid") or "", _ID_PREFIX, suffix, self.history_limit)
-        )
-        return json.loads(body), bool(created)
+        return self.append_many([(room, message)])[0]
+
+    @_unavailable
+    def append_many(self, items: list[tuple[str, Message]]) -> list[tuple[Message, bool]]:
+        with self._redis.pipeline(transaction=False) as pipe:  # one round trip; each script is atomic
+            for room, message in items:
+                fields: dict[str, Any] = {"room": room, **message}
+                # The script puts the id between these halves: {"type":"message","id":"<id>","room":...}
+                suffix = '",' + encode(fields).decode()[1:]
+                args = (message.get("cid") or "", _ID_PREFIX, suffix, self.history_limit)
+                self._append(keys=_keys(room), args=args, client=pipe)
+            return [(json.loads(body), bool(created)) for created, body in pipe.execute()]
 
     @_unavailable
     def recent(self, room: str, limit: int) -> list[Message]:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
+
+import gevent
 import pytest
 
-from chatapp.chat import parse_message, parse_name, parse_room
+from chatapp.chat import Chat, parse_message, parse_name, parse_room
+from chatapp.client import Connection
+from chatapp.config import Config
 from chatapp.protocol import ErrorCode, ProtocolError
 from chatapp.ratelimit import RateLimiter
+from chatapp.realtime import Realtime
+from chatapp.store.sqlite import SQLiteStore
 
 
 @pytest.mark.parametrize(
@@ -62,3 +69,44 @@ def test_rate_limiter_allows_a_burst_then_refills() -> None:
     assert [limiter.allow(start) for _ in range(4)] == [True, True, True, False]
     assert limiter.allow(start + 3.4)  # 10 s / 3 per token
     assert not limiter.allow(start + 3.4)
+
+
+@pytest.fixture
+def chat(tmp_path):
+    """A Chat on a real Realtime (its Hub running, in memory) and a real SQLite file."""
+    store = SQLiteStore(str(tmp_path / "chat.sqlite3"), 100)
+    rt = Realtime(Config())
+    rt.start()
+    yield Chat(rt, store)
+    store.close()
+
+
+def member(chat: Chat, room: str) -> Connection:
+    """A socketless member of `room`: what the Hub offers it waits in its greeting."""
+    conn = Connection(None, None, chat.config, {}, "test")  # type: ignore[arg-type]
+    chat.rt.hub.register(conn)
+    chat.rt.join(conn, room)
+    return conn
+
+
+def test_posts_that_arrive_together_share_one_commit_and_go_out_in_id_order(chat: Chat) -> None:
+    conn = member(chat, "r")
+    commits: list[str] = []
+    chat.store._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    user = {"id": "c1", "name": "ann"}
+    jobs = [gevent.spawn(chat.post, "r", user, f"m{i}", None) for i in range(10)]
+    gevent.joinall(jobs, timeout=10, raise_error=True)
+    assert len(commits) == 1
+    member(chat, "other")  # the Hub takes commands in order: every publish before this is done
+    seqs = [seq for batch in conn._greeting for seq in batch.seqs]
+    assert seqs == sorted(seqs) and len(seqs) == 10
+    assert sorted(int(job.value[0]["id"]) for job in jobs) == seqs
+
+
+def test_a_post_the_store_refuses_fails_alone(chat: Chat) -> None:
+    user = {"id": "c1", "name": "ann"}
+    jobs = [gevent.spawn(chat.post, "r", user, text, None) for text in ("one", None, "three")]  # NULL text
+    gevent.joinall(jobs, timeout=10)
+    assert jobs[0].successful() and jobs[2].successful()
+    assert isinstance(jobs[1].exception, sqlite3.IntegrityError)
+    assert [m["text"] for m in chat.store.recent("r", 10)] == ["one", "three"]

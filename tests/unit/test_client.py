@@ -1,8 +1,12 @@
-"""A connection's writer-side rendering (no socket): coalescing and skip_through."""
+"""A connection's writer side (no socket): its send queue, coalescing and skip_through."""
 
 from __future__ import annotations
 
-from chatapp.client import Connection
+import gevent
+import pytest
+from gevent.queue import Full
+
+from chatapp.client import Connection, SendQueue
 from chatapp.config import Config
 from chatapp.hub import Batch
 from chatapp.protocol import text_frame
@@ -31,3 +35,33 @@ def test_skip_through_drops_events_up_to_the_floor_whenever_they_come() -> None:
     late = Batch([b"m3", b"m8"], [3, 8])  # another worker published m3 late
     assert conn._render([late]) == text_frame(b"m8")
     assert conn._render([Batch([b"m2"], [2])]) == b""
+
+
+def test_send_queue_is_bounded_and_hands_everything_over_in_order() -> None:
+    queue = SendQueue(3)
+    for item in "abc":
+        queue.put_nowait(item)
+    with pytest.raises(Full):
+        queue.put_nowait("d")
+    assert queue.take(wait=False) == ["a", "b", "c"]
+    assert queue.take(wait=False) == [] and queue.empty()
+
+
+def test_send_queue_wakes_its_waiting_taker() -> None:
+    queue = SendQueue(8)
+    taker = gevent.spawn(queue.take, True)
+    gevent.sleep(0)  # the taker now waits
+    assert not taker.ready()
+    queue.put_nowait("x")
+    queue.put_nowait("y")
+    assert taker.get(timeout=5) == ["x", "y"]
+
+
+def test_send_queue_survives_a_taker_killed_while_waiting() -> None:
+    queue = SendQueue(8)
+    taker = gevent.spawn(queue.take, True)
+    gevent.sleep(0)
+    taker.kill(timeout=5)
+    queue.put_nowait("x")  # no one waits: just queued
+    gevent.sleep(0)
+    assert queue.take(wait=True) == ["x"]

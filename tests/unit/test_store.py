@@ -118,3 +118,28 @@ def test_history_survives_reopening(open_store, r: str) -> None:
     store = open_store()
     stored = post(store, r, "still here")[0]
     assert open_store().recent(r, 10) == [stored]
+
+
+def test_append_many_stores_in_order_and_knows_a_cid_given_twice(store: Store, r: str) -> None:
+    other = r + "-b"
+    fields = [{"ts": time.time(), "user": {"id": "c1", "name": "ann"}, "text": t} for t in ("a", "b", "c", "d")]
+    fields[1]["cid"] = fields[3]["cid"] = "k1"  # the same cid twice in one batch
+    stored = store.append_many([(r, fields[0]), (r, fields[1]), (other, fields[2]), (r, fields[3])])
+    assert [(m["text"], m["room"], created) for m, created in stored] == [
+        ("a", r, True),
+        ("b", r, True),
+        ("c", other, True),
+        ("b", r, False),  # the resend gets the first one back
+    ]
+    assert int(stored[0][0]["id"]) < int(stored[1][0]["id"])
+    assert [m["text"] for m in store.recent(r, 10)] == ["a", "b"]
+
+
+def test_sqlite_append_many_is_one_transaction(tmp_path) -> None:
+    store = SQLiteStore(str(tmp_path / "chat.sqlite3"), 100)
+    commits: list[str] = []
+    store._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    fields = {"ts": time.time(), "user": {"id": "c1", "name": "ann"}}
+    store.append_many([("r", {**fields, "text": f"m{i}"}) for i in range(10)])
+    assert len(commits) == 1
+    store.close()
