@@ -13,7 +13,9 @@ worker's appends and emits:
   `append_many` (one transaction or round trip: under load, most of a store's cost is per
   call, not per message), then emits each new message in id order;
 - the sender of a resend gets the stored message back (its ack); a failure goes back as an
-  `error` with the message's cid (or to the HTTP caller), and the next batch goes on.
+  `error` with the message's cid (or to the HTTP caller), and the next batch goes on;
+- a client's `leave` goes through the same queue, so the room sees it after that client's
+  last messages, never before.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import gevent
@@ -128,21 +132,28 @@ class Chat:
         except gevent.Timeout:
             raise Unavailable("the message store did not answer in time") from None
 
-    def _enqueue(self, post: _Post) -> None:
+    def _enqueue(self, item: _Post | Callable[[], None]) -> None:
+        """Queue a message for the poster, or an action to run once what is ahead of it is out."""
         if self._poster is None:  # started in the worker, by its first message
             self._poster = gevent.spawn(self._post_loop)
-        self._posts.put(post)
+        self._posts.put(item)
 
     def _post_loop(self) -> None:
         """The poster greenlet (see the module's docstring)."""
         while True:
-            batch = [self._posts.get()]
-            while len(batch) < POST_BATCH and not self._posts.empty():
-                batch.append(self._posts.get_nowait())
-            try:
-                self._store(batch)
-            except Exception:  # the poster must live on: a dead one would swallow every message
-                log.exception("posting a batch of %d messages failed", len(batch))
+            items = [self._posts.get()]
+            while len(items) < POST_BATCH and not self._posts.empty():
+                items.append(self._posts.get_nowait())
+            batch: list[_Post] = []  # messages in a row are stored together
+            for item in [*items, None]:
+                if isinstance(item, _Post):
+                    batch.append(item)
+                    continue
+                if batch:
+                    posts, batch = batch, []
+                    _guarded(self._store, posts)
+                if item is not None:
+                    _guarded(item)
 
     def _store(self, batch: list[_Post]) -> None:
         try:
@@ -213,7 +224,7 @@ class Chat:
         self.rt.emit(room, {"type": "join", "room": room, "user": conn.info, "ts": time.time()})
 
     def disconnect(self, conn: Connection) -> None:
-        self.expired(conn.data["room"], conn.info)
+        self._enqueue(partial(self.expired, conn.data["room"], conn.info))  # after its messages
 
     def expired(self, room: str, user: dict[str, Any]) -> None:
         """A member left: by closing, or by vanishing with its worker (presence expiry)."""
@@ -238,6 +249,13 @@ def _fields(user: dict[str, str], text: str, cid: str | None) -> dict[str, Any]:
     if cid is not None:
         fields["cid"] = cid
     return fields
+
+
+def _guarded(action: Callable[..., None], *args: Any) -> None:
+    try:
+        action(*args)
+    except Exception:  # the poster must live on: a dead one would swallow every message
+        log.exception("the poster failed in %r", action)
 
 
 def _fail(post: _Post, exc: Exception, code: ErrorCode, detail: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import gevent
@@ -110,3 +111,24 @@ def test_a_post_the_store_refuses_fails_alone(chat: Chat) -> None:
     assert jobs[0].successful() and jobs[2].successful()
     assert isinstance(jobs[1].exception, sqlite3.IntegrityError)
     assert [m["text"] for m in chat.store.recent("r", 10)] == ["one", "three"]
+
+
+def test_a_leave_comes_after_the_leavers_last_messages(chat: Chat) -> None:
+    watcher = member(chat, "r")
+    ann = Connection(None, None, chat.config, {"room": "r", "name": "ann"}, "test")  # type: ignore[arg-type]
+    chat.rt.hub.register(ann)
+    chat.connect(ann)
+    for i in range(3):
+        chat.message(ann, {"type": "message", "text": f"m{i}"})
+    chat.disconnect(ann)
+    chat.post("r", {"id": "bot:b", "name": "b"}, "after", None)  # queued behind the leave: it is out
+    member(chat, "other")  # and the Hub has fanned out all of it
+    events = [json.loads(e) for batch in watcher._greeting for e in batch.events]
+    assert [(e["type"], e.get("text")) for e in events] == [
+        ("join", None),
+        ("message", "m0"),
+        ("message", "m1"),
+        ("message", "m2"),
+        ("leave", None),
+        ("message", "after"),
+    ]
