@@ -19,7 +19,7 @@ except ConfigError as exc:
 _host = os.environ.get("HOST") or ("0.0.0.0" if os.environ.get("PORT") else "127.0.0.1")
 bind = [f"{_host}:{_config.port}"]
 worker_class = "gevent"
-worker_connections = 10000  # gevent's default of 1,000 would cap the open sockets per worker
+worker_connections = 20000  # gevent's default of 1,000 would cap the sockets per worker (`ulimit -n` must allow it)
 graceful_timeout = 20  # SIGTERM: clients are told to reconnect (1001) well within this
 control_socket_disable = True  # no gunicornc; two servers on one machine would share its path
 

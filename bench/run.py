@@ -215,7 +215,7 @@ def storm(kind: str, n: int, folder: str, redis_url: str | None) -> dict:
         clients = connect_all(loop, "127.0.0.1", server.port, server.path, server.protocol, n, 1, at_once=n)
         upgraded = max(c.upgraded_at for c in clients) - start
         loop.wait_quiet(clients, still=0.05, limit=120)
-        settled = loop.last_frame - start  # every welcome in, and the joins it set off delivered
+        settled = max(upgraded, loop.last_frame - start)  # every welcome in, and the joins they set off
         server_cpu, own = server.cpu() - cpu0, time.process_time() - own0
         result = {
             "server": kind,
@@ -246,6 +246,7 @@ def broadcast(server: ServerProcess, loop: Loop, clients: list[BenchClient], roo
     start = time.monotonic()
     if server.protocol == "plain":
         clients[0].say(0, clients[0].got[0])
+        rooms = []
     for room in rooms:
         request = urllib.request.Request(
             f"http://127.0.0.1:{server.port}/api/rooms/{room}/messages",

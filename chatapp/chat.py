@@ -16,6 +16,12 @@ worker's appends and emits:
   `error` with the message's cid (or to the HTTP caller), and the next batch goes on;
 - a client's `leave` goes through the same queue, so the room sees it after that client's
   last messages, never before.
+
+Big rooms: past WELCOME_MEMBERS members, a room gets no `join` and `leave` per person (a
+thousand people arriving would be a million events, and a log full of them); instead each
+worker tells its clients there the room's `member_count` in a `presence` event, at most every
+PRESENCE_EVERY seconds and only when it changed. A room stays in that mode on a worker until
+it has no clients there.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ MAX_NAME = 32
 MAX_CID = 64
 RATE_WINDOW = 10.0  # RATE_LIMIT counts messages per this many seconds
 TYPING_EVERY = 2.0  # at most one `typing` per client per this many seconds; more are dropped
+WELCOME_MEMBERS = 100  # members listed in a welcome; member_count has them all (a big room is not N^2)
+PRESENCE_EVERY = 2.0  # seconds between `presence` counts of a big room
 POST_QUEUE = 1024  # messages checked but not yet stored; past this, senders wait
 POST_BATCH = 256  # at most this many messages in one append_many
 POST_WAIT = 30.0  # an HTTP post waits this long for its message to be stored
@@ -116,6 +124,8 @@ class Chat:
         self.config = rt.config
         self._posts: Queue = Queue(POST_QUEUE)
         self._poster: gevent.Greenlet | None = None
+        self._big: dict[str, int] = {}  # big rooms with clients here -> the count last told
+        self._counter: gevent.Greenlet | None = None
         rt.on_connect(self.connect)
         rt.on_disconnect(self.disconnect)
         rt.on("message")(self.message)
@@ -211,24 +221,58 @@ class Chat:
         seen = int(history[-1]["id"]) if history else since
         if seen is not None:
             conn.skip_through(seen)
+        members, count = self.rt.members(room, WELCOME_MEMBERS)  # on every worker, this one included
+        big = count > WELCOME_MEMBERS or room in self._big
         conn.send(
             {
                 "type": "welcome",
                 "you": conn.info,
                 "room": room,
-                "members": self.rt.members(room),  # on every worker, this one included
+                "members": members,
+                "member_count": count,
                 "history": history,
                 "truncated": truncated,
             }
         )
-        self.rt.emit(room, {"type": "join", "room": room, "user": conn.info, "ts": time.time()})
+        if big:
+            self._count_in(room)
+        else:
+            self.rt.emit(room, {"type": "join", "room": room, "user": conn.info, "ts": time.time()})
 
     def disconnect(self, conn: Connection) -> None:
         self._enqueue(partial(self.expired, conn.data["room"], conn.info))  # after its messages
 
     def expired(self, room: str, user: dict[str, Any]) -> None:
         """A member left: by closing, or by vanishing with its worker (presence expiry)."""
-        self.rt.emit(room, {"type": "leave", "room": room, "user": user, "ts": time.time()})
+        if room not in self._big:  # in a big room, the next count tells
+            self.rt.emit(room, {"type": "leave", "room": room, "user": user, "ts": time.time()})
+
+    def _count_in(self, room: str) -> None:
+        """Tell `room`'s clients here its member count from now on (it is big)."""
+        self._big.setdefault(room, -1)
+        if self._counter is None:
+            self._counter = gevent.spawn(self._count_loop)
+
+    def _count_loop(self) -> None:
+        """The counter greenlet: a round of counts every PRESENCE_EVERY."""
+        while True:
+            gevent.sleep(PRESENCE_EVERY)
+            self.count_big_rooms()
+
+    def count_big_rooms(self) -> None:
+        """Send a `presence` to each big room here whose count changed; a room with no
+        clients here leaves the mode."""
+        for room, told in list(self._big.items()):
+            try:
+                if not self.rt.hub.rooms.get(room):
+                    del self._big[room]
+                    continue
+                count = self.rt.members(room, 0)[1]
+                if count != told:
+                    self._big[room] = count
+                    self.rt.emit_local(room, {"type": "presence", "room": room, "member_count": count})
+            except Unavailable:
+                log.warning("no member count for %r: presence is unavailable", room)
 
     def message(self, conn: Connection, event: dict[str, Any]) -> None:
         text, cid = parse_message(event, self.config.max_message_chars)

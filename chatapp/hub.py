@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from itertools import islice
 from typing import Protocol
 
 from gevent.event import Event
@@ -135,8 +136,10 @@ class Hub:
         """Close every connection with 1001 and refuse new ones."""
         self.close_all(CloseCode.GOING_AWAY, ErrorCode.SHUTTING_DOWN, "server is restarting", refuse_new=True)
 
-    def members(self, room: str) -> list[Member]:
-        return list(self.rooms.get(room, {}).values())
+    def members(self, room: str, limit: int) -> tuple[list[Member], int]:
+        """Up to `limit` members of `room` (the longest there first), and how many there are."""
+        members = self.rooms.get(room, {})
+        return list(islice(members.values(), limit)), len(members)
 
     # -- the Hub greenlet ----------------------------------------------------------------------
     def run(self) -> None:

@@ -132,15 +132,21 @@ class Realtime:
         self.start()
         self.backplane.publish(room, encode(event), seq)
 
+    def emit_local(self, room: str, event: dict[str, Any]) -> None:
+        """Send `event` to the clients in `room` on this worker only (say, a figure that each
+        worker reads from shared state, like a member count)."""
+        self.start()
+        self.hub.publish(room, encode(event))
+
     def join(self, conn: Connection, room: str) -> None:
         """Put `conn` in `room`; every event emitted after this returns reaches it, and it is
         among the room's members (shown as `conn.info`) on every worker."""
         self.hub.join(conn, room)
         self.presence.add(room, conn.id, conn.info)
 
-    def members(self, room: str) -> list[Info]:
-        """The `info` of every member of `room`, on every worker."""
-        return self.presence.members(room)
+    def members(self, room: str, limit: int) -> tuple[list[Info], int]:
+        """The `info` of up to `limit` members of `room`, on every worker, and how many there are."""
+        return self.presence.members(room, limit)
 
     def shutdown(self) -> None:
         """Send every client `shutting_down` and close 1001, after what is queued for it."""

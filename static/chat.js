@@ -19,6 +19,7 @@
   const seen = new Set();            // message ids shown in this room (a resume shows none twice)
   let lastId = null;                 // newest message id shown, for ?since= on reconnect
   const members = new Map();         // id -> name
+  let unlisted = 0;                   // members of a big room that the welcome only counted
   const pending = new Map();         // cid -> message event not yet echoed; resent on every welcome
   const typers = new Map();          // id -> timer clearing "is typing"
 
@@ -91,11 +92,14 @@
         if (!myIds.has(event.user.id)) addSystem(`${event.user.name} joined`);
         return;
       case "leave":
-        members.delete(event.user.id);
+        if (!members.delete(event.user.id)) unlisted = Math.max(0, unlisted - 1);
         renderMembers();
         clearTyping(event.user.id);
         if (!myIds.has(event.user.id)) addSystem(`${event.user.name} left`);
         return;
+      case "presence":  // a big room: a count, not each join and leave
+        unlisted = Math.max(0, event.member_count - members.size);
+        return renderMembers();
       case "typing": return showTyping(event.user);
       case "error": return failed(event);
       default: return;  // newer servers may send more: ignore what we do not know
@@ -108,6 +112,8 @@
     attempt = 0;
     members.clear();
     for (const m of event.members) members.set(m.id, m.name);
+    members.set(me.id, me.name);  // a big room's welcome lists only some: always list oneself
+    unlisted = Math.max(0, (event.member_count ?? members.size) - members.size);
     renderMembers();
     if (event.truncated && lastId !== null) addSystem("Some messages from while you were away are no longer kept.");
     for (const message of event.history) addMessage(message);
@@ -200,7 +206,13 @@
       if (me && id === me.id) li.className = "me";
       return li;
     }));
-    $("member-count").textContent = String(members.size);
+    if (unlisted > 0) {
+      const more = document.createElement("li");
+      more.className = "more";
+      more.textContent = `and ${unlisted.toLocaleString()} more`;
+      membersEl.append(more);
+    }
+    $("member-count").textContent = String(members.size + unlisted);
   }
 
   function showTyping(user) {
@@ -262,6 +274,7 @@
     lastId = null;
     pending.clear();
     members.clear();
+    unlisted = 0;
     renderMembers();
     attempt = 0;
     connect();

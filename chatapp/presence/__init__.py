@@ -18,7 +18,9 @@ class Presence(Protocol):
 
     def remove_all(self, conn_id: str) -> None: ...
 
-    def members(self, room: str) -> list[Info]: ...
+    def members(self, room: str, limit: int) -> tuple[list[Info], int]:
+        """Up to `limit` members of `room`, and how many there are."""
+        ...
 
     def rooms(self) -> dict[str, int]:
         """Rooms with members now, and how many."""
@@ -39,8 +41,9 @@ class HubPresence:
     def remove_all(self, conn_id: str) -> None:
         pass
 
-    def members(self, room: str) -> list[Info]:
-        return [member.info for member in self._hub.members(room)]
+    def members(self, room: str, limit: int) -> tuple[list[Info], int]:
+        members, count = self._hub.members(room, limit)
+        return [member.info for member in members], count
 
     def rooms(self) -> dict[str, int]:
         return {room: len(members) for room, members in self._hub.rooms.items()}

@@ -68,8 +68,13 @@ class RedisPresence:
                 pipe.execute()
 
     @_unavailable
-    def members(self, room: str) -> list[Info]:
-        return [json.loads(m) for m in self._redis.zrangebyscore(_key(room), time.time(), "+inf")]
+    def members(self, room: str, limit: int) -> tuple[list[Info], int]:
+        now = time.time()
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zrangebyscore(_key(room), now, "+inf", start=0, num=limit)
+            pipe.zcount(_key(room), now, "+inf")
+            members, count = pipe.execute()
+        return [json.loads(m) for m in members], count
 
     @_unavailable
     def rooms(self) -> dict[str, int]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from tests.helpers import Server
+from chatapp.chat import WELCOME_MEMBERS
+from tests.helpers import RawClient, Server
 
 pytestmark = pytest.mark.browser
 
@@ -141,3 +142,18 @@ def test_a_refused_message_is_marked_not_sent(new_page, make_server) -> None:
     page.press("#text", "Enter")
     expect(page.locator("#log .msg:not(.pending):not(.failed) .body")).to_have_text(["short"])
     expect(page.locator("#status")).to_have_attribute("data-state", "open")
+
+
+def test_a_big_room_lists_some_members_and_counts_them_all(new_page, server: Server) -> None:
+    crowd = [RawClient(server, f"/ws?room=crowd&name=m{i:03}") for i in range(WELCOME_MEMBERS + 1)]
+    try:
+        for member in crowd:  # bare sockets: cheap to open, and to close unread
+            assert b'"type":"welcome"' in member.read_frame()[1]
+        page = open_chat(new_page, server, "/r/crowd?name=zed")
+        expect(page.locator("#member-count")).to_have_text(str(WELCOME_MEMBERS + 2))
+        expect(page.locator("#members li.me")).to_have_text("zed")
+        expect(page.locator("#members li.more")).to_have_text("and 1 more")
+        expect(page.locator("#members li:not(.more)")).to_have_count(WELCOME_MEMBERS + 1)
+    finally:
+        for member in crowd:
+            member.close()

@@ -90,6 +90,7 @@ def test_presence_and_history_span_servers(make_server, redis_server) -> None:
         with Client(two, r, "bob") as bob:
             welcome = bob.expect("welcome")
             assert {m["name"] for m in welcome["members"]} == {"ann", "bob"}
+            assert welcome["member_count"] == 2
             assert welcome["history"] == [said]
             assert ann.expect("join")["user"]["name"] == "bob"
             bob.say("said on two")

@@ -8,7 +8,7 @@ import sqlite3
 import gevent
 import pytest
 
-from chatapp.chat import Chat, parse_message, parse_name, parse_room
+from chatapp.chat import WELCOME_MEMBERS, Chat, parse_message, parse_name, parse_room
 from chatapp.client import Connection
 from chatapp.config import Config
 from chatapp.protocol import ErrorCode, ProtocolError
@@ -132,3 +132,37 @@ def test_a_leave_comes_after_the_leavers_last_messages(chat: Chat) -> None:
         ("leave", None),
         ("message", "after"),
     ]
+
+
+def test_a_welcome_lists_some_members_of_a_big_room_and_counts_them_all(chat: Chat) -> None:
+    joined = [member(chat, "big") for _ in range(WELCOME_MEMBERS + 2)]
+    late = Connection(None, None, chat.config, {"room": "big", "name": "late"}, "test")  # type: ignore[arg-type]
+    chat.rt.hub.register(late)
+    chat.connect(late)
+    welcome = json.loads(late._first[0].events[0])
+    assert welcome["member_count"] == len(joined) + 1
+    assert [m["id"] for m in welcome["members"]] == [conn.id for conn in joined[:WELCOME_MEMBERS]]
+
+
+def joiner(chat: Chat, room: str, name: str) -> Connection:
+    conn = Connection(None, None, chat.config, {"room": room, "name": name}, "test")  # type: ignore[arg-type]
+    chat.rt.hub.register(conn)
+    chat.connect(conn)
+    return conn
+
+
+def test_a_big_room_gets_member_counts_instead_of_each_join_and_leave(chat: Chat) -> None:
+    watcher = joiner(chat, "big", "watcher")
+    crowd = [joiner(chat, "big", f"m{i}") for i in range(WELCOME_MEMBERS)]  # now one past the list
+    for conn in crowd[-3:]:
+        chat.rt.hub.unregister(conn)
+        chat.disconnect(conn)
+    member(chat, "sync")  # the Hub has taken the three out
+    chat.count_big_rooms()
+    chat.post("big", {"id": "bot:b", "name": "b"}, "after", None)  # behind the leaves in the poster
+    member(chat, "other")  # the Hub is through with all of it
+    events = [json.loads(e) for batch in watcher._greeting for e in batch.events]
+    joins = [e["user"]["name"] for e in events if e["type"] == "join"]
+    assert joins == ["watcher", *(f"m{i}" for i in range(WELCOME_MEMBERS - 1))]  # the last one made it big
+    assert not [e for e in events if e["type"] == "leave"]
+    assert [e["member_count"] for e in events if e["type"] == "presence"] == [WELCOME_MEMBERS - 2]
