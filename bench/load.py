@@ -26,6 +26,7 @@ import select
 import socket
 import struct
 import time
+import zlib
 from collections.abc import Callable
 from operator import lt
 
@@ -108,12 +109,14 @@ class BenchClient:
         "frames",
         "gaps",
         "got",
+        "inflater",
         "lat",
         "loop",
         "next_id",
         "open",
         "out",
         "protocol",
+        "received",
         "request",
         "sock",
         "state",
@@ -121,15 +124,20 @@ class BenchClient:
         "welcomed",
     )
 
-    def __init__(self, loop: Loop, host: str, port: int, path: str, protocol: str, senders: int) -> None:
-        """Start connecting (non-blocking); the loop does the handshake."""
+    def __init__(
+        self, loop: Loop, host: str, port: int, path: str, protocol: str, senders: int, deflate: bool = False
+    ) -> None:
+        """Start connecting (non-blocking); the loop does the handshake. With `deflate`, offer
+        permessage-deflate, as browsers do."""
         self.loop = loop
         self.protocol = protocol
         key = base64.b64encode(os.urandom(16)).decode()
+        offer = "Sec-WebSocket-Extensions: permessage-deflate\r\n" if deflate else ""
         self.request = (
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
         ).encode()
+        self.inflater: zlib._Decompress | None = None  # when the server agreed to deflate
         self.sock = socket.socket()
         self.sock.setblocking(False)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -141,6 +149,7 @@ class BenchClient:
         self.open = True
         self.upgraded_at = 0.0
         self.buf = bytearray()
+        self.received = 0  # bytes, after the handshake
         self.out = b""
         self.frames = 0
         self.welcomed = protocol == "plain"  # the baseline sends no welcome
@@ -182,6 +191,7 @@ class BenchClient:
         if not size:
             self.close()
             return
+        self.received += size
         if ancillary:  # (SOL_SOCKET, SO_TIMESTAMPNS, struct timespec)
             seconds, nanoseconds = struct.unpack_from("qq", ancillary[0][2])
             arrived = seconds + nanoseconds * 1e-9
@@ -195,6 +205,8 @@ class BenchClient:
             if not self.buf.startswith(b"HTTP/1.1 101"):
                 self.close()
                 return
+            if b"permessage-deflate" in self.buf[:end].lower():
+                self.inflater = zlib.decompressobj(-15)
             del self.buf[: end + 4]
             self.state = "open"
             self.upgraded_at = time.monotonic()
@@ -253,8 +265,10 @@ class BenchClient:
                 size, header = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
             if end - pos < header + size:
                 break
-            opcode = buf[pos] & 0x0F
+            opcode, compressed = buf[pos] & 0x0F, buf[pos] & 0x40
             payload = bytes(buf[pos + header : pos + header + size])
+            if compressed and self.inflater is not None:  # RSV1: permessage-deflate
+                payload = self.inflater.decompress(payload + b"\x00\x00\xff\xff")
             pos += header + size
             self.frames += 1
             self.loop.last_frame = time.monotonic()
@@ -311,13 +325,21 @@ class BenchClient:
 
 
 def connect_all(
-    loop: Loop, host: str, port: int, path: Callable[[int], str], protocol: str, n: int, senders: int, at_once: int
+    loop: Loop,
+    host: str,
+    port: int,
+    path: Callable[[int], str],
+    protocol: str,
+    n: int,
+    senders: int,
+    at_once: int,
+    deflate: bool = False,
 ) -> list[BenchClient]:
     """Open `n` clients (client i at `path(i)`), up to `at_once` handshakes in flight."""
     clients: list[BenchClient] = []
     while len(clients) < n:
         batch = [
-            BenchClient(loop, host, port, path(len(clients) + i), protocol, senders)
+            BenchClient(loop, host, port, path(len(clients) + i), protocol, senders, deflate)
             for i in range(min(at_once, n - len(clients)))
         ]
         clients += batch

@@ -7,7 +7,8 @@ the figures in the README come from.
     .venv/bin/python bench/run.py fanout --n 1000 --servers chat-redis,chat-redis-2w
     .venv/bin/python bench/run.py latency --n 1000 --rate 20
     .venv/bin/python bench/run.py storm --n 1000
-    .venv/bin/python bench/run.py idle --n 5000 --room-size 100
+    .venv/bin/python bench/run.py idle --n 10000 --room-size 0
+    .venv/bin/python bench/run.py fanout --n 1000 --servers plain+deflate,chat+deflate
 
 Modes. latency: a fixed rate into one room of N. storm: N clients at once (handshakes/s, time
 until all are welcomed). idle: N idle connections (server memory per connection; chat clients
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +49,9 @@ class ServerProcess:
 
     def __init__(self, kind: str, folder: str, redis_url: str | None) -> None:
         self.kind = kind
+        # `+deflate`: clients offer permessage-deflate, as browsers do, and the chat turns it on
+        self.deflate = kind.endswith("+deflate")
+        kind = kind.removesuffix("+deflate")
         self.port = free_port()
         cores = "0,1" if kind.endswith("-2w") else "0"
         pin = ["taskset", "-c", cores] if shutil.which("taskset") else []
@@ -57,6 +62,7 @@ class ServerProcess:
             "RATE_LIMIT": "1000000000",
             "DATABASE_PATH": f"{folder}/{kind}.db",
             "CHAT_API_TOKEN": API_TOKEN,
+            "WS_DEFLATE": "1" if self.deflate else "0",
         }
         if kind == "plain":
             # stock gunicorn settings (-c /dev/null: not the chat's gunicorn.conf.py), 20,000 connections
@@ -86,6 +92,9 @@ class ServerProcess:
         if self.protocol == "plain":
             return "/ws"
         return f"/ws?room={f'r{i // room_size}' if room_size else 'bench'}&name=c{i}"
+
+    def connect(self, loop: Loop, path: Callable[[int], str], n: int, senders: int, at_once: int) -> list[BenchClient]:
+        return connect_all(loop, "127.0.0.1", self.port, path, self.protocol, n, senders, at_once, self.deflate)
 
     def workers(self) -> list[int]:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
@@ -123,6 +132,7 @@ def step(
         client.lat = []
         client.dups = client.gaps = 0
     base = [client.delivered for client in clients]
+    received = sum(client.received for client in clients)
     sent = [0] * senders
     start_seq = list(clients[0].got)
     total = int(rate * seconds)
@@ -156,6 +166,7 @@ def step(
         "p99_ms": percentile(latencies, 99) * 1e3,
         "max_ms": (latencies[-1] if latencies else float("nan")) * 1e3,
         "frames": sum(c.frames for c in clients),
+        "bytes_per_delivery": (sum(c.received for c in clients) - received) / max(1, delivered),
         "server_cpu_pct": 100 * cpu / elapsed,
         "bench_cpu_pct": 100 * own / elapsed,
         "server_rss_mb": server.rss_mb(),
@@ -166,7 +177,7 @@ def step(
 
 def one_room(server: ServerProcess, n: int, senders: int) -> tuple[Loop, list[BenchClient]]:
     loop = Loop()
-    clients = connect_all(loop, "127.0.0.1", server.port, server.path, server.protocol, n, senders, at_once=200)
+    clients = server.connect(loop, server.path, n, senders, at_once=200)
     loop.wait_quiet(clients, still=0.5, limit=60)
     return loop, clients
 
@@ -212,7 +223,7 @@ def storm(kind: str, n: int, folder: str, redis_url: str | None) -> dict:
         loop = Loop()
         cpu0, own0 = server.cpu(), time.process_time()
         start = time.monotonic()
-        clients = connect_all(loop, "127.0.0.1", server.port, server.path, server.protocol, n, 1, at_once=n)
+        clients = server.connect(loop, server.path, n, 1, at_once=n)
         upgraded = max(c.upgraded_at for c in clients) - start
         loop.wait_quiet(clients, still=0.05, limit=120)
         settled = max(upgraded, loop.last_frame - start)  # every welcome in, and the joins they set off
@@ -267,11 +278,10 @@ def idle(kind: str, n: int, room_size: int, settle: float, folder: str, redis_ur
     room_size = room_size or n
     try:
         loop = Loop()
-        host, port, protocol = "127.0.0.1", server.port, server.protocol
-        warm = connect_all(loop, host, port, lambda i: server.path(i, room_size), protocol, 10, 1, at_once=10)
+        warm = server.connect(loop, lambda i: server.path(i, room_size), 10, 1, at_once=10)
         loop.wait_quiet(warm, still=0.5, limit=60)
         before = server.rss_mb()
-        clients = connect_all(loop, host, port, lambda i: server.path(i + 10, room_size), protocol, n, 1, at_once=200)
+        clients = server.connect(loop, lambda i: server.path(i + 10, room_size), n, 1, at_once=200)
         loop.wait_quiet(warm + clients, still=1.0, limit=300)
         loop.run(lambda: False, settle)  # idle (pings answered) past two ping intervals: idle writers end
         after = server.rss_mb()
@@ -301,7 +311,7 @@ def idle(kind: str, n: int, room_size: int, settle: float, folder: str, redis_ur
 
 HEADER = (
     f"{'server':<14}{'N':>6}{'msg/s':>9}{'deliv/s':>10}{'deliv%':>8}{'p50ms':>8}{'p99ms':>8}{'maxms':>8}{'dup':>5}"
-    f"{'srvCPU':>8}{'genCPU':>8}  ok"
+    f"{'B/dlv':>7}{'srvCPU':>8}{'genCPU':>8}  ok"
 )
 
 
@@ -309,7 +319,8 @@ def format_row(kind: str, n: int, row: dict) -> str:
     pct = 100 * row["delivered"] / row["expected"] if row["expected"] else 0
     return (
         f"{kind:<14}{n:>6}{row['rate']:>9.0f}{row['deliveries_per_s']:>10.0f}{pct:>8.2f}{row['p50_ms']:>8.1f}"
-        f"{row['p99_ms']:>8.1f}{row['max_ms']:>8.1f}{row['doubled']:>5}{row['server_cpu_pct']:>7.0f}%"
+        f"{row['p99_ms']:>8.1f}{row['max_ms']:>8.1f}{row['doubled']:>5}{row['bytes_per_delivery']:>7.0f}"
+        f"{row['server_cpu_pct']:>7.0f}%"
         f"{row['bench_cpu_pct']:>7.0f}%  {'yes' if row['passed'] else 'NO'}"
     )
 

@@ -39,10 +39,11 @@ from gevent.queue import Full
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.extensions import PerMessageDeflate
 
 from .config import Config
 from .hub import PING, Batch
-from .protocol import CloseCode, ErrorCode, encode, error_event, text_frame
+from .protocol import CloseCode, ErrorCode, deflated_frame, encode, error_event, text_frame
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,9 @@ class Connection:
             # (Nagle's algorithm would hold a small frame back by up to the peer's 40 ms).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._config = config
+        # permessage-deflate, when the handshake agreed it (WS_DEFLATE=1 and the client offered);
+        # wsproto keeps the agreed extensions in its frame protocol, and has no public getter
+        self._deflate = ws is not None and any(isinstance(e, PerMessageDeflate) for e in ws._proto.extensions)
         self._queue = SendQueue(config.send_queue_size)
         # Before the writer starts (while the connect handler runs), what is sent to this client
         # alone (`send`: the welcome) waits in `_first`, what the Hub offers in `_greeting`;
@@ -293,10 +297,11 @@ class Connection:
         batches = [item for item in items if type(item) is Batch]
         if self._floor is not None:
             batches = self._above_floor(batches)
-        if len(batches) == 1:
-            data = batches[0].frame  # framed once for every member of the room
+        if len(batches) == 1:  # framed once for every member of the room
+            data = batches[0].deflated if self._deflate else batches[0].frame
         elif batches:
-            data = text_frame(b"\n".join(batch.payload for batch in batches))
+            payload = b"\n".join(batch.payload for batch in batches)
+            data = deflated_frame(payload) if self._deflate else text_frame(payload)
         else:
             data = b""
         for item in items:

@@ -23,6 +23,7 @@ class Config:
     port: int = 8000
     redis_url: str | None = None
     redis_tls_verify: bool = True  # 0: accept a rediss:// server's self-signed certificate chain
+    ws_deflate: bool = False  # 1: permessage-deflate with clients that offer it (see README: off is faster)
     database_path: str | None = None  # None: chat.sqlite3 in Flask's instance folder
     allowed_origins: tuple[str, ...] = ()  # besides the page's own host
     max_message_chars: int = 2000
@@ -132,6 +133,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "port": _integer,
     "redis_url": _text,
     "redis_tls_verify": _flag,
+    "ws_deflate": _flag,
     "database_path": _text,
     "allowed_origins": _origins,
     "max_message_chars": _integer,

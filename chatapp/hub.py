@@ -28,7 +28,7 @@ from typing import Protocol
 from gevent.event import Event
 from gevent.queue import Queue
 
-from .protocol import CloseCode, ErrorCode, text_frame
+from .protocol import CloseCode, ErrorCode, deflated_frame, text_frame
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class Batch:
     or is None when no event has one; a client that has just been sent history uses them to
     skip what it already has (Connection.skip_through)."""
 
-    __slots__ = ("_frame", "events", "low", "payload", "seqs")
+    __slots__ = ("_deflated", "_frame", "events", "low", "payload", "seqs")
 
     def __init__(self, events: list[bytes], seqs: list[int | None] | None = None) -> None:
         self.events = events
@@ -54,6 +54,7 @@ class Batch:
         self.low = min(numbered) if numbered and len(numbered) == len(events) else -1
         self.payload = b"\n".join(events)
         self._frame: bytes | None = None
+        self._deflated: bytes | None = None
 
     @property
     def frame(self) -> bytes:
@@ -61,6 +62,13 @@ class Batch:
         if self._frame is None:
             self._frame = text_frame(self.payload)
         return self._frame
+
+    @property
+    def deflated(self) -> bytes:
+        """The frame compressed, for clients with permessage-deflate; built once too."""
+        if self._deflated is None:
+            self._deflated = deflated_frame(self.payload)
+        return self._deflated
 
 
 class Member(Protocol):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import zlib
 from collections.abc import Mapping
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -95,11 +96,24 @@ def split_frame(payload: str) -> list[dict[str, Any]]:
 
 def text_frame(payload: bytes) -> bytes:
     """A whole, unmasked, final WebSocket text frame (server to client) holding `payload`."""
-    size = len(payload)
+    return _frame(0x81, payload)
+
+
+def deflated_frame(payload: bytes) -> bytes:
+    """`text_frame`, compressed (permessage-deflate, RFC 7692: RSV1 set). Compressed on its
+    own, with no reference to earlier messages, which a server may always do: the same bytes
+    are right for every client that negotiated deflate, so a room's frame is compressed once."""
+    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return _frame(0xC1, data[:-4])  # without the 00 00 ff ff that ends a sync flush
+
+
+def _frame(first: int, data: bytes) -> bytes:
+    size = len(data)
     if size < 126:
-        header = bytes((0x81, size))
+        header = bytes((first, size))
     elif size < 1 << 16:
-        header = struct.pack("!BBH", 0x81, 126, size)
+        header = struct.pack("!BBH", first, 126, size)
     else:
-        header = struct.pack("!BBQ", 0x81, 127, size)
-    return header + payload
+        header = struct.pack("!BBQ", first, 127, size)
+    return header + data

@@ -20,9 +20,10 @@ empty buffer). Everything after the handshake is ours, because simple-websocket'
 background thread would read the socket and write pongs and close frames beside our writer
 with a bare `sock.send`, which can write part of a frame (simple-websocket#45). So its thread
 is never started (`_NoThread`), and our reader and writer (client.py) take over the socket
-and wsproto connection. permessage-deflate is not negotiated: simple-websocket accepts it
-whenever a browser offers it, which would mean one compression per client per event instead
-of one frame per room; the offer is removed before the handshake. When our handler returns,
+and wsproto connection. permessage-deflate is off unless WS_DEFLATE=1: the client's offer is
+removed before the handshake. With it on, simple-websocket accepts the offer (wsproto then
+inflates what the client sends) and our writer sends each room's frame compressed once, on
+its own (protocol.deflated_frame), never once per client. When our handler returns,
 flask-sock ends the request under gunicorn by raising StopIteration, gunicorn's own signal
 to close the connection, which gunicorn 27's async worker catches and logs at debug level.
 Tools that wrap Flask.__call__ (error trackers, APM) still see that exception pass
@@ -212,7 +213,8 @@ class Realtime:
         if origin is not None and not self._origin_allowed(origin):
             log.warning("refused origin %r for host %r", origin, request.host)
             return json_error(403, "bad_origin", f"origin {origin} may not open this socket")
-        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)  # no permessage-deflate
+        if not self.config.ws_deflate:
+            request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)  # no permessage-deflate
         return None
 
     def _origin_allowed(self, origin: str) -> bool:

@@ -227,9 +227,10 @@ class RawClient:
         return data
 
     def read_frame(self, timeout: float = TIMEOUT) -> tuple[int, bytes]:
-        """(opcode, payload) of the next server frame."""
+        """(opcode, payload) of the next server frame; its first byte stays in `first_byte`."""
         self.sock.settimeout(timeout)
         first, second = self._read(2)
+        self.first_byte = first
         assert second & 0x80 == 0, "server frames must not be masked"
         size = second & 0x7F
         if size == 126:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import struct
+import zlib
 
 from tests.helpers import Client, RawClient
 
@@ -117,5 +118,30 @@ def test_a_message_in_fragments_is_one_message(server) -> None:
             if any(e["type"] == "message" for e in events):
                 assert [e["text"] for e in events if e["type"] == "message"] == ["in three parts"]
                 break
+    finally:
+        raw.close()
+
+
+def test_with_ws_deflate_room_frames_go_out_compressed_and_read_back(make_server) -> None:
+    server = make_server({"WS_DEFLATE": "1"})
+    r = "d-" + secrets.token_hex(3)
+    raw = RawClient(server, f"/ws?room={r}&name=raw", headers={"Sec-WebSocket-Extensions": "permessage-deflate"})
+    try:
+        assert "permessage-deflate" in raw.head.lower()
+        with Client(server, r, "ann") as ann:  # the websockets library offers deflate too
+            assert "permessage-deflate" in ann.ws.response.headers["Sec-WebSocket-Extensions"]
+            ann.expect("welcome")
+            text = "héllo 👋 " * 50
+            ann.say(text)  # compressed by the client; the server inflates it
+            assert ann.expect("message")["text"] == text.strip()
+        inflater = zlib.decompressobj(-15)
+        events = []
+        while not any(e.get("type") == "leave" for e in events):
+            opcode, payload = raw.read_frame()
+            assert (opcode, raw.first_byte & 0x40) == (0x1, 0x40), "not a compressed text frame (RSV1)"
+            text_ = inflater.decompress(payload + b"\x00\x00\xff\xff").decode()
+            events += [json.loads(line) for line in text_.split("\n")]
+        assert [e["type"] for e in events] == ["welcome", "join", "join", "message", "leave"]  # its own join first
+        assert events[3]["text"] == text.strip()
     finally:
         raw.close()

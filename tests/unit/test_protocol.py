@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import json
 import struct
+import zlib
 
 import pytest
 
-from chatapp.protocol import ErrorCode, ProtocolError, decode, encode, split_frame, text_frame
+from chatapp.protocol import ErrorCode, ProtocolError, decode, deflated_frame, encode, split_frame, text_frame
 
 
 @pytest.mark.parametrize(
@@ -57,3 +58,19 @@ def test_text_frame_header(size: int) -> None:
     else:
         assert frame[1] == 127 and struct.unpack("!Q", frame[2:10])[0] == size
     assert frame.endswith(b"a" * size)
+
+
+def test_deflated_frames_inflate_back_in_a_client_that_keeps_its_context() -> None:
+    """Each frame is compressed on its own, so one client inflater (RFC 7692 context takeover,
+    as the handshake leaves it) reads any sequence of them, whichever client it is."""
+    inflater = zlib.decompressobj(-15)
+    for payload in (encode({"type": "message", "text": "héllo 👋\nשלום"}), b"x" * 70_000, b"short"):
+        frame = deflated_frame(payload)
+        assert frame[0] == 0xC1  # FIN, RSV1 (compressed), text
+        size, header = frame[1], 2
+        if size == 126:
+            size, header = struct.unpack("!H", frame[2:4])[0], 4
+        elif size == 127:
+            size, header = struct.unpack("!Q", frame[2:10])[0], 10
+        assert len(frame) == header + size
+        assert inflater.decompress(frame[header:] + b"\x00\x00\xff\xff") == payload
