@@ -28,11 +28,13 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# The benchmark sitting behind the README's figures (about 15 minutes; server on CPU 0, load on CPU 1).
+# The benchmark sitting behind the README's figures (about 30 minutes; server on CPU 0, load on CPU 1).
 bench: install
 	$(BIN)/python bench/run.py fanout --n 1000 --servers plain,chat,chat-redis,chat-redis-2w
 	$(BIN)/python bench/run.py fanout --n 100 --servers plain,chat
 	$(BIN)/python bench/run.py latency --n 1000 --rate 20
 	$(BIN)/python bench/run.py storm --n 1000
-	$(BIN)/python bench/run.py idle --n 5000 --room-size 100
+	$(BIN)/python bench/run.py idle --n 5000 --room-size 0
+	$(BIN)/python bench/run.py idle --n 10000 --room-size 0
+	$(BIN)/python bench/run.py fanout --n 1000 --servers plain+deflate,chat+deflate
 	$(BIN)/python bench/history.py

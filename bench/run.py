@@ -11,11 +11,12 @@ the figures in the README come from.
     .venv/bin/python bench/run.py fanout --n 1000 --servers plain+deflate,chat+deflate
 
 Modes. latency: a fixed rate into one room of N. storm: N clients at once (handshakes/s, time
-until all are welcomed). idle: N idle connections (server memory per connection; chat clients
-in rooms of --room-size, since a join to a room of thousands goes to thousands).
-Fan-out ramp: N clients in one room, S of them sending at a total rate that grows by half
-each step; a step passes when >= 99% of deliveries arrive with p99 latency <= 250 ms. The
-figure of a server is its best passing step.
+until all are welcomed). idle: N idle connections (server memory per connection, after
+--settle seconds idle), then one broadcast that must reach them all; one room, or rooms of
+--room-size (chat). A `+deflate` server (plain+deflate, chat+deflate): clients offer
+permessage-deflate, as browsers do. Fan-out ramp: N clients in one room, S of them sending
+at a total rate that grows by half each step; a step passes when >= 99% of deliveries
+arrive with p99 latency <= 250 ms. The figure of a server is its best passing step.
 """
 
 from __future__ import annotations
@@ -364,7 +365,7 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=4.0, help="length of one step")
     parser.add_argument("--rate", type=float, default=20.0, help="latency: messages/s in all")
-    parser.add_argument("--room-size", type=int, default=100, help="idle: clients per room (chat)")
+    parser.add_argument("--room-size", type=int, default=0, help="idle: clients per room (chat; 0: one room)")
     parser.add_argument("--settle", type=float, default=60.0, help="idle: seconds idle before measuring")
     parser.add_argument("--servers", default="plain,chat")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
