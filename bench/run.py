@@ -162,6 +162,7 @@ def step(
         "delivered": delivered,
         "missing": expected - delivered,
         "doubled": sum(c.dups for c in clients),
+        "connections_lost": sum(1 for c in clients if not c.open),
         "deliveries_per_s": delivered / seconds,  # over the send window; late ones fail the p99 rule
         "p50_ms": percentile(latencies, 50) * 1e3,
         "p99_ms": percentile(latencies, 99) * 1e3,
@@ -329,7 +330,7 @@ def idle(kind: str, n: int, room_size: int, settle: float, folder: str, redis_ur
 
 
 HEADER = (
-    f"{'server':<14}{'N':>6}{'msg/s':>9}{'deliv/s':>10}{'deliv%':>8}{'p50ms':>8}{'p99ms':>8}{'maxms':>8}{'dup':>5}"
+    f"{'server':<14}{'N':>6}{'msg/s':>9}{'deliv/s':>10}{'deliv%':>8}{'p50ms':>8}{'p99ms':>8}{'maxms':>8}{'dup':>5}{'lost':>5}"
     f"{'B/dlv':>7}{'srvCPU':>8}{'genCPU':>8}  ok"
 )
 
@@ -338,7 +339,8 @@ def format_row(kind: str, n: int, row: dict) -> str:
     pct = 100 * row["delivered"] / row["expected"] if row["expected"] else 0
     return (
         f"{kind:<14}{n:>6}{row['rate']:>9.0f}{row['deliveries_per_s']:>10.0f}{pct:>8.2f}{row['p50_ms']:>8.1f}"
-        f"{row['p99_ms']:>8.1f}{row['max_ms']:>8.1f}{row['doubled']:>5}{row['bytes_per_delivery']:>7.0f}"
+        f"{row['p99_ms']:>8.1f}{row['max_ms']:>8.1f}{row['doubled']:>5}{row['connections_lost']:>5}"
+        f"{row['bytes_per_delivery']:>7.0f}"
         f"{row['server_cpu_pct']:>7.0f}%"
         f"{row['bench_cpu_pct']:>7.0f}%  {'yes' if row['passed'] else 'NO'}"
     )

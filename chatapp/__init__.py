@@ -55,13 +55,22 @@ def create_app(config: Config | None = None) -> Flask:
     return app
 
 
+REDIS_CONNECTIONS = 50  # per worker; one is the listener's for good
+REDIS_POOL_WAIT = 5.0  # seconds a command may wait for a connection, then Unavailable
+
+
 def _redis_client(config: Config) -> Any:
     import redis
 
     options: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0, "health_check_interval": 10}
     if config.redis_url and config.redis_url.startswith("rediss://") and not config.redis_tls_verify:
         options["ssl_cert_reqs"] = "none"  # REDIS_TLS_VERIFY=0: managed Redis with a self-signed chain
-    return redis.Redis.from_url(config.redis_url, **options)
+    # A pool that makes a greenlet wait for a free connection: redis-py's default pool refuses
+    # the 101st concurrent command (MaxConnectionsError), which a connect burst reaches at once.
+    pool = redis.BlockingConnectionPool.from_url(
+        config.redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT, **options
+    )
+    return redis.Redis(connection_pool=pool)
 
 
 def _configure_logging(level: str) -> None:

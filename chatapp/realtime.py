@@ -244,6 +244,7 @@ class Realtime:
             except ProtocolError as exc:
                 conn.close(CloseCode.POLICY, exc.code, exc.detail)
             except Unavailable as exc:
+                log.warning("%r refused: %s (%r)", conn, exc, exc.__cause__)
                 conn.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.UNAVAILABLE, str(exc))
             finally:
                 conn.start_writer()

@@ -10,8 +10,9 @@ import signal
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-from tests.helpers import Client, Server, free_port, require
+from tests.helpers import Client, RawClient, Server, free_port, require
 
 
 def room() -> str:
@@ -200,3 +201,21 @@ def test_a_stranger_on_the_channel_disturbs_nobody(make_server, redis_server) ->
         assert calm.expect("message")["text"] == "still fine"
         assert [e for e in calm.pending if e["type"] == "error"] == []
     assert "dropped a malformed message" in server.log()
+
+
+def test_a_connect_burst_on_redis_is_welcomed_whole(make_server, redis_server) -> None:
+    """More clients at once than redis-py's default pool has connections (100): they wait
+    for one, none is refused with `unavailable`."""
+    server = make_server({"REDIS_URL": redis_server.url})
+    r = room()
+
+    def first_event(i: int) -> str:
+        raw = RawClient(server, f"/ws?room={r}&name=b{i}")
+        try:
+            return json.loads(raw.read_frame()[1].decode().split("\n")[0])["type"]
+        finally:
+            raw.close()
+
+    with ThreadPoolExecutor(max_workers=200) as pool:
+        firsts = list(pool.map(first_event, range(300), timeout=60))
+    assert firsts.count("welcome") == 300, {kind: firsts.count(kind) for kind in set(firsts)}
