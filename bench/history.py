@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.load import free_port, percentile  # noqa: E402
+from chatapp.store import append  # noqa: E402
 from chatapp.store.sqlite import SQLiteStore  # noqa: E402
 
 
@@ -34,10 +35,10 @@ def store_append(appends: int, folder: str) -> float:
     store = SQLiteStore(os.path.join(folder, "append.sqlite3"), history_limit=1000)
     user = {"id": "c1", "name": "bench"}
     for n in range(2000):  # a room at its limit, so pruning is part of the figure
-        store.append("r", {"ts": time.time(), "user": user, "text": f"warm {n}"})
+        append(store, "r", {"ts": time.time(), "user": user, "text": f"warm {n}"})
     start = time.perf_counter()
     for n in range(appends):
-        store.append("r", {"ts": time.time(), "user": user, "text": f"message {n}", "cid": f"k{n}"})
+        append(store, "r", {"ts": time.time(), "user": user, "text": f"message {n}", "cid": f"k{n}"})
     return (time.perf_counter() - start) / appends
 
 

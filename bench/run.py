@@ -295,7 +295,7 @@ def idle(kind: str, n: int, room_size: int, settle: float, folder: str, redis_ur
     """N idle connections: the server's memory per connection (RSS growth / N), then one
     broadcast that must reach them all."""
     server = ServerProcess(kind, folder, redis_url)
-    room_size = room_size or n
+    room_size = room_size or n + 10  # 0: one room, the 10 warm clients in it too
     try:
         loop = Loop()
         warm = server.connect(loop, lambda i: server.path(i, room_size), 10, 1, at_once=10)

@@ -170,17 +170,14 @@ class Chat:
             stored = self.store.append_many([(post.room, post.fields) for post in batch])
         except Unavailable as exc:
             for post in batch:
-                _fail(post, exc, ErrorCode.UNAVAILABLE, str(exc))
+                _fail(post, Unavailable(str(exc)), ErrorCode.UNAVAILABLE, str(exc))
             return
-        except Exception as exc:
-            if len(batch) > 1:  # one bad message must not fail the others: each alone
-                for post in batch:
-                    self._store([post])
-                return
-            log.exception("storing a message in %r failed", batch[0].room)
-            _fail(batch[0], exc, ErrorCode.INTERNAL, "the message could not be stored")
-            return
-        for post, (message, created) in zip(batch, stored, strict=True):
+        for post, result in zip(batch, stored, strict=True):
+            if isinstance(result, Exception):  # this message alone was refused
+                log.error("storing a message in %r failed: %r", post.room, result)
+                _fail(post, result, ErrorCode.INTERNAL, "the message could not be stored")
+                continue
+            message, created = result
             if created:
                 try:
                     self.rt.emit(post.room, message, seq=int(message["id"]))
@@ -235,9 +232,11 @@ class Chat:
             }
         )
         if big:
-            self._count_in(room)
+            self._big.setdefault(room, -1)  # counted from now on
         else:
             self.rt.emit(room, {"type": "join", "room": room, "user": conn.info, "ts": time.time()})
+        if self._counter is None:  # started in the worker, by its first client
+            self._counter = gevent.spawn(self._count_loop)
 
     def disconnect(self, conn: Connection) -> None:
         self._enqueue(partial(self.expired, conn.data["room"], conn.info))  # after its messages
@@ -247,32 +246,32 @@ class Chat:
         if room not in self._big:  # in a big room, the next count tells
             self.rt.emit(room, {"type": "leave", "room": room, "user": user, "ts": time.time()})
 
-    def _count_in(self, room: str) -> None:
-        """Tell `room`'s clients here its member count from now on (it is big)."""
-        self._big.setdefault(room, -1)
-        if self._counter is None:
-            self._counter = gevent.spawn(self._count_loop)
-
     def _count_loop(self) -> None:
-        """The counter greenlet: a round of counts every PRESENCE_EVERY."""
+        """The counter greenlet: a round of counts every PRESENCE_EVERY, whatever fails."""
         while True:
             gevent.sleep(PRESENCE_EVERY)
-            self.count_big_rooms()
+            try:
+                self.count_big_rooms()
+            except Unavailable:
+                log.warning("no member counts this round: presence is unavailable")
+            except Exception:
+                log.exception("counting members failed")
 
     def count_big_rooms(self) -> None:
-        """Send a `presence` to each big room here whose count changed; a room with no
-        clients here leaves the mode."""
-        for room, told in list(self._big.items()):
-            try:
-                if not self.rt.hub.rooms.get(room):
-                    del self._big[room]
-                    continue
-                count = self.rt.members(room, 0)[1]
-                if count != told:
-                    self._big[room] = count
-                    self.rt.emit_local(room, {"type": "presence", "room": room, "member_count": count})
-            except Unavailable:
-                log.warning("no member count for %r: presence is unavailable", room)
+        """Tell each big room with clients here its member count, when it changed. A room is
+        big once its count on every worker passes WELCOME_MEMBERS (a worker whose clients came
+        while it was small finds out here) and stays big here until it has no clients here."""
+        counts = self.rt.presence.rooms()  # every room with members, on every worker
+        here = self.rt.hub.rooms  # read only: the Hub's
+        for room in [room for room in self._big if not here.get(room)]:
+            del self._big[room]
+        for room in list(here):
+            count, told = counts.get(room, 0), self._big.get(room)
+            if told is None and count <= WELCOME_MEMBERS:
+                continue
+            if count != told:
+                self._big[room] = count
+                self.rt.emit_local(room, {"type": "presence", "room": room, "member_count": count})
 
     def message(self, conn: Connection, event: dict[str, Any]) -> None:
         text, cid = parse_message(event, self.config.max_message_chars)

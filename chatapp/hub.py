@@ -145,7 +145,7 @@ class Hub:
         self.close_all(CloseCode.GOING_AWAY, ErrorCode.SHUTTING_DOWN, "server is restarting", refuse_new=True)
 
     def members(self, room: str, limit: int) -> tuple[list[Member], int]:
-        """Up to `limit` members of `room` (the longest there first), and how many there are."""
+        """Up to `limit` members of `room` (in the order they joined), and how many there are."""
         members = self.rooms.get(room, {})
         return list(islice(members.values(), limit)), len(members)
 

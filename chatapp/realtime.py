@@ -23,7 +23,8 @@ is never started (`_NoThread`), and our reader and writer (client.py) take over 
 and wsproto connection. permessage-deflate is off unless WS_DEFLATE=1: the client's offer is
 removed before the handshake. With it on, simple-websocket accepts the offer (wsproto then
 inflates what the client sends) and our writer sends each room's frame compressed once, on
-its own (protocol.deflated_frame), never once per client. When our handler returns,
+its own (protocol.deflated_frame); only a writer that joins several batches into one frame
+compresses that frame for its client alone. When our handler returns,
 flask-sock ends the request under gunicorn by raising StopIteration, gunicorn's own signal
 to close the connection, which gunicorn 27's async worker catches and logs at debug level.
 Tools that wrap Flask.__call__ (error trackers, APM) still see that exception pass
@@ -213,8 +214,11 @@ class Realtime:
         if origin is not None and not self._origin_allowed(origin):
             log.warning("refused origin %r for host %r", origin, request.host)
             return json_error(403, "bad_origin", f"origin {origin} may not open this socket")
-        if not self.config.ws_deflate:
-            request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)  # no permessage-deflate
+        offer = request.environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS", "")
+        # Off, or a client that asks for a smaller window than the 32 KB our shared frames use
+        # (server_max_window_bits): no permessage-deflate for it.
+        if not self.config.ws_deflate or "server_max_window_bits" in offer:
+            request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
         return None
 
     def _origin_allowed(self, origin: str) -> bool:

@@ -19,7 +19,7 @@
   const seen = new Set();            // message ids shown in this room (a resume shows none twice)
   let lastId = null;                 // newest message id shown, for ?since= on reconnect
   const members = new Map();         // id -> name
-  let unlisted = 0;                   // members of a big room that the welcome only counted
+  let total = null;                   // a big room's member count, as told; null: members.size
   const pending = new Map();         // cid -> message event not yet echoed; resent on every welcome
   const typers = new Map();          // id -> timer clearing "is typing"
 
@@ -87,18 +87,20 @@
       case "welcome": return welcome(event);
       case "message": return addMessage(event);
       case "join":
+        if (total !== null && !members.has(event.user.id)) total += 1;
         members.set(event.user.id, event.user.name);
         renderMembers();
         if (!myIds.has(event.user.id)) addSystem(`${event.user.name} joined`);
         return;
       case "leave":
-        if (!members.delete(event.user.id)) unlisted = Math.max(0, unlisted - 1);
+        members.delete(event.user.id);
+        if (total !== null) total = Math.max(0, total - 1);
         renderMembers();
         clearTyping(event.user.id);
         if (!myIds.has(event.user.id)) addSystem(`${event.user.name} left`);
         return;
       case "presence":  // a big room: a count, not each join and leave
-        unlisted = Math.max(0, event.member_count - members.size);
+        total = event.member_count;
         return renderMembers();
       case "typing": return showTyping(event.user);
       case "error": return failed(event);
@@ -113,7 +115,7 @@
     members.clear();
     for (const m of event.members) members.set(m.id, m.name);
     members.set(me.id, me.name);  // a big room's welcome lists only some: always list oneself
-    unlisted = Math.max(0, (event.member_count ?? members.size) - members.size);
+    total = (event.member_count ?? 0) > members.size ? event.member_count : null;
     renderMembers();
     if (event.truncated && lastId !== null) addSystem("Some messages from while you were away are no longer kept.");
     for (const message of event.history) addMessage(message);
@@ -206,13 +208,15 @@
       if (me && id === me.id) li.className = "me";
       return li;
     }));
-    if (unlisted > 0) {
+    // A big room lists those its welcome named (some may have left since) and counts all.
+    const count = total ?? members.size;
+    if (count > members.size) {
       const more = document.createElement("li");
       more.className = "more";
-      more.textContent = `and ${unlisted.toLocaleString()} more`;
+      more.textContent = `and ${(count - members.size).toLocaleString()} more`;
       membersEl.append(more);
     }
-    $("member-count").textContent = String(members.size + unlisted);
+    $("member-count").textContent = String(count);
   }
 
   function showTyping(user) {
@@ -274,7 +278,7 @@
     lastId = null;
     pending.clear();
     members.clear();
-    unlisted = 0;
+    total = null;
     renderMembers();
     attempt = 0;
     connect();

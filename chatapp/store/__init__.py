@@ -14,16 +14,15 @@ Message = dict[str, Any]
 
 
 class Store(Protocol):
-    def append(self, room: str, message: Message) -> tuple[Message, bool]:
-        """Store `message` ({ts, user: {id, name}, text, cid?}) unless the room already holds
-        its cid. Returns the stored message (with type, id and room) and whether it is new: a
-        resend gets the message stored the first time."""
-        ...
+    def append_many(self, items: list[tuple[str, Message]]) -> list[tuple[Message, bool] | Exception]:
+        """Store each (room, message) in order, at the cost of about one: one transaction
+        (SQLite), one round trip (Redis). A message is stored unless its room already holds
+        its cid ({ts, user: {id, name}, text, cid?}).
 
-    def append_many(self, items: list[tuple[str, Message]]) -> list[tuple[Message, bool]]:
-        """`append` for each (room, message), in order, at the cost of about one: one
-        transaction (SQLite), one round trip (Redis). An error fails the whole call; SQLite
-        then stored none of them, Redis maybe some (a resend with the same cid finds those)."""
+        One result per item: the stored message (with type, id and room) and whether it is
+        new (a resend gets the message stored the first time), or the exception that refused
+        that item alone. Raises Unavailable when the store cannot be reached: then SQLite
+        stored none of them, Redis maybe some (a resend with the same cid finds those)."""
         ...
 
     def recent(self, room: str, limit: int) -> list[Message]:
@@ -38,3 +37,11 @@ class Store(Protocol):
     def counts(self, rooms: list[str]) -> dict[str, int]:
         """Messages kept per room, for the given rooms."""
         ...
+
+
+def append(store: Store, room: str, message: Message) -> tuple[Message, bool]:
+    """One message through `append_many`; an error refusing it is raised."""
+    result = store.append_many([(room, message)])[0]
+    if isinstance(result, Exception):
+        raise result
+    return result

@@ -57,11 +57,8 @@ class RedisStore:
         self.history_limit = history_limit
         self._append = client.register_script(_APPEND)
 
-    def append(self, room: str, message: Message) -> tuple[Message, bool]:
-        return self.append_many([(room, message)])[0]
-
     @_unavailable
-    def append_many(self, items: list[tuple[str, Message]]) -> list[tuple[Message, bool]]:
+    def append_many(self, items: list[tuple[str, Message]]) -> list[tuple[Message, bool] | Exception]:
         with self._redis.pipeline(transaction=False) as pipe:  # one round trip; each script is atomic
             for room, message in items:
                 fields: dict[str, Any] = {"room": room, **message}
@@ -69,7 +66,9 @@ class RedisStore:
                 suffix = '",' + encode(fields).decode()[1:]
                 args = (message.get("cid") or "", _ID_PREFIX, suffix, self.history_limit)
                 self._append(keys=_keys(room), args=args, client=pipe)
-            return [(json.loads(body), bool(created)) for created, body in pipe.execute()]
+            # A script that fails fails alone; the others are stored (not a transaction).
+            results = pipe.execute(raise_on_error=False)
+        return [r if isinstance(r, Exception) else (json.loads(r[1]), bool(r[0])) for r in results]
 
     @_unavailable
     def recent(self, room: str, limit: int) -> list[Message]:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..errors import unavailable_on
+from ..errors import Unavailable, unavailable_on
 from . import Message
 
 # A locked file past busy_timeout, a full disk: the same call may work later.
@@ -57,11 +57,18 @@ class SQLiteStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
 
-    def append(self, room: str, message: Message) -> tuple[Message, bool]:
-        return self.append_many([(room, message)])[0]
+    def append_many(self, items: list[tuple[str, Message]]) -> list[tuple[Message, bool] | Exception]:
+        try:
+            return list(self._insert_all(items))
+        except Unavailable:
+            raise
+        except Exception as exc:  # rolled back; one bad message must not fail the others
+            if len(items) == 1:
+                return [exc]
+            return [self.append_many([item])[0] for item in items]
 
     @_unavailable
-    def append_many(self, items: list[tuple[str, Message]]) -> list[tuple[Message, bool]]:
+    def _insert_all(self, items: list[tuple[str, Message]]) -> list[tuple[Message, bool]]:
         with self._transaction("BEGIN IMMEDIATE"):  # inserts and prunes, or none
             return [self._insert(room, message) for room, message in items]
 

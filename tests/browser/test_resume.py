@@ -8,6 +8,7 @@ import time
 import pytest
 from playwright.sync_api import expect
 
+from chatapp.store import append
 from chatapp.store.sqlite import SQLiteStore
 from tests.helpers import Client
 
@@ -30,8 +31,9 @@ def test_missed_messages_show_once_and_offline_messages_send_once(new_page, make
     expect(page.locator("#status")).to_have_attribute("data-state", "closed")
     # While the server is down, another process on the same file stores three messages...
     other = SQLiteStore(str(tmp_path / "chat.sqlite3"), 1000)
+    bot = {"id": "bot:other", "name": "other"}
     for n in (1, 2, 3):
-        other.append("resume", {"ts": time.time(), "user": {"id": "bot:other", "name": "other"}, "text": f"missed {n}"})
+        append(other, "resume", {"ts": time.time(), "user": bot, "text": f"missed {n}"})
     other.close()
     # ...and the viewer types one.
     page.fill("#text", "typed offline")

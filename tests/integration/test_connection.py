@@ -145,3 +145,12 @@ def test_with_ws_deflate_room_frames_go_out_compressed_and_read_back(make_server
         assert events[3]["text"] == text.strip()
     finally:
         raw.close()
+    small = RawClient(
+        server,
+        f"/ws?room={r}&name=s",
+        headers={"Sec-WebSocket-Extensions": "permessage-deflate; server_max_window_bits=10"},
+    )
+    try:  # it asks for a smaller window than our shared frames use: no deflate for it
+        assert small.status == 101 and "permessage-deflate" not in small.head.lower()
+    finally:
+        small.close()

@@ -78,14 +78,22 @@ def chat(tmp_path):
     store = SQLiteStore(str(tmp_path / "chat.sqlite3"), 100)
     rt = Realtime(Config())
     rt.start()
-    yield Chat(rt, store)
+    chat = Chat(rt, store)
+    yield chat
+    gevent.killall([g for g in (chat._poster, chat._counter) if g is not None], timeout=5)
     store.close()
 
 
-def member(chat: Chat, room: str) -> Connection:
-    """A socketless member of `room`: what the Hub offers it waits in its greeting."""
-    conn = Connection(None, None, chat.config, {}, "test")  # type: ignore[arg-type]
+def socketless(chat: Chat, room: str, name: str = "x") -> Connection:
+    """A registered connection without a socket: what the Hub offers it waits in its greeting."""
+    conn = Connection(None, None, chat.config, {"room": room, "name": name}, "test")  # type: ignore[arg-type]
     chat.rt.hub.register(conn)
+    return conn
+
+
+def member(chat: Chat, room: str) -> Connection:
+    """A member of `room` put there by the realtime layer alone (no chat join)."""
+    conn = socketless(chat, room)
     chat.rt.join(conn, room)
     return conn
 
@@ -115,9 +123,7 @@ def test_a_post_the_store_refuses_fails_alone(chat: Chat) -> None:
 
 def test_a_leave_comes_after_the_leavers_last_messages(chat: Chat) -> None:
     watcher = member(chat, "r")
-    ann = Connection(None, None, chat.config, {"room": "r", "name": "ann"}, "test")  # type: ignore[arg-type]
-    chat.rt.hub.register(ann)
-    chat.connect(ann)
+    ann = joiner(chat, "r", "ann")
     for i in range(3):
         chat.message(ann, {"type": "message", "text": f"m{i}"})
     chat.disconnect(ann)
@@ -136,17 +142,15 @@ def test_a_leave_comes_after_the_leavers_last_messages(chat: Chat) -> None:
 
 def test_a_welcome_lists_some_members_of_a_big_room_and_counts_them_all(chat: Chat) -> None:
     joined = [member(chat, "big") for _ in range(WELCOME_MEMBERS + 2)]
-    late = Connection(None, None, chat.config, {"room": "big", "name": "late"}, "test")  # type: ignore[arg-type]
-    chat.rt.hub.register(late)
-    chat.connect(late)
+    late = joiner(chat, "big", "late")
     welcome = json.loads(late._first[0].events[0])
     assert welcome["member_count"] == len(joined) + 1
     assert [m["id"] for m in welcome["members"]] == [conn.id for conn in joined[:WELCOME_MEMBERS]]
 
 
 def joiner(chat: Chat, room: str, name: str) -> Connection:
-    conn = Connection(None, None, chat.config, {"room": room, "name": name}, "test")  # type: ignore[arg-type]
-    chat.rt.hub.register(conn)
+    """A client that came in through the chat's connect handler."""
+    conn = socketless(chat, room, name)
     chat.connect(conn)
     return conn
 
@@ -166,3 +170,18 @@ def test_a_big_room_gets_member_counts_instead_of_each_join_and_leave(chat: Chat
     assert joins == ["watcher", *(f"m{i}" for i in range(WELCOME_MEMBERS - 1))]  # the last one made it big
     assert not [e for e in events if e["type"] == "leave"]
     assert [e["member_count"] for e in events if e["type"] == "presence"] == [WELCOME_MEMBERS - 2]
+
+
+def test_a_room_that_grew_big_elsewhere_is_counted_here_too(chat: Chat) -> None:
+    """Members that came in while the room was small (or through another worker) get the
+    counts once the room, counted everywhere, passes the welcome's list."""
+    watcher = member(chat, "grew")
+    for _ in range(WELCOME_MEMBERS):
+        member(chat, "grew")
+    chat.count_big_rooms()
+    member(chat, "sync")
+    events = [json.loads(e) for batch in watcher._greeting for e in batch.events]
+    assert events == [{"type": "presence", "room": "grew", "member_count": WELCOME_MEMBERS + 1}]
+    chat.count_big_rooms()  # unchanged: nothing more
+    member(chat, "sync")
+    assert len([e for batch in watcher._greeting for e in batch.events]) == 1

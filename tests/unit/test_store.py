@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from chatapp.store import Store
+from chatapp.store import Store, append
 from chatapp.store.sqlite import PRUNE_EVERY, SQLiteStore
 
 
@@ -53,7 +53,7 @@ def post(store: Store, room: str, text: str, cid: str | None = None):
     fields = {"ts": time.time(), "user": {"id": "c1", "name": "ann"}, "text": text}
     if cid is not None:
         fields["cid"] = cid
-    return store.append(room, fields)
+    return append(store, room, fields)
 
 
 def test_ids_are_strings_increasing_within_a_room(store: Store, r: str) -> None:
@@ -142,4 +142,16 @@ def test_sqlite_append_many_is_one_transaction(tmp_path) -> None:
     fields = {"ts": time.time(), "user": {"id": "c1", "name": "ann"}}
     store.append_many([("r", {**fields, "text": f"m{i}"}) for i in range(10)])
     assert len(commits) == 1
+    store.close()
+
+
+def test_sqlite_a_message_it_refuses_fails_alone_in_a_batch(tmp_path) -> None:
+    store = SQLiteStore(str(tmp_path / "chat.sqlite3"), 100)
+    fields = {"ts": time.time(), "user": {"id": "c1", "name": "ann"}}
+    results = store.append_many(
+        [("r", {**fields, "text": "one"}), ("r", {**fields, "text": None}), ("r", {**fields, "text": "three"})]
+    )
+    assert isinstance(results[1], Exception)
+    assert [m["text"] for m, _ in (results[0], results[2])] == ["one", "three"]
+    assert [m["text"] for m in store.recent("r", 10)] == ["one", "three"]
     store.close()
