@@ -99,12 +99,24 @@ def parse_message(event: dict[str, Any], max_chars: int) -> tuple[str, str | Non
     text = text.strip()
     if not text:
         raise ProtocolError(ErrorCode.EMPTY, "a message needs some text")
+    _check_unicode(text, "text")
     if len(text) > max_chars:
         raise ProtocolError(ErrorCode.TOO_LONG, f"a message may hold at most {max_chars} characters")
     cid = event.get("cid")
     if cid is not None and not (isinstance(cid, str) and 0 < len(cid) <= MAX_CID):
         raise ProtocolError(ErrorCode.BAD_FIELD, f"cid must be a string of 1 to {MAX_CID} characters")
+    if cid is not None:
+        _check_unicode(cid, "cid")
     return text, cid
+
+
+def _check_unicode(value: str, field: str) -> None:
+    """JSON may carry a lone surrogate (an escape like \\ud800), which no UTF-8 can hold: refuse
+    it here, before it fails the store or the encoder."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{field} must be valid Unicode (no lone surrogates)") from None
 
 
 @dataclass(slots=True)
@@ -171,6 +183,11 @@ class Chat:
         except Unavailable as exc:
             for post in batch:
                 _fail(post, Unavailable(str(exc)), ErrorCode.UNAVAILABLE, str(exc))
+            return
+        except Exception:  # a bug: fail the batch, every sender told, rather than leave them waiting
+            log.exception("storing a batch of %d messages failed", len(batch))
+            for post in batch:
+                _fail(post, RuntimeError("the message could not be stored"), ErrorCode.INTERNAL, "not stored")
             return
         for post, result in zip(batch, stored, strict=True):
             if isinstance(result, Exception):  # this message alone was refused

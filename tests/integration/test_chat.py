@@ -94,6 +94,7 @@ def test_join_and_leave_are_announced(server: Server) -> None:
         (json.dumps({"type": "message", "text": "  "}), "empty"),
         (json.dumps({"type": "message", "text": "x" * 2001}), "too_long"),
         (json.dumps({"type": "message", "text": "ok", "cid": 7}), "bad_field"),
+        ('{"type": "message", "text": "half \\ud800 a pair"}', "bad_field"),  # a lone surrogate
         (b"\x00\x01binary", "bad_type"),
     ],
 )

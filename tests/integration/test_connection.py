@@ -154,3 +154,58 @@ def test_with_ws_deflate_room_frames_go_out_compressed_and_read_back(make_server
         assert small.status == 101 and "permessage-deflate" not in small.head.lower()
     finally:
         small.close()
+
+
+def violation(server, frame: bytes) -> tuple[int, RawClient]:
+    """Send `frame` as is from a fresh client in room `viol`; the close code it gets."""
+    raw = RawClient(server, "/ws?room=viol&name=bad")
+    raw.read_frame()  # welcome
+    raw.sock.sendall(frame)
+    code, _events = raw.read_until_close()
+    return code, raw
+
+
+def masked_frame(first: int, payload: bytes, length: int | None = None) -> bytes:
+    """A client frame with `first` as its first byte (FIN, RSV, opcode), masked with zeros."""
+    size = len(payload) if length is None else length
+    header = bytes((first, 0x80 | size)) if size < 126 else bytes((first, 0x80 | 126)) + struct.pack("!H", size)
+    return header + b"\0\0\0\0" + payload
+
+
+def test_socket_level_violations_get_1002_and_disturb_nobody(server) -> None:
+    cases = {
+        "unmasked": bytes((0x81, 2)) + b"{}",
+        "reserved opcode 0x3": masked_frame(0x83, b"x"),
+        "reserved opcode 0xB": masked_frame(0x8B, b"x"),
+        "RSV1 without deflate": masked_frame(0xC1, b"{}"),
+        "RSV2": masked_frame(0xA1, b"{}"),
+        "ping over 125 bytes": masked_frame(0x89, b"p" * 126),
+        "fragmented ping": masked_frame(0x09, b"p"),
+        "continuation with nothing to continue": masked_frame(0x80, b"x"),
+    }
+    with Client(server, "viol", "observer") as observer:
+        observer.expect("welcome")
+        for what, frame in cases.items():
+            code, raw = violation(server, frame)
+            raw.close()
+            assert code == 1002, f"{what}: closed with {code}"
+        observer.say("still here")
+        assert observer.expect("message")["text"] == "still here"
+        assert not [e for e in observer.pending if e["type"] not in ("join", "leave")]
+
+
+def test_half_a_frame_then_silence_is_dropped_after_the_pong_timeout(make_server) -> None:
+    server = make_server({"PING_INTERVAL": "1", "PONG_TIMEOUT": "1"})
+    raw = RawClient(server, "/ws?room=half&name=staller")
+    try:
+        raw.read_frame()  # welcome
+        raw.sock.sendall(masked_frame(0x81, b'{"type":"mess', length=40))  # 13 of 40 bytes
+        # the server pings (it cannot answer: its frame is half read); no pong comes
+        deadline = 10.0
+        opcode = None
+        while opcode != CLOSE:
+            opcode, _ = raw.read_frame(timeout=deadline)
+    except EOFError:
+        pass  # dropped without a close frame: as good
+    finally:
+        raw.close()

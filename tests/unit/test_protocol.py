@@ -5,7 +5,10 @@ import struct
 import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from chatapp.chat import parse_message
 from chatapp.protocol import ErrorCode, ProtocolError, decode, deflated_frame, encode, split_frame, text_frame
 
 
@@ -74,3 +77,72 @@ def test_deflated_frames_inflate_back_in_a_client_that_keeps_its_context() -> No
             size, header = struct.unpack("!Q", frame[2:10])[0], 10
         assert len(frame) == header + size
         assert inflater.decompress(frame[header:] + b"\x00\x00\xff\xff") == payload
+
+
+# -- properties (hypothesis) ---------------------------------------------------------------------
+# JSON values as a client could send them (a JSON string may hold a lone surrogate, as an
+# escape), and text without lone surrogates (what UTF-8 holds).
+SURROGATES = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, exclude_categories=())
+ANY_TEXT = st.lists(st.characters() | SURROGATES, max_size=20).map("".join)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | ANY_TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+UNICODE = st.text(alphabet=st.characters(exclude_categories=("Cs",)))
+PROPERTY = settings(deadline=None, max_examples=300)
+
+
+def frames_of(data: bytes) -> list[tuple[int, bytes]]:
+    """Split server frames back: (first byte, payload) each (server frames are unmasked)."""
+    frames, pos = [], 0
+    while pos < len(data):
+        size, header = data[pos + 1], 2
+        if size == 126:
+            size, header = struct.unpack("!H", data[pos + 2 : pos + 4])[0], 4
+        elif size == 127:
+            size, header = struct.unpack("!Q", data[pos + 2 : pos + 10])[0], 10
+        frames.append((data[pos], data[pos + header : pos + header + size]))
+        pos += header + size
+    return frames
+
+
+@PROPERTY
+@given(st.one_of(st.text(), JSON.map(json.dumps), st.builds(lambda v: json.dumps({"type": v}), JSON)))
+def test_any_frame_text_decodes_to_an_event_or_a_protocol_error(text: str) -> None:
+    try:
+        event = decode(text)
+    except ProtocolError as exc:
+        assert exc.code in (ErrorCode.BAD_JSON, ErrorCode.BAD_TYPE)
+    else:
+        assert isinstance(event, dict) and isinstance(event["type"], str) and event["type"]
+
+
+@PROPERTY
+@given(st.fixed_dictionaries({"type": st.just("message")}, optional={"text": ANY_TEXT | JSON, "cid": ANY_TEXT | JSON}))
+def test_any_message_event_gives_storable_text_or_a_protocol_error(event: dict) -> None:
+    try:
+        text, cid = parse_message(event, 2000)
+    except ProtocolError:
+        return
+    assert 0 < len(text) <= 2000 and text == text.strip()
+    encode({"text": text, "cid": cid})  # storable and sendable: valid Unicode
+
+
+def test_a_lone_surrogate_is_refused_not_stored() -> None:
+    event = decode('{"type": "message", "text": "bad \\ud800 half"}')  # valid JSON, not valid Unicode
+    with pytest.raises(ProtocolError) as info:
+        parse_message(event, 2000)
+    assert info.value.code == ErrorCode.BAD_FIELD
+
+
+@PROPERTY
+@given(st.lists(st.dictionaries(st.text(max_size=8), UNICODE | st.integers(), max_size=4), min_size=1, max_size=5))
+def test_encoded_events_in_one_frame_split_back_exactly(events: list[dict]) -> None:
+    events = [{"type": "x", **event} for event in events]
+    payload = b"\n".join(encode(event) for event in events)
+    assert split_frame(payload.decode()) == events
+    ((first, body),) = frames_of(text_frame(payload))
+    assert (first, body) == (0x81, payload)
+    ((first, body),) = frames_of(deflated_frame(payload))
+    assert first == 0xC1 and zlib.decompressobj(-15).decompress(body + b"\x00\x00\xff\xff") == payload
