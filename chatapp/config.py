@@ -37,6 +37,9 @@ class Config:
     pong_timeout: float = 20.0
     write_timeout: float = 10.0
     rate_limit: int = 20  # chat messages per 10 s per connection
+    # Open WebSockets per client address on one worker (0: no cap); past it, HTTP 429 before
+    # the upgrade. An office or a mobile carrier can put many people behind one address.
+    max_connections_per_ip: int = 100
     chat_api_token: str | None = None
     secret_key: str | None = None
     log_level: str = "INFO"
@@ -72,6 +75,7 @@ class Config:
             ("history_on_join", 0),
             ("send_queue_size", 1),
             ("rate_limit", 1),
+            ("max_connections_per_ip", 0),
         ):
             if getattr(self, name) < low:
                 raise ConfigError(f"{name.upper()} must be at least {low}")
@@ -145,6 +149,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "pong_timeout": _seconds,
     "write_timeout": _seconds,
     "rate_limit": _integer,
+    "max_connections_per_ip": _integer,
     "chat_api_token": _text,
     "secret_key": _text,
     "log_level": str.upper,

@@ -41,7 +41,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import gevent
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from flask_sock import Sock
 
 from .backplane import Backplane, MemoryBackplane
@@ -99,6 +99,7 @@ class Realtime:
         self._disconnect: ConnectHandler | None = None
         self._expired: ExpiredHandler | None = None
         self._hub_greenlet: gevent.Greenlet | None = None
+        self._per_ip: dict[str, int] = {}  # open WebSockets per client address, this worker
 
     # -- the app's API ----------------------------------------------------------------------
     def on(self, event_type: str) -> Callable[[Handler], Handler]:
@@ -191,6 +192,7 @@ class Realtime:
         app.extensions["realtime"] = self
         app.config["SOCK_SERVER_OPTIONS"] = {"thread_class": _NoThread}
         app.before_request(self._check_handshake)
+        app.teardown_request(self._release_ip)
         Sock(app).route(path)(self._serve)
 
     def _check_handshake(self) -> Response | None:
@@ -214,12 +216,27 @@ class Realtime:
         if origin is not None and not self._origin_allowed(origin):
             log.warning("refused origin %r for host %r", origin, request.host)
             return json_error(403, "bad_origin", f"origin {origin} may not open this socket")
+        address, cap = request.remote_addr or "", self.config.max_connections_per_ip
+        if cap and self._per_ip.get(address, 0) >= cap:
+            response = json_error(429, "too_many_connections", f"at most {cap} connections from one address")
+            response.headers["Retry-After"] = "10"
+            return response
+        self._per_ip[address] = self._per_ip.get(address, 0) + 1  # until this request ends
+        g.realtime_address = address
         offer = request.environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS", "")
         # Off, or a client that asks for a smaller window than the 32 KB our shared frames use
         # (server_max_window_bits): no permessage-deflate for it.
         if not self.config.ws_deflate or "server_max_window_bits" in offer:
             request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
         return None
+
+    def _release_ip(self, _exc: BaseException | None) -> None:
+        """End of a request: a WebSocket counted against its address no longer is."""
+        address = g.pop("realtime_address", None)
+        if address is not None:
+            left = self._per_ip.pop(address) - 1
+            if left:
+                self._per_ip[address] = left
 
     def _origin_allowed(self, origin: str) -> bool:
         origin = origin.lower().rstrip("/")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+import time
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -223,3 +224,30 @@ def test_the_page_and_health(server: Server) -> None:
     assert server.get("/", method="POST")[0] == 405
     status, _, body = server.get("/healthz")
     assert status == 200 and json.loads(body)["status"] == "ok"
+
+
+def test_connections_from_one_address_are_capped_with_429(make_server) -> None:
+    server = make_server({"MAX_CONNECTIONS_PER_IP": "3"})
+    held = [RawClient(server, f"/ws?room=cap&name=c{i}") for i in range(3)]
+    try:
+        assert [c.status for c in held] == [101, 101, 101]
+        refused = RawClient(server, "/ws?room=cap&name=extra")
+        refused.sock.settimeout(TIMEOUT)
+        body = refused.buffer or refused.sock.recv(4096)
+        refused.close()
+        assert refused.status == 429 and json.loads(body)["error"] == "too_many_connections"
+        assert "retry-after: 10" in refused.head.lower()
+        held.pop().close()
+        # Once the server has seen that close, the address may connect again (no event says
+        # when, from outside: try until it works, within a bound).
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            again = RawClient(server, "/ws?room=cap&name=again")
+            held.append(again)
+            if again.status == 101:
+                break
+            assert time.monotonic() < deadline, "the address stayed capped after a close"
+            time.sleep(0.05)
+    finally:
+        for client in held:
+            client.close()

@@ -206,7 +206,7 @@ def test_a_stranger_on_the_channel_disturbs_nobody(make_server, redis_server) ->
 def test_a_connect_burst_on_redis_is_welcomed_whole(make_server, redis_server) -> None:
     """More clients at once than redis-py's default pool has connections (100): they wait
     for one, none is refused with `unavailable`."""
-    server = make_server({"REDIS_URL": redis_server.url})
+    server = make_server({"REDIS_URL": redis_server.url, "MAX_CONNECTIONS_PER_IP": "0"})
     r = room()
 
     def first_event(i: int) -> str:
