@@ -40,6 +40,7 @@ class Config:
     # Open WebSockets per client address on one worker (0: no cap); past it, HTTP 429 before
     # the upgrade. An office or a mobile carrier can put many people behind one address.
     max_connections_per_ip: int = 100
+    max_rooms: int = 10000  # rooms with clients on one worker (0: no cap); a new one past it is refused
     chat_api_token: str | None = None
     secret_key: str | None = None
     log_level: str = "INFO"
@@ -76,6 +77,7 @@ class Config:
             ("send_queue_size", 1),
             ("rate_limit", 1),
             ("max_connections_per_ip", 0),
+            ("max_rooms", 0),
         ):
             if getattr(self, name) < low:
                 raise ConfigError(f"{name.upper()} must be at least {low}")
@@ -150,6 +152,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "write_timeout": _seconds,
     "rate_limit": _integer,
     "max_connections_per_ip": _integer,
+    "max_rooms": _integer,
     "chat_api_token": _text,
     "secret_key": _text,
     "log_level": str.upper,

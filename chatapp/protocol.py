@@ -43,6 +43,7 @@ class ErrorCode(StrEnum):
     TOO_SLOW = "too_slow"
     TOO_BIG = "too_big"
     FLOOD = "flood"
+    TOO_MANY_ROOMS = "too_many_rooms"  # the worker's MAX_ROOMS is reached: a new room cannot open
     SHUTTING_DOWN = "shutting_down"
     UNAVAILABLE = "unavailable"  # the store or backplane cannot be reached: try again
     DEGRADED = "degraded"  # events may not reach every worker until the backplane is back

@@ -144,6 +144,9 @@ class Realtime:
     def join(self, conn: Connection, room: str) -> None:
         """Put `conn` in `room`; every event emitted after this returns reaches it, and it is
         among the room's members (shown as `conn.info`) on every worker."""
+        cap = self.config.max_rooms
+        if cap and room not in self.hub.rooms and len(self.hub.rooms) >= cap:
+            raise ProtocolError(ErrorCode.TOO_MANY_ROOMS, f"this server has {cap} rooms open; join one of them")
         self.hub.join(conn, room)
         self.presence.add(room, conn.id, conn.info)
 

@@ -251,3 +251,20 @@ def test_connections_from_one_address_are_capped_with_429(make_server) -> None:
     finally:
         for client in held:
             client.close()
+
+
+def test_a_new_room_past_the_cap_is_refused_and_the_open_ones_still_work(make_server) -> None:
+    server = make_server({"MAX_ROOMS": "2"})
+    with Client(server, "one", "a") as a, Client(server, "two", "b") as b:
+        a.expect("welcome")
+        b.expect("welcome")
+        third = RawClient(server, "/ws?room=three&name=c")
+        try:
+            code, events = third.read_until_close()
+        finally:
+            third.close()
+        assert code == 1008 and [e["code"] for e in events if e["type"] == "error"] == ["too_many_rooms"]
+        with Client(server, "one", "d") as d:  # an open room takes more people
+            d.expect("welcome")
+            d.say("in")
+            assert a.expect("message")["text"] == "in"
