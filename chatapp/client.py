@@ -43,7 +43,7 @@ from wsproto.extensions import PerMessageDeflate
 
 from .config import Config
 from .hub import PING, Batch
-from .protocol import CloseCode, ErrorCode, deflated_frame, encode, error_event, text_frame
+from .protocol import CloseCode, ErrorCode, binary_frame, deflated_frame, encode, error_event, text_frame
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,15 @@ class _Pong:
 
     def __init__(self, payload: bytes) -> None:
         self.payload = payload
+
+
+class _Echo:
+    """A whole frame written as it is, never joined with others (the echo route's)."""
+
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: bytes) -> None:
+        self.frame = frame
 
 
 class WriteTimeout(Exception):
@@ -167,6 +176,11 @@ class Connection:
             self.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.TOO_SLOW, "you read too slowly")
             return False
         return True
+
+    def echo(self, message: str | bytes) -> None:
+        """Send `message` back as it came: a text or a binary frame of its own (the echo route,
+        for conformance suites: the same queue and writer as chat events)."""
+        self.offer(_Echo(text_frame(message.encode()) if isinstance(message, str) else binary_frame(message)))
 
     def send(self, event: dict[str, Any]) -> None:
         """Send one event to this client only. Sent from the connect handler, it goes out
@@ -307,6 +321,8 @@ class Connection:
         for item in items:
             if type(item) is _Pong and self._ws.state is ConnectionState.OPEN:
                 data += self._ws.send(Pong(item.payload))
+            elif type(item) is _Echo:
+                data += item.frame
         return data
 
     def _above_floor(self, batches: list[Batch]) -> list[Batch]:

@@ -40,6 +40,7 @@ class Config:
     # Open WebSockets per client address on one worker (0: no cap); past it, HTTP 429 before
     # the upgrade. An office or a mobile carrier can put many people behind one address.
     max_connections_per_ip: int = 100
+    chat_echo_route: bool = False  # 1: /ws/echo echoes every message (for conformance suites)
     max_rooms: int = 10000  # rooms with clients on one worker (0: no cap); a new one past it is refused
     chat_api_token: str | None = None
     secret_key: str | None = None
@@ -153,6 +154,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "rate_limit": _integer,
     "max_connections_per_ip": _integer,
     "max_rooms": _integer,
+    "chat_echo_route": _flag,
     "chat_api_token": _text,
     "secret_key": _text,
     "log_level": str.upper,

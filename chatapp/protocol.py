@@ -100,6 +100,11 @@ def text_frame(payload: bytes) -> bytes:
     return _frame(0x81, payload)
 
 
+def binary_frame(payload: bytes) -> bytes:
+    """A whole, unmasked, final binary frame (only the echo route sends them)."""
+    return _frame(0x82, payload)
+
+
 def deflated_frame(payload: bytes) -> bytes:
     """`text_frame`, compressed (permessage-deflate, RFC 7692: RSV1 set). Compressed on its
     own, with no reference to earlier messages, which a server may always do: the same bytes

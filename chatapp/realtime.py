@@ -37,6 +37,7 @@ import base64
 import binascii
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -62,6 +63,7 @@ ExpiredHandler = Callable[[str, Info], None]
 # A client that earns more than STRIKES error events in STRIKE_WINDOW seconds is closed (1008).
 STRIKES = 10
 STRIKE_WINDOW = 10.0
+ECHO_MAX_BYTES = 16 * 1024 * 1024  # the echo route's message limit (Autobahn's section 9 sends 16 MB)
 
 
 class _NoThread:
@@ -196,11 +198,14 @@ class Realtime:
         app.config["SOCK_SERVER_OPTIONS"] = {"thread_class": _NoThread}
         app.before_request(self._check_handshake)
         app.teardown_request(self._release_ip)
-        Sock(app).route(path)(self._serve)
+        sock = Sock(app)
+        sock.route(path)(self._serve)
+        if self.config.chat_echo_route:
+            sock.route(path + "/echo")(self._serve_echo)
 
     def _check_handshake(self) -> Response | None:
         """Refuse a bad handshake with an HTTP error before anything is upgraded."""
-        if request.path != self.path:
+        if request.path != self.path and not (self.config.chat_echo_route and request.path == self.path + "/echo"):
             return None
         headers = request.headers
         if headers.get("Upgrade", "").lower() != "websocket":
@@ -227,9 +232,11 @@ class Realtime:
         self._per_ip[address] = self._per_ip.get(address, 0) + 1  # until this request ends
         g.realtime_address = address
         offer = request.environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS", "")
-        # Off, or a client that asks for a smaller window than the 32 KB our shared frames use
-        # (server_max_window_bits): no permessage-deflate for it.
-        if not self.config.ws_deflate or "server_max_window_bits" in offer:
+        # Off, or a chat client that asks for a smaller window than the 32 KB our shared frames
+        # use (server_max_window_bits): no permessage-deflate for it. The echo route sends its
+        # frames uncompressed, so any window suits it.
+        small_window = "server_max_window_bits" in offer and request.path == self.path
+        if not self.config.ws_deflate or small_window:
             request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
         return None
 
@@ -252,11 +259,7 @@ class Realtime:
     def _serve(self, ws: Any) -> None:
         """flask-sock's handler: `ws` is simple-websocket's Server, after the handshake."""
         self.start()
-        # The frame-level wsproto connection, without the HTTP handshake state around it, which
-        # would stay alive as long as the request (`ws` is held by flask-sock's frame).
-        frames, ws.ws = ws.ws.connection, None
-        conn = Connection(ws.sock, frames, self.config, request.args.to_dict(), request.remote_addr or "")
-        ws.connected = False  # flask-sock's close() after we return must not write: ours did
+        conn = _take_over(ws, self.config, request.args.to_dict())
         strikes = RateLimiter(STRIKES, STRIKE_WINDOW)
         self.hub.register(conn)
         connected = False
@@ -292,6 +295,16 @@ class Realtime:
             code, reason = conn.close_reason or (None, "")
             log.info("close %s code=%s reason=%r", conn.id, code, reason)
 
+    def _serve_echo(self, ws: Any) -> None:
+        """/ws/echo (CHAT_ECHO_ROUTE=1): every message back as it came, through the same
+        reader, queue and writer as chat clients; messages up to ECHO_MAX_BYTES."""
+        conn = _take_over(ws, replace(self.config, max_frame_bytes=ECHO_MAX_BYTES), {})
+        try:
+            conn.start_writer()
+            conn.read_pump(lambda conn, message: conn.echo(message))
+        finally:
+            conn.end()
+
     def _dispatch(self, conn: Connection, message: str | bytes, strikes: RateLimiter) -> None:
         """Hand one client frame to its handler. An error goes to this client only, with the
         event's `cid` when it had one, so the client knows which of its events failed."""
@@ -311,3 +324,12 @@ class Realtime:
             conn.send(exc.event(cid))
             if not strikes.allow():
                 conn.close(CloseCode.POLICY, ErrorCode.FLOOD, "too many bad or rejected frames")
+
+
+def _take_over(ws: Any, config: Config, args: dict[str, str]) -> Connection:
+    """Our Connection on simple-websocket's socket, after its handshake: the frame-level wsproto
+    connection, without the HTTP handshake state around it, which would stay alive as long as
+    the request (`ws` is held by flask-sock's frame)."""
+    frames, ws.ws = ws.ws.connection, None
+    ws.connected = False  # flask-sock's close() after we return must not write: ours did
+    return Connection(ws.sock, frames, config, args, request.remote_addr or "")
