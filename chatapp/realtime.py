@@ -298,11 +298,14 @@ class Realtime:
     def _serve_echo(self, ws: Any) -> None:
         """/ws/echo (CHAT_ECHO_ROUTE=1): every message back as it came, through the same
         reader, queue and writer as chat clients; messages up to ECHO_MAX_BYTES."""
+        self.start()
         conn = _take_over(ws, replace(self.config, max_frame_bytes=ECHO_MAX_BYTES), {})
+        self.hub.register(conn)  # in no room, but pinged and closed at shutdown like the others
         try:
             conn.start_writer()
             conn.read_pump(lambda conn, message: conn.echo(message))
         finally:
+            self.hub.unregister(conn)
             conn.end()
 
     def _dispatch(self, conn: Connection, message: str | bytes, strikes: RateLimiter) -> None:
