@@ -278,11 +278,11 @@ class Chat:
         """Tell each big room with clients here its member count, when it changed. A room is
         big once its count on every worker passes WELCOME_MEMBERS (a worker whose clients came
         while it was small finds out here) and stays big here until it has no clients here."""
-        counts = self.rt.presence.rooms()  # every room with members, on every worker
-        here = self.rt.hub.rooms  # read only: the Hub's
-        for room in [room for room in self._big if not here.get(room)]:
+        here = list(self.rt.hub.rooms)  # rooms with clients here (read only: the Hub's)
+        for room in [room for room in self._big if not self.rt.hub.rooms.get(room)]:
             del self._big[room]
-        for room in list(here):
+        counts = self.rt.presence.counts(here)  # their members on every worker
+        for room in here:
             count, told = counts.get(room, 0), self._big.get(room)
             if told is None and count <= WELCOME_MEMBERS:
                 continue

@@ -26,6 +26,10 @@ class Presence(Protocol):
         """Rooms with members now, and how many."""
         ...
 
+    def counts(self, rooms: list[str]) -> dict[str, int]:
+        """How many members each of `rooms` has, on every worker."""
+        ...
+
     def start(self) -> None: ...
 
 
@@ -47,6 +51,9 @@ class HubPresence:
 
     def rooms(self) -> dict[str, int]:
         return {room: len(members) for room, members in self._hub.rooms.items()}
+
+    def counts(self, rooms: list[str]) -> dict[str, int]:
+        return {room: len(self._hub.rooms.get(room, ())) for room in rooms}
 
     def start(self) -> None:
         pass

@@ -78,12 +78,16 @@ class RedisPresence:
 
     @_unavailable
     def rooms(self) -> dict[str, int]:
-        rooms = sorted(r.decode() for r in self._redis.smembers(ROOMS))
+        counts = self.counts(sorted(r.decode() for r in self._redis.smembers(ROOMS)))
+        return {room: n for room, n in counts.items() if n}
+
+    @_unavailable
+    def counts(self, rooms: list[str]) -> dict[str, int]:
         now = time.time()
         with self._redis.pipeline(transaction=False) as pipe:
             for room in rooms:
                 pipe.zcount(_key(room), now, "+inf")
-            return {room: n for room, n in zip(rooms, pipe.execute(), strict=True) if n}
+            return dict(zip(rooms, pipe.execute(), strict=True))
 
     def start(self) -> None:
         if self._heartbeat is None:

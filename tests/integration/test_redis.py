@@ -219,3 +219,20 @@ def test_a_connect_burst_on_redis_is_welcomed_whole(make_server, redis_server) -
     with ThreadPoolExecutor(max_workers=200) as pool:
         firsts = list(pool.map(first_event, range(300), timeout=60))
     assert firsts.count("welcome") == 300, {kind: firsts.count(kind) for kind in set(firsts)}
+
+
+def test_a_room_that_grows_big_on_another_server_is_counted_here_too(make_server, redis_server) -> None:
+    env = {"REDIS_URL": redis_server.url, "MAX_CONNECTIONS_PER_IP": "0"}
+    one, two = make_server(env), make_server(env)
+    r = room()
+    with Client(one, r, "watcher") as watcher:
+        watcher.expect("welcome")
+        crowd = [RawClient(two, f"/ws?room={r}&name=m{i}") for i in range(110)]
+        try:
+            for member in crowd:
+                assert b'"type":"welcome"' in member.read_frame()[1]
+            # `one` never saw the room pass 100 at a connect: its counter finds it (every 2 s)
+            assert watcher.expect("presence", timeout=10)["member_count"] == 111
+        finally:
+            for member in crowd:
+                member.close()
