@@ -343,7 +343,7 @@ def connect_all(
             for i in range(min(at_once, n - len(clients)))
         ]
         clients += batch
-        if not loop.run(lambda b=batch: all(c.state != "handshake" and c.state != "connecting" for c in b), 120):
+        if not loop.run(lambda b=batch: all(c.state not in ("connecting", "handshake") for c in b), 120):
             raise SystemExit("handshakes did not finish in 120 s")
     failed = sum(1 for c in clients if c.state != "open")
     if failed:

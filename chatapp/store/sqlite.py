@@ -59,7 +59,7 @@ class SQLiteStore:
 
     def append_many(self, items: list[tuple[str, Message]]) -> list[tuple[Message, bool] | Exception]:
         try:
-            return list(self._insert_all(items))
+            return self._insert_all(items)
         except Unavailable:
             raise
         except Exception as exc:  # rolled back; one bad message must not fail the others
