@@ -5,11 +5,23 @@ Locally it listens on 127.0.0.1:8000. A platform that sets $PORT (Heroku and its
 """
 
 import gc
+import glob
 import os
+import shutil
 import signal
 import sys
+import tempfile
 
-from chatapp.config import Config, ConfigError
+# Prometheus multiprocess mode (chatapp/metrics.py): every worker writes its metrics to files
+# in this directory, and /metrics adds them up. It must be set before prometheus_client is
+# first imported (below, with the app's package), and be empty when the server starts
+# (on_starting). Without one from the environment, a temporary one, removed at exit.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="chatapp-metrics-")
+    os.environ["CHATAPP_OWN_METRICS_DIR"] = "1"  # a reload of this file keeps the same one
+
+from chatapp.config import Config, ConfigError  # after PROMETHEUS_MULTIPROC_DIR is set
+from chatapp.logs import gunicorn_logconfig
 
 try:
     _config = Config.from_env()
@@ -22,6 +34,7 @@ worker_class = "gevent"
 worker_connections = 20000  # gevent's default of 1,000 would cap the sockets per worker (`ulimit -n` must allow it)
 graceful_timeout = 20  # SIGTERM: clients are told to reconnect (1001) well within this
 control_socket_disable = True  # no gunicornc; two servers on one machine would share its path
+logconfig_dict = gunicorn_logconfig(_config.log_format)  # LOG_FORMAT=json: gunicorn's lines too
 
 # Without Redis, clients of different workers could not see each other: one worker, whatever
 # WEB_CONCURRENCY the platform sets. With Redis, gunicorn's default applies (WEB_CONCURRENCY, or 1).
@@ -38,6 +51,10 @@ GC_THRESHOLDS = (50_000, 20, 10)
 
 
 def on_starting(server):
+    # A previous run's figures, and the master's own (importing the app made its metrics, at 0:
+    # a `livemin` gauge would read 0 from them for as long as the master lives).
+    for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.remove(stale)
     if _config.redis_url:
         return
     if server.cfg.workers > 1:
@@ -67,3 +84,15 @@ def post_worker_init(worker):
             previous(signum, frame)
 
     signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def child_exit(server, worker):
+    """A worker ended (or was killed): its live gauges (clients connected...) leave the sums."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if os.environ.get("CHATAPP_OWN_METRICS_DIR"):
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, errors, views
+from . import api, errors, logs, views
 from .chat import Chat
 from .config import Config, ConfigError
 from .realtime import Realtime
@@ -30,7 +29,11 @@ def create_app(config: Config | None = None) -> Flask:
         static_folder=os.path.join(root, "static"),
     )
     app.config["SECRET_KEY"] = config.secret_key or secrets.token_hex(32)
-    _configure_logging(config.log_level)
+    # No view sets a cookie (the page keeps the nickname in localStorage). Should one use
+    # Flask's session, its cookie is out of scripts' reach, not sent cross-site, and only
+    # sent over https (browsers count http://localhost and 127.0.0.1 as secure too).
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=True)
+    logs.configure(config.log_level, config.log_format)
     if config.proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxy_hops, x_proto=config.proxy_hops)  # type: ignore[method-assign]
 
@@ -71,13 +74,3 @@ def _redis_client(config: Config) -> Any:
         config.redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT, **options
     )
     return redis.Redis(connection_pool=pool)
-
-
-def _configure_logging(level: str) -> None:
-    logger = logging.getLogger("chatapp")
-    logger.setLevel(level)
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.propagate = False

@@ -41,6 +41,7 @@ from gevent.queue import Queue
 
 from .client import Connection
 from .errors import Unavailable
+from .metrics import MESSAGES, STORE_SECONDS
 from .protocol import ErrorCode, ProtocolError, error_event
 from .ratelimit import RateLimiter
 from .realtime import Realtime
@@ -179,7 +180,8 @@ class Chat:
 
     def _store(self, batch: list[_Post]) -> None:
         try:
-            stored = self.store.append_many([(post.room, post.fields) for post in batch])
+            with STORE_SECONDS.time():
+                stored = self.store.append_many([(post.room, post.fields) for post in batch])
         except Unavailable as exc:
             for post in batch:
                 _fail(post, Unavailable(str(exc)), ErrorCode.UNAVAILABLE, str(exc))
@@ -196,6 +198,7 @@ class Chat:
                 continue
             message, created = result
             if created:
+                MESSAGES.inc()
                 try:
                     self.rt.emit(post.room, message, seq=int(message["id"]))
                 except Unavailable:  # stored: clients get it when they resume

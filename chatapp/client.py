@@ -43,6 +43,7 @@ from wsproto.extensions import PerMessageDeflate
 
 from .config import Config
 from .hub import PING, Batch
+from .metrics import ERRORS, Stats
 from .protocol import CloseCode, ErrorCode, binary_frame, deflated_frame, encode, error_event, text_frame
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,9 @@ class SendQueue:
     def empty(self) -> bool:
         return not self._items
 
+    def __len__(self) -> int:
+        return len(self._items)
+
 
 class Connection:
     def __init__(
@@ -122,7 +126,9 @@ class Connection:
         config: Config,
         args: dict[str, str],
         remote_addr: str,
+        stats: Stats | None = None,
     ) -> None:
+        """`stats`: where the reader and writer count what they do (the Hub's)."""
         self.id = "c" + secrets.token_hex(6)
         self.args = args  # the handshake's query parameters
         self.remote_addr = remote_addr
@@ -137,6 +143,7 @@ class Connection:
             # (Nagle's algorithm would hold a small frame back by up to the peer's 40 ms).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._config = config
+        self._stats = stats or Stats()
         # permessage-deflate, when the handshake agreed it (WS_DEFLATE=1 and the client offered);
         # wsproto keeps the agreed extensions in its frame protocol, and has no public getter
         self._deflate = ws is not None and any(isinstance(e, PerMessageDeflate) for e in ws._proto.extensions)
@@ -173,6 +180,12 @@ class Connection:
             else:
                 raise Full
         except Full:
+            if not self.closing:
+                log.info(
+                    "drop %s: its send queue is full",
+                    self.id,
+                    extra={"event": "drop", "conn": self.id, "addr": self.remote_addr, "cause": "slow"},
+                )
             self.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.TOO_SLOW, "you read too slowly")
             return False
         return True
@@ -185,6 +198,8 @@ class Connection:
     def send(self, event: dict[str, Any]) -> None:
         """Send one event to this client only. Sent from the connect handler, it goes out
         before any room event."""
+        if event.get("type") == "error":
+            ERRORS.labels(event.get("code", "")).inc()
         batch = Batch([encode(event)])
         if self._greeting is not None and self._held() < self._config.send_queue_size:
             self._first.append(batch)
@@ -210,7 +225,10 @@ class Connection:
         The first request wins."""
         if self._close_request is not None:
             return
-        farewell = encode(error_event(error, detail)) if error is not None else None
+        farewell = None
+        if error is not None:
+            farewell = encode(error_event(error, detail))
+            ERRORS.labels(str(error)).inc()
         self._close_request = (code, detail, farewell)
         if code == CloseCode.TRY_AGAIN_LATER:
             self._queue.clear()  # the client cannot take them anyway
@@ -226,6 +244,11 @@ class Connection:
                 self._queue.put_nowait(_WAKE)
             except Full:
                 pass  # the writer is busy with a full queue and will see the request after it
+
+    @property
+    def queued(self) -> int:
+        """Items waiting for the writer."""
+        return len(self._queue) + self._held()
 
     @property
     def closing(self) -> bool:
@@ -284,19 +307,27 @@ class Connection:
             if PING in items:
                 silent = monotonic() - self.last_seen
                 if silent > silence_limit:
-                    log.info("%r: no answer for %.0f s, dropping", self, silent)
+                    log.info(
+                        "drop %s: no answer for %.0f s",
+                        self.id,
+                        silent,
+                        extra={"event": "drop", "conn": self.id, "addr": self.remote_addr, "cause": "silent"},
+                    )
                     return True
                 idle, wrote = not (wrote or events), False  # idle: nothing for a ping interval
                 if self._ws.state is ConnectionState.OPEN:
                     data += self._ws.send(Ping())
+                    self._stats.frames += 1
             wrote = wrote or events
             request = self._close_request
             if request is not None and queue.empty():
                 code, detail, farewell = request
                 if farewell is not None:
                     data += text_frame(farewell)
+                    self._stats.frames += 1
                 if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
                     data += self._ws.send(CloseConnection(code, detail or None))
+                    self._stats.frames += 1
                 self._write(data)
                 self._peer_closed.wait(CLOSE_TIMEOUT)
                 return True
@@ -318,11 +349,15 @@ class Connection:
             data = deflated_frame(payload) if self._deflate else text_frame(payload)
         else:
             data = b""
+        frames = 1 if data else 0
         for item in items:
             if type(item) is _Pong and self._ws.state is ConnectionState.OPEN:
                 data += self._ws.send(Pong(item.payload))
+                frames += 1
             elif type(item) is _Echo:
                 data += item.frame
+                frames += 1
+        self._stats.frames += frames
         return data
 
     def _above_floor(self, batches: list[Batch]) -> list[Batch]:
@@ -341,6 +376,7 @@ class Connection:
     def _write(self, data: bytes) -> None:
         """Write all of `data` or fail: one non-blocking send first (the usual case: the
         kernel takes it all), then the rest with sendall under WRITE_TIMEOUT."""
+        self._stats.bytes += len(data)
         try:
             sent = self._sock.send(data, 0, 0.0)  # gevent: timeout 0.0 never waits
         except BlockingIOError:
@@ -387,6 +423,7 @@ class Connection:
                     if event.message_finished:
                         message = "".join(parts) if isinstance(event, TextMessage) else b"".join(parts)
                         parts, size = [], 0
+                        self._stats.events_in += 1
                         on_message(self, message)
                 elif isinstance(event, Ping) and not self.closing:
                     self.offer(_Pong(event.payload))

@@ -45,6 +45,7 @@ class Config:
     chat_api_token: str | None = None
     secret_key: str | None = None
     log_level: str = "INFO"
+    log_format: str = "text"  # json: one JSON object per line (logs.py)
     presence_ttl: float = 30.0  # with Redis: a dead worker's clients leave presence within this
     proxy_hops: int = 0  # proxies in front whose X-Forwarded-For/-Proto to trust (Heroku: 1)
 
@@ -95,6 +96,8 @@ class Config:
                 raise ConfigError(f"{name.upper()} must be a positive number of seconds")
         if self.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        if self.log_format not in {"text", "json"}:
+            raise ConfigError("LOG_FORMAT must be text or json")
 
 
 def _integer(raw: str) -> int:
@@ -158,6 +161,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "chat_api_token": _text,
     "secret_key": _text,
     "log_level": str.upper,
+    "log_format": str.lower,
     "presence_ttl": _seconds,
     "proxy_hops": _integer,
 }

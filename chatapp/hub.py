@@ -28,6 +28,7 @@ from typing import Protocol
 from gevent.event import Event
 from gevent.queue import Queue
 
+from .metrics import Stats
 from .protocol import CloseCode, ErrorCode, deflated_frame, text_frame
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class Hub:
         self.rooms: dict[str, dict[str, Member]] = {}
         self.connections: dict[str, Member] = {}
         self.closing: tuple[CloseCode, ErrorCode, str] | None = None  # set: refuse newcomers
-        self.dropped_slow = 0  # clients closed with 1013 since start
+        self.stats = Stats()  # this worker's hot-path counts (the Hub's and its connections')
 
     # -- asked from any greenlet ------------------------------------------------------------
     def register(self, conn: Member) -> None:
@@ -143,6 +144,11 @@ class Hub:
     def shutdown(self) -> None:
         """Close every connection with 1001 and refuse new ones."""
         self.close_all(CloseCode.GOING_AWAY, ErrorCode.SHUTTING_DOWN, "server is restarting", refuse_new=True)
+
+    @property
+    def inbox_size(self) -> int:
+        """Commands waiting for the Hub."""
+        return self._inbox.qsize()
 
     def members(self, room: str, limit: int) -> tuple[list[Member], int]:
         """Up to `limit` members of `room` (in the order they joined), and how many there are."""
@@ -230,15 +236,20 @@ class Hub:
 
     def _offer_all(self, conns: Iterable[Member], item: Batch | object) -> None:
         """Offer `item` to each; one too slow (closed itself with 1013) or broken leaves its rooms."""
-        gone = []
+        gone, offered, slow = [], 0, 0
         for conn in conns:
             try:
-                if not conn.offer(item):
-                    self.dropped_slow += 1
+                if conn.offer(item):
+                    offered += 1
+                else:
+                    slow += 1
                     gone.append(conn)
             except Exception:  # a broken connection must not cost the others their events
                 log.exception("%r: offer failed; removing it from its rooms", conn)
                 gone.append(conn)
+        if type(item) is Batch:
+            self.stats.events_out += offered * len(item.events)
+        self.stats.dropped_slow += slow
         for conn in gone:
             self._remove(conn)
 

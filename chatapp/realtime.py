@@ -36,6 +36,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -50,6 +51,7 @@ from .client import Connection
 from .config import Config
 from .errors import Unavailable, json_error
 from .hub import Hub
+from .metrics import CLOSES, CONNECTS, REFUSED, SAMPLE_EVERY, Sampler
 from .presence import HubPresence, Info, Presence
 from .protocol import CloseCode, ErrorCode, ProtocolError, decode, encode, error_event
 from .ratelimit import RateLimiter
@@ -102,6 +104,7 @@ class Realtime:
         self._expired: ExpiredHandler | None = None
         self._hub_greenlet: gevent.Greenlet | None = None
         self._per_ip: dict[str, int] = {}  # open WebSockets per client address, this worker
+        self.started_at: float | None = None  # time.monotonic() when this worker's greenlets started
 
     # -- the app's API ----------------------------------------------------------------------
     def on(self, event_type: str) -> Callable[[Handler], Handler]:
@@ -169,8 +172,10 @@ class Realtime:
     def start(self) -> None:
         """Start the Hub and the backplane's and presence's greenlets (once; in the worker)."""
         if self._hub_greenlet is None:
+            self.started_at = time.monotonic()
             self._hub_greenlet = gevent.spawn(self.hub.run)
             gevent.spawn(self._ticker)
+            gevent.spawn(self._sampler)
             self.backplane.start()
             self.presence.start()
 
@@ -179,6 +184,16 @@ class Realtime:
         while True:
             gevent.sleep(self.config.ping_interval)
             self.hub.ping_all()
+
+    def _sampler(self) -> None:
+        """The sampler greenlet: every SAMPLE_EVERY, this worker's figures into the metrics."""
+        sampler = Sampler(self.hub)
+        while True:
+            try:
+                sampler.sample(self.backplane.healthy)
+            except Exception:  # the figures may be off for a while; delivery goes on
+                log.exception("sampling the metrics failed")
+            gevent.sleep(SAMPLE_EVERY)
 
     def _backplane_changed(self, healthy: bool, recovered: bool) -> None:
         if not healthy:
@@ -209,9 +224,9 @@ class Realtime:
             return None
         headers = request.headers
         if headers.get("Upgrade", "").lower() != "websocket":
-            return json_error(400, "not_websocket", "this endpoint speaks WebSocket only")
+            return _refuse(400, "not_websocket", "this endpoint speaks WebSocket only")
         if headers.get("Sec-WebSocket-Version") != "13":
-            response = json_error(400, "bad_version", "Sec-WebSocket-Version must be 13")
+            response = _refuse(400, "bad_version", "Sec-WebSocket-Version must be 13")
             response.headers["Sec-WebSocket-Version"] = "13"
             return response
         try:
@@ -219,14 +234,13 @@ class Realtime:
         except binascii.Error:
             key_ok = False
         if not key_ok:
-            return json_error(400, "bad_key", "Sec-WebSocket-Key must be 16 bytes in base64")
+            return _refuse(400, "bad_key", "Sec-WebSocket-Key must be 16 bytes in base64")
         origin = headers.get("Origin")
         if origin is not None and not self._origin_allowed(origin):
-            log.warning("refused origin %r for host %r", origin, request.host)
-            return json_error(403, "bad_origin", f"origin {origin} may not open this socket")
+            return _refuse(403, "bad_origin", f"origin {origin} may not open this socket")
         address, cap = request.remote_addr or "", self.config.max_connections_per_ip
         if cap and self._per_ip.get(address, 0) >= cap:
-            response = json_error(429, "too_many_connections", f"at most {cap} connections from one address")
+            response = _refuse(429, "too_many_connections", f"at most {cap} connections from one address")
             response.headers["Retry-After"] = "10"
             return response
         self._per_ip[address] = self._per_ip.get(address, 0) + 1  # until this request ends
@@ -259,7 +273,7 @@ class Realtime:
     def _serve(self, ws: Any) -> None:
         """flask-sock's handler: `ws` is simple-websocket's Server, after the handshake."""
         self.start()
-        conn = _take_over(ws, self.config, request.args.to_dict())
+        conn = _take_over(ws, self.config, request.args.to_dict(), self.hub)
         strikes = RateLimiter(STRIKES, STRIKE_WINDOW)
         self.hub.register(conn)
         connected = False
@@ -275,7 +289,6 @@ class Realtime:
                 conn.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.UNAVAILABLE, str(exc))
             finally:
                 conn.start_writer()
-            log.info("connect %s from %s", conn.id, conn.remote_addr)
             conn.read_pump(lambda conn, message: self._dispatch(conn, message, strikes))
         except Exception:
             log.exception("%r: handler failed", conn)
@@ -291,22 +304,20 @@ class Realtime:
                     self._disconnect(conn)
                 except Exception:
                     log.exception("%r: disconnect handler failed", conn)
-            conn.end()
-            code, reason = conn.close_reason or (None, "")
-            log.info("close %s code=%s reason=%r", conn.id, code, reason)
+            _end(conn)
 
     def _serve_echo(self, ws: Any) -> None:
         """/ws/echo (CHAT_ECHO_ROUTE=1): every message back as it came, through the same
         reader, queue and writer as chat clients; messages up to ECHO_MAX_BYTES."""
         self.start()
-        conn = _take_over(ws, replace(self.config, max_frame_bytes=ECHO_MAX_BYTES), {})
+        conn = _take_over(ws, replace(self.config, max_frame_bytes=ECHO_MAX_BYTES), {}, self.hub)
         self.hub.register(conn)  # in no room, but pinged and closed at shutdown like the others
         try:
             conn.start_writer()
             conn.read_pump(lambda conn, message: conn.echo(message))
         finally:
             self.hub.unregister(conn)
-            conn.end()
+            _end(conn)
 
     def _dispatch(self, conn: Connection, message: str | bytes, strikes: RateLimiter) -> None:
         """Hand one client frame to its handler. An error goes to this client only, with the
@@ -329,10 +340,48 @@ class Realtime:
                 conn.close(CloseCode.POLICY, ErrorCode.FLOOD, "too many bad or rejected frames")
 
 
-def _take_over(ws: Any, config: Config, args: dict[str, str]) -> Connection:
+def _take_over(ws: Any, config: Config, args: dict[str, str], hub: Hub) -> Connection:
     """Our Connection on simple-websocket's socket, after its handshake: the frame-level wsproto
     connection, without the HTTP handshake state around it, which would stay alive as long as
     the request (`ws` is held by flask-sock's frame)."""
     frames, ws.ws = ws.ws.connection, None
     ws.connected = False  # flask-sock's close() after we return must not write: ours did
-    return Connection(ws.sock, frames, config, args, request.remote_addr or "")
+    conn = Connection(ws.sock, frames, config, args, request.remote_addr or "", hub.stats)
+    CONNECTS.inc()
+    log.info(
+        "connect %s from %s path=%s",
+        conn.id,
+        conn.remote_addr,
+        request.path,
+        extra={"event": "connect", "conn": conn.id, "addr": conn.remote_addr, "path": request.path},
+    )
+    return conn
+
+
+def _end(conn: Connection) -> None:
+    """After the reader has returned: the writer finishes, the close is counted and logged."""
+    conn.end()
+    code, reason = conn.close_reason or (CloseCode.NORMAL, "")
+    CLOSES.labels(str(int(code))).inc()
+    log.info(
+        "close %s code=%s reason=%r",
+        conn.id,
+        int(code),
+        reason,
+        extra={"event": "close", "conn": conn.id, "addr": conn.remote_addr, "code": int(code), "reason": reason},
+    )
+
+
+def _refuse(status: int, error: str, detail: str) -> Response:
+    """An upgrade request refused before the handshake: counted, logged, answered in JSON."""
+    REFUSED.labels(error).inc()
+    log.info(
+        "refused %s from %s: %d %s (%s)",
+        request.path,
+        request.remote_addr,
+        status,
+        error,
+        detail,
+        extra={"event": "refused", "addr": request.remote_addr, "status": status, "error": error},
+    )
+    return json_error(status, error, detail)

@@ -1,11 +1,13 @@
-"""The page, and the health check."""
+"""The pages (the chat, /info), the health check and /metrics."""
 
 from __future__ import annotations
 
 import os
+import time
 
 from flask import Blueprint, Response, abort, current_app, jsonify, render_template
 
+from . import metrics
 from .chat import parse_room
 from .protocol import ProtocolError
 from .realtime import Realtime
@@ -35,7 +37,10 @@ def room(room: str) -> Response:
 
 
 def _page(room: str) -> Response:
-    response = Response(render_template("index.html", room=room))
+    return _secure(Response(render_template("index.html", room=room)))
+
+
+def _secure(response: Response) -> Response:
     response.headers.update(SECURITY_HEADERS)
     return response
 
@@ -50,6 +55,31 @@ def healthz() -> tuple[Response, int]:
         "connections": len(realtime.hub.connections),
         "rooms": len(realtime.hub.rooms),
         "backplane": type(realtime.backplane).__name__,
-        "dropped_slow": realtime.hub.dropped_slow,
+        "dropped_slow": realtime.hub.stats.dropped_slow,
     }
     return jsonify(body), status
+
+
+@bp.get("/metrics")
+def prometheus() -> Response:
+    """Prometheus text format: every worker's figures added up (metrics.py)."""
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)
+
+
+@bp.get("/info")
+def info() -> Response:
+    """The live figures, for a person: every worker's sums, and this worker's own."""
+    realtime: Realtime = current_app.extensions["realtime"]
+    response = Response(
+        render_template(
+            "info.html",
+            figures=metrics.figures(),
+            pid=os.getpid(),
+            uptime=int(time.monotonic() - realtime.started_at) if realtime.started_at else 0,
+            backplane=type(realtime.backplane).__name__,
+            healthy=realtime.healthy,
+        )
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return _secure(response)

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,22 @@ def require(available: bool, what: str) -> None:
     if os.environ.get("CHAT_REQUIRE_ALL") == "1":
         pytest.fail(f"{what} is required (CHAT_REQUIRE_ALL=1)")
     pytest.skip(f"{what} is not available")
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:
+    """Poll a condition that no event announces (a process state seen from outside)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def worker_of(server: Server, client: Client, welcome: dict) -> str:
+    """The pid of the worker serving `client`, from the server's log line of its connect."""
+    for line in reversed(server.log().splitlines()):
+        if f"connect {welcome['you']['id']} " in line:
+            return line.split("[", 1)[1].split("]", 1)[0]
+    raise AssertionError("connect not logged")
 
 
 def free_port() -> int:

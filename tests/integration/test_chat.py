@@ -224,6 +224,9 @@ def test_the_page_and_health(server: Server) -> None:
     assert server.get("/", method="POST")[0] == 405
     status, _, body = server.get("/healthz")
     assert status == 200 and json.loads(body)["status"] == "ok"
+    for path in ("/", "/r/dev-ops", "/healthz", "/info", "/metrics", "/api/rooms", "/api/rooms/lobby/messages"):
+        status, headers, _ = server.get(path)
+        assert status == 200 and "Set-Cookie" not in headers, path  # the app keeps no cookie
 
 
 def test_connections_from_one_address_are_capped_with_429(make_server) -> None:

@@ -9,10 +9,9 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.helpers import Client, RawClient, Server, free_port, require
+from tests.helpers import Client, RawClient, Server, free_port, require, wait_for, worker_of
 
 
 def room() -> str:
@@ -22,22 +21,6 @@ def room() -> str:
 def healthz(server: Server) -> tuple[int, dict]:
     status, _, body = server.get("/healthz")
     return status, json.loads(body)
-
-
-def wait_for(condition, timeout: float = 15.0, what: str = "condition") -> None:
-    """Poll a condition that no event announces (a process state seen from outside)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def worker_of(server: Server, client: Client, welcome: dict) -> str:
-    """The pid of the worker serving `client`, from the server's log line of its connect."""
-    for line in reversed(server.log().splitlines()):
-        if f"connect {welcome['you']['id']} " in line:
-            return line.split("[", 1)[1].split("]", 1)[0]
-    raise AssertionError("connect not logged")
 
 
 def test_every_reader_on_every_worker_gets_every_message_once_and_in_order(make_server, redis_server) -> None:

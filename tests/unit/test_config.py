@@ -20,12 +20,14 @@ def test_values_are_read_and_converted() -> None:
             "ALLOWED_ORIGINS": "https://A.example, http://b.example:8080/",
             "REDIS_TLS_VERIFY": "0",
             "LOG_LEVEL": "debug",
+            "LOG_FORMAT": "JSON",
             "CHAT_API_TOKEN": "t0k",
         }
     )
     assert config.port == 9000 and config.ping_interval == 2.5
     assert config.allowed_origins == ("https://a.example", "http://b.example:8080")
     assert config.redis_tls_verify is False and config.log_level == "DEBUG" and config.chat_api_token == "t0k"
+    assert config.log_format == "json"
 
 
 @pytest.mark.parametrize(
@@ -42,6 +44,7 @@ def test_values_are_read_and_converted() -> None:
         ({"REDIS_URL": "http://example.com"}, "REDIS_URL"),
         ({"PROXY_HOPS": "-1"}, "PROXY_HOPS"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
         ({"HISTORY_ON_JOIN": "60", "HISTORY_LIMIT": "50"}, "HISTORY_ON_JOIN"),
     ],
 )

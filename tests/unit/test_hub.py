@@ -116,7 +116,7 @@ def test_a_slow_member_is_dropped_alone_and_others_get_everything(hub: Hub) -> N
     assert slow.closed == (CloseCode.TRY_AGAIN_LATER, ErrorCode.TOO_SLOW)
     assert slow.received.qsize() == 3
     assert slow.rooms == set() and [m.id for m in hub.members("r", 10)[0]] == ["fast"]
-    assert hub.dropped_slow == 1
+    assert hub.stats.dropped_slow == 1
 
 
 def test_shutdown_closes_everyone_with_1001_and_refuses_newcomers(hub: Hub) -> None:
