@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint format bench
+.PHONY: install run test lint format bench soak
 
 install: $(VENV)/.installed
 
@@ -38,3 +38,7 @@ bench: install
 	$(BIN)/python bench/run.py idle --n 10000 --room-size 0
 	$(BIN)/python bench/run.py fanout --n 1000 --servers plain+deflate,chat+deflate
 	$(BIN)/python bench/history.py
+
+# The churn test of the suite, ten times longer (20,000 connect-chat-close cycles, a few minutes).
+soak: install
+	SOAK_CYCLES=20000 $(BIN)/python -m pytest -s --timeout 1200 tests/integration/test_soak.py -k churn

@@ -276,10 +276,15 @@ class Connection:
         """The writer: the only code that writes this socket. Ends after a ping interval with
         nothing to write (the next offer starts another), or for good after the close frame, on
         a write error or timeout, or when the peer has been silent too long; then it shuts the
-        socket down so the reader wakes up too."""
-        over = True
+        socket down so the reader wakes up too. Not when the peer reset the connection: the
+        kernel wakes the reader then, and it must first read what the peer sent before it went
+        (a last message and a close: a shutdown here would throw them away)."""
+        over, shutdown = True, True
         try:
             over = self._write_loop(greeting)
+        except ConnectionError as exc:  # reset or broken pipe: the peer is gone
+            log.debug("%r: write failed: %r", self, exc)
+            shutdown = False
         except (OSError, WriteTimeout) as exc:
             log.debug("%r: write failed: %r", self, exc)
         except Exception:
@@ -287,7 +292,8 @@ class Connection:
         finally:
             if over:
                 self._dead = True
-                self._shutdown_socket()
+                if shutdown:
+                    self._shutdown_socket()
             self._writer = None
             self._writer_idle.set()
 
