@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint format bench soak
+.PHONY: install run test lint format bench soak screenshots
 
 install: $(VENV)/.installed
 
@@ -42,3 +42,9 @@ bench: install
 # The churn test of the suite, ten times longer (20,000 connect-chat-close cycles, a few minutes).
 soak: install
 	SOAK_CYCLES=20000 $(BIN)/python -m pytest -s --timeout 1200 tests/integration/test_soak.py -k churn
+
+# The README's pictures, taken by a browser test (desktop and phone, light and dark).
+screenshots: install
+	$(BIN)/python -m pytest -q tests/browser/test_conversation.py -k screenshots
+	mkdir -p docs/screenshots && cp test-artifacts/desktop-light.png test-artifacts/desktop-dark.png \
+		test-artifacts/phone-light.png test-artifacts/phone-dark.png docs/screenshots/

@@ -1,5 +1,6 @@
 // The chat page: one WebSocket to /ws, events one JSON object per line in each frame.
-// User text is always inserted with textContent, never as HTML.
+// User text is always inserted as text (textContent, or text nodes beside the <a> of a link),
+// never as HTML.
 "use strict";
 
 (() => {
@@ -9,6 +10,10 @@
   const params = new URLSearchParams(location.search);
 
   const BACKOFF_BASE_MS = 500, BACKOFF_CAP_MS = 30000;
+  const GROUP_SECONDS = 300;         // a sender's messages this close together share one header
+  const RECENT_ROOMS = 8;            // rooms remembered in the switcher
+  // http(s) links in message text; trailing punctuation belongs to the sentence, not the link
+  const URL_RE = /\bhttps?:\/\/[^\s<>"'`]+/gi, URL_TAIL_RE = /[.,;:!?)\]}'"]+$/;
 
   let name = (params.get("name") || localStorage.getItem("chat.name") || "").trim();
   let room = document.body.dataset.room || "lobby";
@@ -22,11 +27,13 @@
   let total = null;                   // a big room's member count, as told; null: members.size
   const pending = new Map();         // cid -> message event not yet echoed; resent on every welcome
   const typers = new Map();          // id -> timer clearing "is typing"
+  let unread = 0;                    // messages that came while the tab was hidden (in the title)
 
   // -- connection ---------------------------------------------------------------------------
   function connect() {
     clearTimeout(retryTimer);
     clearInterval(countdown);
+    if (!navigator.onLine) return setStatus("closed", "Offline");  // the "online" event connects
     setStatus("connecting", "Connecting…");
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const query = new URLSearchParams({ room, name });
@@ -67,6 +74,20 @@
     countdown = setInterval(show, 1000);
     retryTimer = setTimeout(connect, delayMs);
   }
+
+  // The device lost its network: say so, and wait for it rather than count down retries.
+  addEventListener("offline", () => {
+    if (!ws || ws.readyState !== WebSocket.OPEN) {
+      clearTimeout(retryTimer);
+      clearInterval(countdown);
+    }
+    setStatus("closed", "Offline");
+  });
+  addEventListener("online", () => {
+    if (ws && ws.readyState === WebSocket.OPEN && me) return setStatus("open", "Live");
+    attempt = 0;
+    if (!ws) connect();  // else the socket in progress reports how it went
+  });
 
   function send(event) {
     if (ws && ws.readyState === WebSocket.OPEN && me) {
@@ -118,7 +139,13 @@
     total = (event.member_count ?? 0) > members.size ? event.member_count : null;
     renderMembers();
     if (event.truncated && lastId !== null) addSystem("Some messages from while you were away are no longer kept.");
-    for (const message of event.history) addMessage(message);
+    // History goes in with one insertion (no jump while it loads); on a resume it is what
+    // came while we were away, so it counts as unread.
+    const resumed = lastId !== null;
+    const batch = document.createDocumentFragment();
+    for (const message of event.history) addMessage(message, batch, resumed);
+    append(batch);
+    remember(event.room);
     setStatus("open", "Live");
     lastError = null;
     resendPending(ws);
@@ -155,25 +182,52 @@
     return log.scrollHeight - log.scrollTop - log.clientHeight < 8;
   }
 
-  function append(node) {
+  // `node` at the end of the log (or of `into`, a fragment that goes in later, in one piece).
+  function append(node, into = null) {
+    if (into) return into.append(node);
     const follow = atBottom();       // follow only a reader who was already at the bottom
     log.append(node);
     if (follow) log.scrollTop = log.scrollHeight;
   }
 
-  function addMessage(message) {
+  // A message right after one from the same sender, within GROUP_SECONDS, shows no header.
+  function group(node, into, prev = (into && into.lastElementChild) || log.lastElementChild) {
+    node.classList.toggle("cont", Boolean(prev && prev.classList.contains("msg") &&
+      prev.dataset.user === node.dataset.user &&
+      Number(node.dataset.ts) - Number(prev.dataset.ts) < GROUP_SECONDS));
+  }
+
+  function unlist(node) {  // take a line out; the one after it may now start a group
+    if (!node) return;
+    const next = node.nextElementSibling, prev = node.previousElementSibling;
+    node.remove();
+    if (next && next.classList.contains("msg")) group(next, null, prev);
+  }
+
+  function addMessage(message, into = null, countUnread = true) {
+    // One's own message, shown while on its way, gives way to the stored one, which goes in
+    // the room's order (typed offline, it comes after what others said meanwhile).
     if (message.cid && pending.delete(message.cid)) {
-      log.querySelector(`[data-cid="${CSS.escape(message.cid)}"]`)?.remove();
+      unlist(log.querySelector(`[data-cid="${CSS.escape(message.cid)}"]`));
     }
     if (seen.has(message.id)) return;
     seen.add(message.id);
     lastId = message.id;
-    append(messageNode(message.user, message.text, message.ts, myIds.has(message.user.id)));
+    const mine = myIds.has(message.user.id);
+    const node = messageNode(message.user, message.text, message.ts, mine);
+    group(node, into);
+    append(node, into);
+    if (!mine && countUnread && document.hidden) {
+      unread += 1;
+      showTitle();
+    }
   }
 
   function messageNode(user, body, ts, mine) {
     const li = document.createElement("li");
     li.className = mine ? "msg mine" : "msg";
+    li.dataset.user = mine ? "me" : user.id;  // my messages group across reconnects (new ids)
+    li.dataset.ts = String(ts);
     const meta = document.createElement("div");
     meta.className = "meta";
     const who = document.createElement("span");
@@ -187,9 +241,66 @@
     meta.append(who, when);
     const p = document.createElement("div");
     p.className = "body";
-    p.textContent = body;
+    linkify(p, body);
     li.append(meta, p);
     return li;
+  }
+
+  // The text into `container` as text nodes, with each http(s) URL in it as a link whose text
+  // is the URL: nothing in `body` is ever parsed as HTML.
+  function linkify(container, body) {
+    let at = 0;
+    for (const match of body.matchAll(URL_RE)) {
+      const url = match[0].replace(URL_TAIL_RE, "");
+      if (match.index > at) container.append(body.slice(at, match.index));
+      const a = document.createElement("a");
+      a.href = url;
+      a.textContent = url;
+      a.target = "_blank";
+      a.rel = "noopener noreferrer nofollow";
+      container.append(a);
+      at = match.index + url.length;
+    }
+    if (at < body.length) container.append(body.slice(at));
+  }
+
+  function showTitle() {
+    document.title = `${unread ? `(${unread}) ` : ""}Chat · #${room}`;
+  }
+
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && unread) {
+      unread = 0;
+      showTitle();
+    }
+  });
+
+  // -- recent rooms ---------------------------------------------------------------------------------
+  function recentRooms() {
+    try {
+      const rooms = JSON.parse(localStorage.getItem("chat.rooms") || "[]");
+      return Array.isArray(rooms) ? rooms.filter((r) => typeof r === "string" && /^[a-z0-9_-]{1,32}$/.test(r)) : [];
+    } catch {
+      return [];  // kept by an older page, or edited by hand
+    }
+  }
+
+  function remember(current) {
+    const rooms = [current, ...recentRooms().filter((r) => r !== current)].slice(0, RECENT_ROOMS);
+    localStorage.setItem("chat.rooms", JSON.stringify(rooms));
+    renderRooms(rooms);
+  }
+
+  function renderRooms(rooms = recentRooms()) {
+    $("rooms").replaceChildren(...rooms.map((r) => {
+      const li = document.createElement("li");
+      const a = document.createElement("a");
+      a.href = `/r/${r}${location.search}`;
+      a.textContent = `#${r}`;
+      if (r === room) a.setAttribute("aria-current", "page");
+      li.append(a);
+      return li;
+    }));
   }
 
   function addSystem(textContent, kind) {
@@ -247,6 +358,20 @@
     }
   });
 
+  // Enter sends, Shift+Enter starts a new line (not while an input method composes a word).
+  text.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      composer.requestSubmit();
+    }
+  });
+  text.addEventListener("input", fitText);
+
+  function fitText() {  // the box grows with its lines, up to a few (then it scrolls)
+    text.style.height = "auto";
+    text.style.height = `${Math.min(text.scrollHeight, 160)}px`;
+  }
+
   composer.addEventListener("submit", (e) => {
     e.preventDefault();
     const body = text.value.trim();
@@ -256,10 +381,13 @@
     const node = messageNode(me || { name }, body, Date.now() / 1000, true);
     node.classList.add("pending");
     node.dataset.cid = cid;
+    group(node, null);
     append(node);
+    log.scrollTop = log.scrollHeight;  // one's own message is always shown
     pending.set(cid, event);
     send(event);
     text.value = "";
+    fitText();
     lastTyping = 0;
   });
 
@@ -268,7 +396,9 @@
     if (!/^[a-z0-9_-]{1,32}$/.test(next) || next === room) return;
     room = next;
     if (push) history.pushState({ room }, "", `/r/${room}${location.search}`);
-    document.title = `Chat · #${room}`;
+    unread = 0;
+    showTitle();
+    renderRooms();
     $("room-input").value = room;
     const old = ws;
     ws = null;
@@ -292,12 +422,29 @@
     const match = location.pathname.match(/^\/r\/([^/]+)$/);
     switchRoom(match ? decodeURIComponent(match[1]) : "lobby", false);
   });
-  $("members-toggle").addEventListener("click", () => {
-    const open = $("members-panel").classList.toggle("open");
+  $("rooms").addEventListener("click", (e) => {
+    const link = e.target.closest("a");
+    if (!link || e.ctrlKey || e.metaKey || e.shiftKey) return;  // a new tab: the browser's way
+    e.preventDefault();
+    switchRoom(decodeURIComponent(new URL(link.href).pathname.slice(3)), true);
+    showPanel(false);
+  });
+
+  function showPanel(open) {
+    $("members-panel").classList.toggle("open", open);
     $("members-toggle").setAttribute("aria-expanded", String(open));
+  }
+
+  $("members-toggle").addEventListener("click", () => showPanel(!$("members-panel").classList.contains("open")));
+  addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && $("members-panel").classList.contains("open")) {
+      showPanel(false);
+      $("members-toggle").focus();
+    }
   });
 
   // -- start: a name first (from ?name=, kept from last time, or asked once) ---------------------------
+  renderRooms();
   if (name) {
     connect();
   } else {
