@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint format bench soak screenshots
+.PHONY: install run test lint format bench soak screenshots conformance
 
 install: $(VENV)/.installed
 
@@ -48,3 +48,7 @@ screenshots: install
 	$(BIN)/python -m pytest -q tests/browser/test_conversation.py -k screenshots
 	mkdir -p docs/screenshots && cp test-artifacts/desktop-light.png test-artifacts/desktop-dark.png \
 		test-artifacts/phone-light.png test-artifacts/phone-dark.png docs/screenshots/
+
+# Every Autobahn case of sections 12 and 13 (permessage-deflate), not only those the suite runs (about 7 minutes).
+conformance: install
+	AUTOBAHN_DEFLATE_CASES=all $(BIN)/python -m pytest --timeout 1200 tests/integration/test_conformance.py -k deflate

@@ -144,9 +144,13 @@ class Connection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._config = config
         self._stats = stats or Stats()
-        # permessage-deflate, when the handshake agreed it (WS_DEFLATE=1 and the client offered);
-        # wsproto keeps the agreed extensions in its frame protocol, and has no public getter
-        self._deflate = ws is not None and any(isinstance(e, PerMessageDeflate) for e in ws._proto.extensions)
+        # permessage-deflate for what we send, when the handshake agreed it (WS_DEFLATE=1 and the
+        # client offered) with our full 32 KB window (a client may ask for a smaller one: then
+        # we send uncompressed, as RFC 7692 allows). wsproto keeps the agreed extensions in its
+        # frame protocol, and has no public getter.
+        self._deflate = ws is not None and any(
+            isinstance(e, PerMessageDeflate) and e.server_max_window_bits == 15 for e in ws._proto.extensions
+        )
         self._queue = SendQueue(config.send_queue_size)
         # Before the writer starts (while the connect handler runs), what is sent to this client
         # alone (`send`: the welcome) waits in `_first`, what the Hub offers in `_greeting`;
@@ -191,9 +195,16 @@ class Connection:
         return True
 
     def echo(self, message: str | bytes) -> None:
-        """Send `message` back as it came: a text or a binary frame of its own (the echo route,
-        for conformance suites: the same queue and writer as chat events)."""
-        self.offer(_Echo(text_frame(message.encode()) if isinstance(message, str) else binary_frame(message)))
+        """Send `message` back as it came: a text or a binary frame of its own, compressed when
+        the client agreed permessage-deflate (the echo route, for conformance suites: the same
+        queue and writer as chat events)."""
+        binary = not isinstance(message, str)
+        payload = message if binary else message.encode()
+        if self._deflate:
+            frame = deflated_frame(payload, binary)
+        else:
+            frame = binary_frame(payload) if binary else text_frame(payload)
+        self.offer(_Echo(frame))
 
     def send(self, event: dict[str, Any]) -> None:
         """Send one event to this client only. Sent from the connect handler, it goes out

@@ -105,13 +105,14 @@ def binary_frame(payload: bytes) -> bytes:
     return _frame(0x82, payload)
 
 
-def deflated_frame(payload: bytes) -> bytes:
-    """`text_frame`, compressed (permessage-deflate, RFC 7692: RSV1 set). Compressed on its
-    own, with no reference to earlier messages, which a server may always do: the same bytes
-    are right for every client that negotiated deflate, so a room's frame is compressed once."""
+def deflated_frame(payload: bytes, binary: bool = False) -> bytes:
+    """`text_frame` (or `binary_frame`), compressed (permessage-deflate, RFC 7692: RSV1 set).
+    Compressed on its own, with no reference to earlier messages, which a server may always
+    do: the same bytes are right for every client that negotiated deflate with our 32 KB
+    window, so a room's frame is compressed once."""
     compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
     data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
-    return _frame(0xC1, data[:-4])  # without the 00 00 ff ff that ends a sync flush
+    return _frame(0xC2 if binary else 0xC1, data[:-4])  # without the 00 00 ff ff that ends a sync flush
 
 
 def _frame(first: int, data: bytes) -> bytes:
