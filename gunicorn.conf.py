@@ -14,19 +14,35 @@ import tempfile
 
 # Prometheus multiprocess mode (chatapp/metrics.py): every worker writes its metrics to files
 # in this directory, and /metrics adds them up. It must be set before prometheus_client is
-# first imported (below, with the app's package), and be empty when the server starts
-# (on_starting). Without one from the environment, a temporary one, removed at exit.
+# first imported (below, with the app's package), and hold no stale files when the server
+# starts (on_starting). Without one from the environment, a temporary one, which the master
+# that made it removes when it exits (CHATAPP_OWN_METRICS_DIR: its pid; a reload of this
+# file, or a new master started by USR2, finds the variable set and keeps the directory).
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="chatapp-metrics-")
-    os.environ["CHATAPP_OWN_METRICS_DIR"] = "1"  # a reload of this file keeps the same one
+    os.environ["CHATAPP_OWN_METRICS_DIR"] = str(os.getpid())
 
 from chatapp.config import Config, ConfigError  # after PROMETHEUS_MULTIPROC_DIR is set
 from chatapp.logs import gunicorn_logconfig
 
+
+def _stop(message: str) -> None:
+    """Refuse to start: without the directory this master made."""
+    on_exit(None)
+    sys.exit(message)
+
+
+def on_exit(server):
+    if getattr(server, "reexec_pid", 0):
+        return  # after USR2: the new master's workers use the directory now
+    if os.environ.get("CHATAPP_OWN_METRICS_DIR") == str(os.getpid()):
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
 try:
     _config = Config.from_env()
 except ConfigError as exc:
-    sys.exit(f"chatapp: bad configuration: {exc}")
+    _stop(f"chatapp: bad configuration: {exc}")
 
 _host = os.environ.get("HOST") or ("0.0.0.0" if os.environ.get("PORT") else "127.0.0.1")
 bind = [f"{_host}:{_config.port}"]
@@ -51,14 +67,18 @@ GC_THRESHOLDS = (50_000, 20, 10)
 
 
 def on_starting(server):
-    # A previous run's figures, and the master's own (importing the app made its metrics, at 0:
-    # a `livemin` gauge would read 0 from them for as long as the master lives).
-    for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+    # The master's own metric files (importing the app made its metrics, at 0: a `livemin`
+    # gauge would read 0 from them for as long as the master lives), and in a directory from
+    # the environment a previous run's. Under a new master started by USR2, the old workers'
+    # files are live: only this master's own go.
+    owner = os.environ.get("CHATAPP_OWN_METRICS_DIR")
+    mine = "*.db" if owner in (None, str(os.getpid())) else f"*_{os.getpid()}.db"
+    for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], mine)):
         os.remove(stale)
     if _config.redis_url:
         return
     if server.cfg.workers > 1:
-        sys.exit(
+        _stop(
             f"chatapp: {server.cfg.workers} workers asked for, but REDIS_URL is not set: without"
             " the Redis backplane, clients of different workers would not see each other"
         )
@@ -86,13 +106,15 @@ def post_worker_init(worker):
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
+def worker_exit(server, worker):
+    """In the worker, as it ends: its last second of counts into the metrics."""
+    realtime = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("realtime")  # none if it failed to load
+    if realtime is not None:
+        realtime.sample_metrics()
+
+
 def child_exit(server, worker):
     """A worker ended (or was killed): its live gauges (clients connected...) leave the sums."""
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
-
-
-def on_exit(server):
-    if os.environ.get("CHATAPP_OWN_METRICS_DIR"):
-        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

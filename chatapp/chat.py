@@ -191,6 +191,7 @@ class Chat:
             for post in batch:
                 _fail(post, RuntimeError("the message could not be stored"), ErrorCode.INTERNAL, "not stored")
             return
+        MESSAGES.inc(sum(1 for result in stored if not isinstance(result, Exception) and result[1]))
         for post, result in zip(batch, stored, strict=True):
             if isinstance(result, Exception):  # this message alone was refused
                 log.error("storing a message in %r failed: %r", post.room, result)
@@ -198,7 +199,6 @@ class Chat:
                 continue
             message, created = result
             if created:
-                MESSAGES.inc()
                 try:
                     self.rt.emit(post.room, message, seq=int(message["id"]))
                 except Unavailable:  # stored: clients get it when they resume

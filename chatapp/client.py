@@ -158,12 +158,13 @@ class Connection:
         self._first: list[Batch] = []
         self._greeting: list[Batch] | None = []
         self._close_request: tuple[int, str, bytes | None] | None = None
+        self.closed_by_peer = False  # the peer's close frame came first (its code and reason)
         self._floor: int | None = None  # skip events with seq <= this (set by skip_through)
         self._peer_closed = Event()
         self._writer: Any = None  # the running writer greenlet (gevent.spawn_raw), if any
         self._writer_idle = Event()  # set while no writer runs
         self._writer_idle.set()
-        self._dead = False  # the writer has shut the socket down: no more writers
+        self._dead = False  # the writer is over for good (socket shut down or reset): no more writers
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} {self.remote_addr}>"
@@ -172,6 +173,8 @@ class Connection:
     def offer(self, item: Batch | object) -> bool:
         """Queue a Batch (or PING, or a pong) without blocking. False when the queue was full:
         the client is then closing with 1013 (too slow) and should be forgotten by its rooms."""
+        if self._dead:  # the socket is gone; the reader is ending, and unregisters it
+            return True
         try:
             if self._greeting is None:
                 self._queue.put_nowait(item)
@@ -296,6 +299,7 @@ class Connection:
         except ConnectionError as exc:  # reset or broken pipe: the peer is gone
             log.debug("%r: write failed: %r", self, exc)
             shutdown = False
+            gevent.spawn_later(CLOSE_TIMEOUT, self._shutdown_socket)  # should the reader still wait
         except (OSError, WriteTimeout) as exc:
             log.debug("%r: write failed: %r", self, exc)
         except Exception:
@@ -393,7 +397,6 @@ class Connection:
     def _write(self, data: bytes) -> None:
         """Write all of `data` or fail: one non-blocking send first (the usual case: the
         kernel takes it all), then the rest with sendall under WRITE_TIMEOUT."""
-        self._stats.bytes += len(data)
         try:
             sent = self._sock.send(data, 0, 0.0)  # gevent: timeout 0.0 never waits
         except BlockingIOError:
@@ -401,6 +404,7 @@ class Connection:
         if sent < len(data):
             with gevent.Timeout(self._config.write_timeout, WriteTimeout):
                 self._sock.sendall(memoryview(data)[sent:])
+        self._stats.bytes += len(data)
 
     def _shutdown_socket(self) -> None:
         try:
@@ -449,6 +453,7 @@ class Connection:
                     # we fail the connection without waiting for an answer (RFC 6455 7.1.7).
                     # Otherwise it is the peer's close frame: answered now, if ours is not out.
                     violation = ws.state is ConnectionState.OPEN
+                    self.closed_by_peer = not violation and self._close_request is None
                     self._peer_closed.set()
                     self.close(event.code, detail=event.reason or ("protocol error" if violation else ""))
                     return

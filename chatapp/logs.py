@@ -48,10 +48,16 @@ def gunicorn_logconfig(log_format: str) -> dict[str, Any]:
         "rename_fields": JSON_NAMES,
         "timestamp": "time",
     }
+    # gunicorn merges this over its defaults key by key, and its default loggers propagate to
+    # the root logger, which has a handler too: each line would come out twice. Not here.
     return {
         "formatters": {"json": json_formatter},
         "handlers": {
             "console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
             "error_console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
+        },
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
         },
     }

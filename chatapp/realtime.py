@@ -105,6 +105,7 @@ class Realtime:
         self._hub_greenlet: gevent.Greenlet | None = None
         self._per_ip: dict[str, int] = {}  # open WebSockets per client address, this worker
         self.started_at: float | None = None  # time.monotonic() when this worker's greenlets started
+        self._metrics = Sampler(self.hub)
 
     # -- the app's API ----------------------------------------------------------------------
     def on(self, event_type: str) -> Callable[[Handler], Handler]:
@@ -187,13 +188,17 @@ class Realtime:
 
     def _sampler(self) -> None:
         """The sampler greenlet: every SAMPLE_EVERY, this worker's figures into the metrics."""
-        sampler = Sampler(self.hub)
         while True:
-            try:
-                sampler.sample(self.backplane.healthy)
-            except Exception:  # the figures may be off for a while; delivery goes on
-                log.exception("sampling the metrics failed")
+            self.sample_metrics()
             gevent.sleep(SAMPLE_EVERY)
+
+    def sample_metrics(self) -> None:
+        """This worker's figures into the metrics now (the sampler's round; and at worker exit,
+        so that its last second is counted)."""
+        try:
+            self._metrics.sample(self.backplane.healthy)
+        except Exception:  # the figures may be off for a while; delivery goes on
+            log.exception("sampling the metrics failed")
 
     def _backplane_changed(self, healthy: bool, recovered: bool) -> None:
         if not healthy:
@@ -247,8 +252,8 @@ class Realtime:
         g.realtime_address = address
         offer = request.environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS", "")
         # Off, or a chat client that asks for a smaller window than the 32 KB our shared frames
-        # use (server_max_window_bits): no permessage-deflate for it. The echo route sends its
-        # frames uncompressed, so any window suits it.
+        # use (server_max_window_bits): no permessage-deflate for it. The echo route compresses
+        # only for clients that left us the full window (Connection._deflate), so any offer suits it.
         small_window = "server_max_window_bits" in offer and request.path == self.path
         if not self.config.ws_deflate or small_window:
             request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
@@ -359,24 +364,33 @@ def _take_over(ws: Any, config: Config, args: dict[str, str], hub: Hub) -> Conne
 
 
 def _end(conn: Connection) -> None:
-    """After the reader has returned: the writer finishes, the close is counted and logged."""
+    """After the reader has returned: the writer finishes, the close is counted and logged.
+    A close the peer started is logged with its code and by="peer", not its reason (the
+    peer's own text); its code is a metric label only if it is one of RFC 6455's (1000-1015),
+    else "other", so that clients cannot make labels without end."""
     conn.end()
     code, reason = conn.close_reason or (CloseCode.NORMAL, "")
-    CLOSES.labels(str(int(code))).inc()
+    code = int(code)
+    CLOSES.labels(str(code) if 1000 <= code <= 1015 else "other").inc()
+    by, reason = ("peer", "") if conn.closed_by_peer else ("server", reason)
     log.info(
-        "close %s code=%s reason=%r",
+        "close %s code=%s by %s reason=%r",
         conn.id,
-        int(code),
+        code,
+        by,
         reason,
-        extra={"event": "close", "conn": conn.id, "addr": conn.remote_addr, "code": int(code), "reason": reason},
+        extra={"event": "close", "conn": conn.id, "addr": conn.remote_addr, "code": code, "by": by, "reason": reason},
     )
 
 
 def _refuse(status: int, error: str, detail: str) -> Response:
-    """An upgrade request refused before the handshake: counted, logged, answered in JSON."""
+    """An upgrade request refused before the handshake: counted, logged, answered in JSON. A
+    bad origin is logged as a warning (a misconfiguration, or a page of another site trying);
+    the rest at debug, since a client retrying could fill the log (the counter has them)."""
     REFUSED.labels(error).inc()
-    log.info(
-        "refused %s from %s: %d %s (%s)",
+    log.log(
+        logging.WARNING if status == 403 else logging.DEBUG,
+        "refused %s from %s: %d %s (%r)",
         request.path,
         request.remote_addr,
         status,

@@ -13,13 +13,14 @@
   const GROUP_SECONDS = 300;         // a sender's messages this close together share one header
   const RECENT_ROOMS = 8;            // rooms remembered in the switcher
   // http(s) links in message text; trailing punctuation belongs to the sentence, not the link
-  const URL_RE = /\bhttps?:\/\/[^\s<>"'`]+/gi, URL_TAIL_RE = /[.,;:!?)\]}'"]+$/;
+  const URL_RE = /\bhttps?:\/\/[^\s<>"'`]+/gi, URL_TAIL = ".,;:!?]}'\"";
 
   let name = (params.get("name") || localStorage.getItem("chat.name") || "").trim();
   let room = document.body.dataset.room || "lobby";
   let ws = null, attempt = 0, retryTimer = null, countdown = null;
   let me = null;                     // {id, name} of the current connection
   let lastError = null;              // code of the last error event: says why a 1008 came
+  let refused = false;               // the server refused our parameters: retrying would not help
   const myIds = new Set();           // every id this page has had: own messages stay "mine"
   const seen = new Set();            // message ids shown in this room (a resume shows none twice)
   let lastId = null;                 // newest message id shown, for ?since= on reconnect
@@ -33,6 +34,11 @@
   function connect() {
     clearTimeout(retryTimer);
     clearInterval(countdown);
+    if (ws) {  // never two sockets: the one in progress gives way
+      const old = ws;
+      ws = null;
+      old.close(1000, "reconnecting");
+    }
     if (!navigator.onLine) return setStatus("closed", "Offline");  // the "online" event connects
     setStatus("connecting", "Connecting…");
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -51,6 +57,7 @@
       ws = null;
       me = null;
       if (e.code === 1008 && lastError === "bad_param") {  // refused: retrying would not help
+        refused = true;
         setStatus("closed", `Offline: ${e.reason || "refused"}`);
         return;
       }
@@ -75,18 +82,26 @@
     retryTimer = setTimeout(connect, delayMs);
   }
 
-  // The device lost its network: say so, and wait for it rather than count down retries.
+  // The device lost its network. Its socket cannot be trusted (it may hang for minutes, or
+  // carry on later as if nothing happened): drop it, say so, and wait for the network rather
+  // than count down retries. When it is back: a new socket, with `since`, and what was typed
+  // meanwhile is sent (once: the server keeps one message per cid).
   addEventListener("offline", () => {
-    if (!ws || ws.readyState !== WebSocket.OPEN) {
-      clearTimeout(retryTimer);
-      clearInterval(countdown);
+    if (!name || refused) return;      // not connecting anyway
+    clearTimeout(retryTimer);
+    clearInterval(countdown);
+    if (ws) {
+      const old = ws;
+      ws = null;
+      me = null;
+      old.close(1000, "offline");
     }
     setStatus("closed", "Offline");
   });
   addEventListener("online", () => {
-    if (ws && ws.readyState === WebSocket.OPEN && me) return setStatus("open", "Live");
+    if (!name || refused || ws) return;  // no name yet (the dialog connects), refused, or connecting
     attempt = 0;
-    if (!ws) connect();  // else the socket in progress reports how it went
+    connect();
   });
 
   function send(event) {
@@ -251,7 +266,7 @@
   function linkify(container, body) {
     let at = 0;
     for (const match of body.matchAll(URL_RE)) {
-      const url = match[0].replace(URL_TAIL_RE, "");
+      const url = trimUrl(match[0]);
       if (match.index > at) container.append(body.slice(at, match.index));
       const a = document.createElement("a");
       a.href = url;
@@ -262,6 +277,20 @@
       at = match.index + url.length;
     }
     if (at < body.length) container.append(body.slice(at));
+  }
+
+  // Trailing punctuation ends the sentence, not the link; a ")" stays when the link opened one
+  // (https://en.wikipedia.org/wiki/Go_(game)).
+  function trimUrl(url) {
+    for (;;) {
+      const last = url.at(-1);
+      if (last === ")") {
+        if (url.split(")").length <= url.split("(").length) return url;  // balanced: the link's
+      } else if (!URL_TAIL.includes(last)) {
+        return url;
+      }
+      url = url.slice(0, -1);  // ends: every match starts with "http://" or "https://"
+    }
   }
 
   function showTitle() {
@@ -287,8 +316,16 @@
 
   function remember(current) {
     const rooms = [current, ...recentRooms().filter((r) => r !== current)].slice(0, RECENT_ROOMS);
-    localStorage.setItem("chat.rooms", JSON.stringify(rooms));
+    store("chat.rooms", JSON.stringify(rooms));
     renderRooms(rooms);
+  }
+
+  function store(key, value) {
+    try {
+      localStorage.setItem(key, value);
+    } catch {
+      // full, or storage is off (private mode): the page works, it just forgets next time
+    }
   }
 
   function renderRooms(rooms = recentRooms()) {
@@ -360,7 +397,8 @@
 
   // Enter sends, Shift+Enter starts a new line (not while an input method composes a word).
   text.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+    // keyCode 229: the Enter that confirms an input method's word, in Safari
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
       e.preventDefault();
       composer.requestSubmit();
     }
@@ -406,6 +444,9 @@
     log.replaceChildren();
     seen.clear();
     lastId = null;
+    lastError = null;
+    refused = false;
+    for (const id of [...typers.keys()]) clearTyping(id);
     pending.clear();
     members.clear();
     total = null;
@@ -456,7 +497,7 @@
         e.preventDefault();  // keep the dialog open: a name of spaces is no name
         return;
       }
-      localStorage.setItem("chat.name", name);
+      store("chat.name", name);
       connect();
     });
     dialog.showModal();

@@ -74,9 +74,11 @@ class Server:
             **os.environ,
             "DATABASE_PATH": str(tmp / "chat.sqlite3"),
             "PYTHONUNBUFFERED": "1",
+            "TMPDIR": str(tmp),  # its temporary metrics directory, among the test's files
             **(env or {}),
         }
-        self.env.pop("PORT", None)
+        for own in ("PORT", "PROMETHEUS_MULTIPROC_DIR", "CHATAPP_OWN_METRICS_DIR"):  # each server its own
+            self.env.pop(own, None)
         self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -21,6 +21,16 @@ Object.defineProperty(Document.prototype, "visibilityState", {
 });
 """
 
+# How many times something is put into the log (one insertion may hold many lines).
+COUNT_INSERTIONS = """
+window.__insertions = 0;
+document.addEventListener("DOMContentLoaded", () => {
+  new MutationObserver((records) => {
+    window.__insertions += records.filter((r) => r.addedNodes.length).length;
+  }).observe(document.getElementById("log"), { childList: true });
+});
+"""
+
 
 def say(page, text: str) -> None:
     page.fill("#text", text)
@@ -57,15 +67,21 @@ def test_three_people_see_groups_times_and_join_lines(new_page, server: Server) 
 def test_links_are_clickable_and_text_stays_text(new_page, server: Server) -> None:
     writer = open_chat(new_page, server, "/r/links?name=writer")
     reader = open_chat(new_page, server, "/r/links?name=reader")
-    text = 'see https://example.com/a?b=1&c=<i>x</i>, or (http://127.0.0.1/doc). Not javascript:alert(1) "x"'
+    text = (
+        'see https://example.com/a?b=1&c=<i>x</i>, or (http://127.0.0.1/doc). Not javascript:alert(1) "x"'
+        " (https://en.wikipedia.org/wiki/Go_(game))."
+    )
     say(writer, text)
     body = reader.locator("#log .msg .body").last
     expect(body).to_have_text(text)  # every character as typed
     links = body.locator("a")
-    expect(links).to_have_count(2)
+    expect(links).to_have_count(3)
+    rel = "noopener noreferrer nofollow"
+    go = "https://en.wikipedia.org/wiki/Go_(game)"  # its own ")" kept, the sentence's not
     assert links.evaluate_all("as => as.map(a => [a.href, a.textContent, a.rel, a.target])") == [
-        ["https://example.com/a?b=1&c=", "https://example.com/a?b=1&c=", "noopener noreferrer nofollow", "_blank"],
-        ["http://127.0.0.1/doc", "http://127.0.0.1/doc", "noopener noreferrer nofollow", "_blank"],
+        ["https://example.com/a?b=1&c=", "https://example.com/a?b=1&c=", rel, "_blank"],
+        ["http://127.0.0.1/doc", "http://127.0.0.1/doc", rel, "_blank"],
+        [go, go, rel, "_blank"],
     ]
     assert body.locator("i").count() == 0
 
@@ -128,6 +144,8 @@ def test_recent_rooms_switch_the_room_without_a_reload(new_page, server: Server)
 def test_offline_then_online_sends_what_was_typed_once(new_page, server: Server) -> None:
     page = open_chat(new_page, server, "/r/tunnel?name=commuter")
     friend = open_chat(new_page, server, "/r/tunnel?name=friend")
+    sockets = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
     page.context.set_offline(True)
     expect(page.locator("#status")).to_have_text("Offline")
     expect(page.locator("#status")).to_have_attribute("data-state", "closed")
@@ -139,6 +157,20 @@ def test_offline_then_online_sends_what_was_typed_once(new_page, server: Server)
     expect(friend.locator("#log .msg .body")).to_have_text(["meanwhile", "typed in the tunnel"])
     expect(page.locator("#log .msg:not(.pending) .body")).to_have_text(["meanwhile", "typed in the tunnel"])
     expect(page.locator("#log .msg.pending")).to_have_count(0)
+    assert len(sockets) == 1  # it reconnected once the network was back, with one socket
+
+
+def test_a_network_back_before_the_name_is_chosen_opens_no_socket(new_page, server: Server) -> None:
+    page = new_page(server.url + "/r/nameless")
+    sockets = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    expect(page.locator("#name-dialog")).to_be_visible()
+    page.evaluate("dispatchEvent(new Event('offline')); dispatchEvent(new Event('online'))")
+    page.fill("#name-input", "Late")
+    page.press("#name-input", "Enter")
+    expect(page.locator("#status")).to_have_attribute("data-state", "open")
+    expect(page.locator("#members li")).to_have_text(["Late"])  # no guest joined on its behalf
+    assert len(sockets) == 1
 
 
 def test_history_on_join_arrives_at_once_and_shows_the_latest(new_page, server: Server) -> None:
@@ -146,10 +178,10 @@ def test_history_on_join_arrives_at_once_and_shows_the_latest(new_page, server: 
     for n in range(30):
         say(writer, f"earlier {n}")
     expect(writer.locator("#log .msg:not(.pending)")).to_have_count(30)
-    # count the insertions into the log while the history comes in
-    late = new_page(server.url + "/r/backlog?name=late")
+    late = new_page(server.url + "/r/backlog?name=late", init_script=COUNT_INSERTIONS)
     expect(late.locator("#status")).to_have_attribute("data-state", "open")
     expect(late.locator("#log .msg .body")).to_have_count(30)
+    assert late.evaluate("window.__insertions") == 1  # all of the history at once: no jump while it loads
     expect(late.locator("#log .msg .body").first).to_have_text("earlier 0")
     at_bottom = "(l => l.scrollHeight - l.scrollTop - l.clientHeight < 8)(document.getElementById('log'))"
     assert late.evaluate(at_bottom)  # the latest in view, as in any chat

@@ -17,8 +17,9 @@ def gunicorn(tmp_path, env: dict[str, str], *args: str) -> subprocess.CompletedP
     return subprocess.run(command, cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=30)
 
 
-def test_sigterm_tells_clients_to_reconnect_and_exits_in_time(make_server) -> None:
+def test_sigterm_tells_clients_to_reconnect_and_exits_in_time(make_server, tmp_path) -> None:
     server = make_server()
+    assert len(list(tmp_path.glob("chatapp-metrics-*"))) == 1  # where the workers keep their metrics
     with Client(server, "lobby", "a") as a, Client(server, "other", "b") as b:
         a.expect("welcome")
         b.expect("welcome")
@@ -33,12 +34,14 @@ def test_sigterm_tells_clients_to_reconnect_and_exits_in_time(make_server) -> No
         assert server.wait(timeout=15) == 0
         assert time.monotonic() - started < 10  # well within the graceful timeout of 20 s
     assert "Worker exiting" in server.log()
+    assert not list(tmp_path.glob("chatapp-metrics-*"))  # removed at exit
 
 
 def test_an_explicit_worker_count_without_redis_is_refused(tmp_path) -> None:
     result = gunicorn(tmp_path, {}, "-w", "2")
     assert result.returncode != 0
     assert "REDIS_URL" in result.stderr
+    assert not list(tmp_path.glob("chatapp-metrics-*"))  # nothing left behind
 
 
 def test_web_concurrency_from_the_platform_is_pinned_to_one_worker(make_server) -> None:
@@ -52,3 +55,4 @@ def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path) -> None:
     result = gunicorn(tmp_path, {"MAX_FRAME_BYTES": "lots"})
     assert result.returncode != 0
     assert "MAX_FRAME_BYTES" in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("chatapp-metrics-*"))  # nothing left behind

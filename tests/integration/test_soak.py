@@ -34,6 +34,12 @@ def stored(server: Server, room: str) -> list[dict]:
         messages += page
 
 
+def count(server: Server, room: str) -> int:
+    """How many messages the store holds for `room` (a room with someone online)."""
+    rooms = json.loads(server.get("/api/rooms")[2])["rooms"]
+    return next((r["messages"] for r in rooms if r["room"] == room), 0)
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -143,12 +149,13 @@ def test_churn_with_slow_readers_keeps_memory_and_gives_fast_readers_everything(
             thread.start()
         for thread in threads:
             thread.join(300)
+            assert not thread.is_alive(), "a churn thread is stuck"
         assert not errors, errors
         rss.append(rss_kb(pid))
     elapsed = time.monotonic() - started
     said = 200 + cycles // 2 // CHURN_THREADS * CHURN_THREADS * 2
     # every cycle's message is stored (the poster may still hold the last ones: awaited)
-    wait_for(lambda: len(stored(server, room)) >= said, 15, "every cycle's message stored")
+    wait_for(lambda: count(server, room) >= said, 15, "every cycle's message stored")
     messages = stored(server, room)
     assert len(messages) == said
     live = [int(m["id"]) for m in messages[200:]]  # the ones said while the readers listened
@@ -157,7 +164,7 @@ def test_churn_with_slow_readers_keeps_memory_and_gives_fast_readers_everything(
         assert ids == live, f"{reader.name}: {len(ids)} of {len(live)}"  # all, once, in order
     # the ones that never read were dropped as too slow (their close frame may never get out:
     # their buffers are full), and nobody waited on them
-    wait_for(lambda: worker(server)["dropped_slow"] == len(slow), 20, "the slow readers dropped")
+    wait_for(lambda: worker(server)["dropped_slow"] >= len(slow), 20, "the slow readers dropped")
     for raw in slow:
         raw.close()
     wait_for(lambda: worker(server)["connections"] == 0, 10, "every connection gone")
@@ -199,8 +206,8 @@ def test_kill_9_under_load_readers_resume_with_since_and_miss_nothing_stored(mak
     victim = worker(server)["pid"]
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: worker(server)["pid"] != victim, 20, "gunicorn's new worker")
-    before = len(stored(server, room))
-    wait_for(lambda: len(stored(server, room)) > before + 100, 15, "the stream flowing again")
+    before = count(server, room)
+    wait_for(lambda: count(server, room) > before + 100, 15, "the stream flowing again")
     stop.set()
     for thread in senders:
         thread.join(TIMEOUT)
