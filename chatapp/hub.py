@@ -16,6 +16,8 @@ Concurrency story (one worker process, gevent greenlets, no threads):
   bounded queue. A full queue means that client reads too slowly: it alone is closed with
   1013 and taken out of every room at once; the Hub and every other client go on.
 - The client's writer greenlet (client.py) is the only code that writes its socket.
+- `stats` (metrics.Stats) are plain counters: the Hub and every connection's reader and writer
+  add to them (gevent never switches inside a `+=`, so no lock), the sampler greenlet reads.
 """
 
 from __future__ import annotations
