@@ -87,6 +87,14 @@ def on_starting(server):
         server.log.warning("WEB_CONCURRENCY=%s ignored: one worker, since REDIS_URL is not set", concurrency)
 
 
+def post_fork(server, worker):
+    """In the new worker, first thing: until gunicorn installs the worker's own handlers (after
+    gevent's patching), the master's are in place, and a SIGTERM then only queues a signal for
+    a master that is not there: lost, and the booting worker runs on until the master kills it
+    at graceful_timeout. The default action ends it at once: it has no client yet."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def post_worker_init(worker):
     """Start the realtime layer's greenlets. On SIGTERM, tell every client to reconnect (error
     shutting_down, close 1001) while gunicorn stops accepting and waits for them to end."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
 import time
 
-from tests.helpers import ROOT, Client, Server, free_port
+from tests.helpers import ROOT, Client, Server, free_port, wait_for
 
 
 def gunicorn(tmp_path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -56,3 +58,14 @@ def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path) -> None:
     assert result.returncode != 0
     assert "MAX_FRAME_BYTES" in result.stderr and "Traceback" not in result.stderr
     assert not list(tmp_path.glob("chatapp-metrics-*"))  # nothing left behind
+
+
+def test_sigterm_while_a_worker_boots_stops_the_server_at_once(make_server) -> None:
+    server = make_server()
+    worker = json.loads(server.get("/healthz")[2])["pid"]
+    os.kill(worker, signal.SIGKILL)
+    wait_for(lambda: server.log().count("Booting worker") == 2, 10, "gunicorn's new worker booting")
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)  # while the new worker is still booting (it used to be lost)
+    server.wait(timeout=30)
+    assert time.monotonic() - started < 5  # not the 20 s of the graceful timeout

@@ -89,7 +89,7 @@ def test_metrics_add_up_every_worker_and_forget_a_dead_ones_clients(make_server,
         assert value(server, "chat_connects_total") == total  # a counter keeps what a dead worker counted
         wait_for(lambda: server.log().count("Booting worker") == 3, 10, "gunicorn's new worker")
         new = int(server.log().rsplit("Booting worker with pid: ", 1)[1].split()[0])
-        # serving (a SIGTERM at teardown while it still boots would be lost: see the README)
+        # the new worker serving, and in the sums (at 0 clients)
         wait_for(lambda: json.loads(server.get("/healthz")[2])["pid"] == new, 10, "the new worker answering")
         wait_for(lambda: value(server, "chat_clients") == survivors, 5, "the new worker counted, at 0")
         assert value(server, "chat_connects_total") == total
