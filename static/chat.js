@@ -12,6 +12,7 @@
   const BACKOFF_BASE_MS = 500, BACKOFF_CAP_MS = 30000;
   const GROUP_SECONDS = 300;         // a sender's messages this close together share one header
   const RECENT_ROOMS = 8;            // rooms remembered in the switcher
+  const MY_CIDS = 500;               // cids of one's own last messages, kept across reloads
   // http(s) links in message text; trailing punctuation belongs to the sentence, not the link
   const URL_RE = /\bhttps?:\/\/[^\s<>"'`]+/gi, URL_TAIL = ".,;:!?]}'\"";
 
@@ -22,6 +23,7 @@
   let lastError = null;              // code of the last error event: says why a 1008 came
   let refused = false;               // the server refused our parameters: retrying would not help
   const myIds = new Set();           // every id this page has had: own messages stay "mine"
+  const myCids = new Set(loadList("chat.cids").filter((c) => typeof c === "string"));  // and after a reload
   const seen = new Set();            // message ids shown in this room (a resume shows none twice)
   let lastId = null;                 // newest message id shown, for ?since= on reconnect
   const members = new Map();         // id -> name
@@ -228,7 +230,7 @@
     if (seen.has(message.id)) return;
     seen.add(message.id);
     lastId = message.id;
-    const mine = myIds.has(message.user.id);
+    const mine = myIds.has(message.user.id) || (message.cid !== undefined && myCids.has(message.cid));
     const node = messageNode(message.user, message.text, message.ts, mine);
     group(node, into);
     append(node, into);
@@ -306,11 +308,15 @@
 
   // -- recent rooms ---------------------------------------------------------------------------------
   function recentRooms() {
+    return loadList("chat.rooms").filter((r) => typeof r === "string" && /^[a-z0-9_-]{1,32}$/.test(r));
+  }
+
+  function loadList(key) {  // a list kept in localStorage, or [] (none, unreadable, edited by hand)
     try {
-      const rooms = JSON.parse(localStorage.getItem("chat.rooms") || "[]");
-      return Array.isArray(rooms) ? rooms.filter((r) => typeof r === "string" && /^[a-z0-9_-]{1,32}$/.test(r)) : [];
+      const list = JSON.parse(localStorage.getItem(key) || "[]");
+      return Array.isArray(list) ? list : [];
     } catch {
-      return [];  // kept by an older page, or edited by hand
+      return [];
     }
   }
 
@@ -423,6 +429,8 @@
     append(node);
     log.scrollTop = log.scrollHeight;  // one's own message is always shown
     pending.set(cid, event);
+    myCids.add(cid);
+    store("chat.cids", JSON.stringify([...myCids].slice(-MY_CIDS)));
     send(event);
     text.value = "";
     fitText();

@@ -222,3 +222,15 @@ def test_controls_have_accessible_names_and_new_messages_are_announced(new_page,
     expect(page.get_by_role("list", name="Online")).to_have_text("reader")
     expect(page.get_by_role("status")).to_have_text("Live")
     expect(page.get_by_role("list", name="Messages")).to_have_attribute("aria-live", "polite")
+
+
+def test_ones_own_messages_stay_ones_own_after_a_reload(new_page, server: Server) -> None:
+    page = open_chat(new_page, server, "/r/reload?name=me")
+    other = open_chat(new_page, server, "/r/reload?name=other")
+    say(page, "mine before the reload")
+    say(other, "theirs")
+    expect(page.locator("#log .msg:not(.pending)")).to_have_count(2)
+    page.reload()  # a new connection, a new id: the page knows its messages by their cids
+    expect(page.locator("#status")).to_have_attribute("data-state", "open")
+    expect(page.locator("#log .msg.mine .body")).to_have_text(["mine before the reload"])
+    expect(other.locator("#log .msg.mine .body")).to_have_text(["theirs"])
