@@ -108,10 +108,11 @@ class Sampler:
     def sample(self, backplane_up: bool) -> None:
         stats, copied = self.hub.stats, self._copied
         for field in fields(Stats):
-            delta = getattr(stats, field.name) - getattr(copied, field.name)
+            now = getattr(stats, field.name)
+            delta = now - getattr(copied, field.name)
             if delta:
                 _COUNTED[field.name].inc(delta)
-                setattr(copied, field.name, getattr(copied, field.name) + delta)
+                setattr(copied, field.name, now)
         connections = list(self.hub.connections.values())
         depths = [conn.queued for conn in connections]
         CLIENTS.set(len(connections))

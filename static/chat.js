@@ -13,6 +13,7 @@
   const GROUP_SECONDS = 300;         // a sender's messages this close together share one header
   const RECENT_ROOMS = 8;            // rooms remembered in the switcher
   const MY_CIDS = 500;               // cids of one's own last messages, kept across reloads
+  const ROOM_RE = /^[a-z0-9_-]{1,32}$/;  // the protocol's room names
   // http(s) links in message text; trailing punctuation belongs to the sentence, not the link
   const URL_RE = /\bhttps?:\/\/[^\s<>"'`]+/gi, URL_TAIL = ".,;:!?]}'\"";
 
@@ -36,11 +37,7 @@
   function connect() {
     clearTimeout(retryTimer);
     clearInterval(countdown);
-    if (ws) {  // never two sockets: the one in progress gives way
-      const old = ws;
-      ws = null;
-      old.close(1000, "reconnecting");
-    }
+    dropSocket("reconnecting");  // never two sockets: the one in progress gives way
     if (!navigator.onLine) return setStatus("closed", "Offline");  // the "online" event connects
     setStatus("connecting", "Connecting…");
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -92,12 +89,7 @@
     if (!name || refused) return;      // not connecting anyway
     clearTimeout(retryTimer);
     clearInterval(countdown);
-    if (ws) {
-      const old = ws;
-      ws = null;
-      me = null;
-      old.close(1000, "offline");
-    }
+    dropSocket("offline");
     setStatus("closed", "Offline");
   });
   addEventListener("online", () => {
@@ -105,6 +97,16 @@
     attempt = 0;
     connect();
   });
+
+  // Close the current socket, if any, on purpose: its onclose sees it is no longer `ws` and
+  // schedules nothing.
+  function dropSocket(reason) {
+    if (!ws) return;
+    const old = ws;
+    ws = null;
+    me = null;
+    old.close(1000, reason);
+  }
 
   function send(event) {
     if (ws && ws.readyState === WebSocket.OPEN && me) {
@@ -308,7 +310,7 @@
 
   // -- recent rooms ---------------------------------------------------------------------------------
   function recentRooms() {
-    return loadList("chat.rooms").filter((r) => typeof r === "string" && /^[a-z0-9_-]{1,32}$/.test(r));
+    return loadList("chat.rooms").filter((r) => typeof r === "string" && ROOM_RE.test(r));
   }
 
   function loadList(key) {  // a list kept in localStorage, or [] (none, unreadable, edited by hand)
@@ -439,16 +441,14 @@
 
   function switchRoom(next, push) {
     next = next.trim().toLowerCase();
-    if (!/^[a-z0-9_-]{1,32}$/.test(next) || next === room) return;
+    if (!ROOM_RE.test(next) || next === room) return;
     room = next;
     if (push) history.pushState({ room }, "", `/r/${room}${location.search}`);
     unread = 0;
     showTitle();
     renderRooms();
     $("room-input").value = room;
-    const old = ws;
-    ws = null;
-    if (old) old.close(1000, "switching room");
+    dropSocket("switching room");
     log.replaceChildren();
     seen.clear();
     lastId = null;

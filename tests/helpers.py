@@ -120,6 +120,10 @@ class Server:
                 self.proc.kill()
                 self.proc.wait(5)
 
+    def health(self) -> dict[str, Any]:
+        """/healthz of whichever worker answers: its pid, connections, dropped_slow..."""
+        return json.loads(self.get("/healthz")[2])
+
     def get(
         self, path: str, headers: Mapping[str, str] | None = None, method: str = "GET"
     ) -> tuple[int, dict[str, str], bytes]:

@@ -7,11 +7,10 @@ import os
 import secrets
 import signal
 import threading
-import time
 
 import pytest
 
-from tests.helpers import TIMEOUT, Client, Server
+from tests.helpers import TIMEOUT, Client, Server, wait_for
 
 TOKEN = "s3cret-token"
 
@@ -182,22 +181,16 @@ def test_kill_9_of_the_worker_loses_nothing_stored(make_server) -> None:
     with Client(server, r, "writer") as writer:
         writer.expect("welcome")
         sent = say_all(writer, [f"stored {n}" for n in range(20)])
-        worker = json.loads(server.get("/healthz")[2])["pid"]
+        worker = server.health()["pid"]
         os.kill(worker, signal.SIGKILL)
         writer.closed(timeout=10)  # the connection dies with the worker
-    deadline = time.monotonic() + 20
-    while True:  # gunicorn boots a new worker on the same file
-        status, _, body = server.get("/healthz")
-        if status == 200 and json.loads(body)["pid"] != worker:
-            break
-        assert time.monotonic() < deadline, "no new worker"
-        time.sleep(0.1)
+    wait_for(lambda: server.health()["pid"] != worker, 20, "gunicorn's new worker on the same file")
     assert api_messages(server, r)["messages"] == sent
     # and the whole server killed at once: the next one starts on the same file
     with Client(server, r, "writer") as writer:
         writer.expect("welcome")
         sent += say_all(writer, ["after the first kill"])
-        worker = json.loads(server.get("/healthz")[2])["pid"]
+        worker = server.health()["pid"]
         os.kill(worker, signal.SIGKILL)
         server.proc.kill()
         server.wait(10)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -62,7 +61,7 @@ def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path) -> None:
 
 def test_sigterm_while_a_worker_boots_stops_the_server_at_once(make_server) -> None:
     server = make_server()
-    worker = json.loads(server.get("/healthz")[2])["pid"]
+    worker = server.health()["pid"]
     os.kill(worker, signal.SIGKILL)
     wait_for(lambda: server.log().count("Booting worker") == 2, 10, "gunicorn's new worker booting")
     started = time.monotonic()

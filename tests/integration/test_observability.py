@@ -90,7 +90,7 @@ def test_metrics_add_up_every_worker_and_forget_a_dead_ones_clients(make_server,
         wait_for(lambda: server.log().count("Booting worker") == 3, 10, "gunicorn's new worker")
         new = int(server.log().rsplit("Booting worker with pid: ", 1)[1].split()[0])
         # the new worker serving, and in the sums (at 0 clients)
-        wait_for(lambda: json.loads(server.get("/healthz")[2])["pid"] == new, 10, "the new worker answering")
+        wait_for(lambda: server.health()["pid"] == new, 10, "the new worker answering")
         wait_for(lambda: value(server, "chat_clients") == survivors, 5, "the new worker counted, at 0")
         assert value(server, "chat_connects_total") == total
     finally:
@@ -108,7 +108,7 @@ def test_the_info_page_shows_the_live_figures(make_server) -> None:
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert '<td data-name="chat_clients">1</td>' in page
     assert '<td data-name="chat_connects_total">1</td>' in page
-    assert f"worker {json.loads(server.get('/healthz')[2])['pid']}" in page
+    assert f"worker {server.health()['pid']}" in page
     assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
     assert headers["Cache-Control"] == "no-store"
 

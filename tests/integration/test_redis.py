@@ -93,7 +93,7 @@ def test_a_dead_servers_clients_leave_presence_in_bounded_time(make_server, redi
     with Client(doomed, r, "ghost") as ghost, Client(alive, r, "watcher") as watcher:
         ghost.expect("welcome")
         watcher.expect("welcome")
-        worker = healthz(doomed)[1]["pid"]
+        worker = doomed.health()["pid"]
         os.kill(worker, signal.SIGKILL)
         doomed.proc.kill()
         left = watcher.expect("leave", timeout=10)

@@ -47,10 +47,6 @@ def rss_kb(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def worker(server: Server) -> dict:
-    return json.loads(server.get("/healthz")[2])
-
-
 class Reader(threading.Thread):
     """A fast reader: keeps every message id it gets, in order. With `resume`, it reconnects
     after a drop with `since` (the last id it has), as the page does."""
@@ -129,7 +125,7 @@ def test_churn_with_slow_readers_keeps_memory_and_gives_fast_readers_everything(
     env["MAX_MESSAGE_CHARS"] = "4000"  # 3 KB messages: a reader that never reads overflows its buffers
     server = make_server(env)
     room = "soak-" + secrets.token_hex(3)
-    pid = worker(server)["pid"]
+    pid = server.health()["pid"]
     errors: list[BaseException] = []
     churn(server, room, 200, errors)  # warm-up: caches, pools, the first arenas
     assert not errors, errors
@@ -164,10 +160,10 @@ def test_churn_with_slow_readers_keeps_memory_and_gives_fast_readers_everything(
         assert ids == live, f"{reader.name}: {len(ids)} of {len(live)}"  # all, once, in order
     # the ones that never read were dropped as too slow (their close frame may never get out:
     # their buffers are full), and nobody waited on them
-    wait_for(lambda: worker(server)["dropped_slow"] >= len(slow), 20, "the slow readers dropped")
+    wait_for(lambda: server.health()["dropped_slow"] >= len(slow), 20, "the slow readers dropped")
     for raw in slow:
         raw.close()
-    wait_for(lambda: worker(server)["connections"] == 0, 10, "every connection gone")
+    wait_for(lambda: server.health()["connections"] == 0, 10, "every connection gone")
     rss.append(rss_kb(pid))
     print(
         f"\nchurn: {said - 200} cycles in {elapsed:.1f} s ({(said - 200) / elapsed:.0f}/s), {len(live)} messages"
@@ -203,9 +199,9 @@ def test_kill_9_under_load_readers_resume_with_since_and_miss_nothing_stored(mak
     for thread in senders:
         thread.start()
     wait_for(lambda: min(len(r.ids) for r in readers) > 100, 15, "the stream flowing")
-    victim = worker(server)["pid"]
+    victim = server.health()["pid"]
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: worker(server)["pid"] != victim, 20, "gunicorn's new worker")
+    wait_for(lambda: server.health()["pid"] != victim, 20, "gunicorn's new worker")
     before = count(server, room)
     wait_for(lambda: count(server, room) > before + 100, 15, "the stream flowing again")
     stop.set()
