@@ -6,7 +6,7 @@ import hmac
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from .chat import Chat, parse_message, parse_name, parse_room, parse_since
+from .chat import Chat, parse_epoch, parse_message, parse_name, parse_room, parse_since
 from .errors import json_error
 from .protocol import ErrorCode, ProtocolError
 
@@ -27,17 +27,15 @@ def protocol_error(exc: ProtocolError) -> Response:
 
 @bp.get("/rooms/<room>/messages")
 def messages(room: str) -> Response:
-    """?since=ID: the messages after ID, oldest first (`truncated` when ID is no longer kept);
-    without it the last `limit`. limit: 1 to 500, default 50."""
+    """?since=ID: the first `limit` messages after ID, oldest first (`truncated` when ID is no
+    longer kept; `reset` when it cannot be from this store's ids, of another `epoch`: then the
+    last `limit`); without it the last `limit`. limit: 1 to 500, default 50."""
     room = parse_room(room)
     since = parse_since(request.args.get("since"))
+    epoch = parse_epoch(request.args.get("epoch"))
     limit = _limit(request.args.get("limit"))
-    store = _chat().store
-    if since is None:
-        found, truncated = store.recent(room, limit), False
-    else:
-        found, truncated = store.after(room, since, limit)
-    return jsonify(room=room, messages=found, truncated=truncated)
+    found = _chat().store.read(room, since, epoch, limit, page=limit)
+    return jsonify(room=room, messages=found.messages, truncated=found.truncated, epoch=found.epoch, reset=found.reset)
 
 
 @bp.post("/rooms/<room>/messages")

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 ROOM_RE = re.compile(r"[a-z0-9_-]{1,32}")
 SINCE_RE = re.compile(r"[0-9]{1,18}")
+EPOCH_RE = re.compile(r"[0-9a-f]{1,32}")
 DEFAULT_ROOM = "lobby"
 MAX_NAME = 32
 MAX_CID = 64
@@ -90,6 +91,15 @@ def parse_since(raw: str | None) -> int | None:
     if not SINCE_RE.fullmatch(raw):
         raise ProtocolError(ErrorCode.BAD_PARAM, "since must be a message id")
     return int(raw)
+
+
+def parse_epoch(raw: str | None) -> str | None:
+    """`epoch`: the `epoch` of the welcome that `since` came from, if the client kept it."""
+    if raw is None or raw == "":
+        return None
+    if not EPOCH_RE.fullmatch(raw):
+        raise ProtocolError(ErrorCode.BAD_PARAM, "epoch must be the epoch of an earlier welcome")
+    return raw
 
 
 def parse_message(event: dict[str, Any], max_chars: int) -> tuple[str, str | None]:
@@ -144,6 +154,7 @@ class Chat:
         rt.on("message")(self.message)
         rt.on("typing")(self.typing)
         rt.on_presence_expired(self.expired)
+        rt.on_presence_restored(self.restored)
 
     def post(self, room: str, user: dict[str, str], text: str, cid: str | None) -> tuple[Message, bool]:
         """Store a message, then emit it to the room, and wait for that. A resend (a cid the
@@ -198,7 +209,7 @@ class Chat:
                 _fail(post, result, ErrorCode.INTERNAL, "the message could not be stored")
                 continue
             message, created = result
-            if created:
+            if created and not self.store.publishes:  # else the store published it as it stored it
                 try:
                     self.rt.emit(post.room, message, seq=int(message["id"]))
                 except Unavailable:  # stored: clients get it when they resume
@@ -210,20 +221,12 @@ class Chat:
             elif not created and post.conn is not None:
                 post.conn.send(message)  # the ack of a resend: the sender learns it is stored
 
-    def history(self, room: str, since: int | None) -> tuple[list[Message], bool]:
-        """What a joining client gets: the messages after `since`, or the last HISTORY_ON_JOIN
-        when there is no `since` or it is not in the kept history (then truncated is True)."""
-        if since is not None:
-            messages, unknown = self.store.after(room, since)
-            if not unknown:
-                return messages, False
-        return self.store.recent(room, self.config.history_on_join), since is not None
-
     # -- realtime handlers --------------------------------------------------------------------
     def connect(self, conn: Connection) -> None:
         room = parse_room(conn.args.get("room"))
         name = parse_name(conn.args.get("name"))
         since = parse_since(conn.args.get("since"))
+        epoch = parse_epoch(conn.args.get("epoch"))
         conn.info = {"id": conn.id, "name": name}  # the `user` of its events
         conn.data.update(
             room=room,
@@ -234,8 +237,9 @@ class Chat:
         # Joined first, history second: nothing falls between the two. A message stored
         # before the read but still on its way to the Hub would come twice; skip_through
         # drops it from the live stream.
-        history, truncated = self.history(room, since)
-        seen = int(history[-1]["id"]) if history else since
+        history = self.store.read(room, since, epoch, self.config.history_on_join)
+        messages = history.messages
+        seen = int(messages[-1]["id"]) if messages else (None if history.truncated else since)
         if seen is not None:
             conn.skip_through(seen)
         members, count = self.rt.members(room, WELCOME_MEMBERS)  # on every worker, this one included
@@ -247,8 +251,10 @@ class Chat:
                 "room": room,
                 "members": members,
                 "member_count": count,
-                "history": history,
-                "truncated": truncated,
+                "history": messages,
+                "truncated": history.truncated,
+                "epoch": history.epoch,
+                "reset": history.reset,
             }
         )
         if big:
@@ -265,6 +271,11 @@ class Chat:
         """A member left: by closing, or by vanishing with its worker (presence expiry)."""
         if room not in self._big:  # in a big room, the next count tells
             self.rt.emit(room, {"type": "leave", "room": room, "user": user, "ts": time.time()})
+
+    def restored(self, room: str, user: dict[str, Any]) -> None:
+        """A member taken for gone (its `leave` told) was there after all: the room is told."""
+        if room not in self._big:
+            self.rt.emit(room, {"type": "join", "room": room, "user": user, "ts": time.time()})
 
     def _count_loop(self) -> None:
         """The counter greenlet: a round of counts every PRESENCE_EVERY, whatever fails."""

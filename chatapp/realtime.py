@@ -96,12 +96,15 @@ class Realtime:
             from .presence.redis import RedisPresence
 
             self.backplane = RedisBackplane(redis_client, self.hub, self._backplane_changed)
-            self.presence = RedisPresence(redis_client, self._presence_expired, config.presence_ttl)
+            self.presence = RedisPresence(
+                redis_client, self._presence_expired, config.presence_ttl, self._presence_restored
+            )
         self.path = "/ws"
         self._handlers: dict[str, Handler] = {}
         self._connect: ConnectHandler | None = None
         self._disconnect: ConnectHandler | None = None
         self._expired: ExpiredHandler | None = None
+        self._restored: ExpiredHandler | None = None
         self._hub_greenlet: gevent.Greenlet | None = None
         self._per_ip: dict[str, int] = {}  # open WebSockets per client address, this worker
         self.started_at: float | None = None  # time.monotonic() when this worker's greenlets started
@@ -131,6 +134,12 @@ class Realtime:
         """`handler(room, info)` runs once for a member that went without a disconnect (its
         worker died), when any worker sweeps it out of the room's presence."""
         self._expired = handler
+        return handler
+
+    def on_presence_restored(self, handler: ExpiredHandler) -> ExpiredHandler:
+        """`handler(room, info)` runs when a member that was swept out of a room's presence
+        (wrongly: a stalled worker, say) is found still there, and put back."""
+        self._restored = handler
         return handler
 
     def emit(self, room: str, event: dict[str, Any], seq: int | None = None) -> None:
@@ -210,6 +219,10 @@ class Realtime:
     def _presence_expired(self, room: str, info: Info) -> None:
         if self._expired is not None:
             self._expired(room, info)
+
+    def _presence_restored(self, room: str, info: Info) -> None:
+        if self._restored is not None:
+            self._restored(room, info)
 
     # -- wiring into Flask --------------------------------------------------------------------
     def init_app(self, app: Flask, path: str = "/ws") -> None:

@@ -27,6 +27,7 @@
   const myCids = new Set(loadList("chat.cids").filter((c) => typeof c === "string"));  // and after a reload
   const seen = new Set();            // message ids shown in this room (a resume shows none twice)
   let lastId = null;                 // newest message id shown, for ?since= on reconnect
+  let epoch = null;                  // the welcome's epoch that lastId belongs to (&epoch=)
   const members = new Map();         // id -> name
   let total = null;                   // a big room's member count, as told; null: members.size
   const pending = new Map();         // cid -> message event not yet echoed; resent on every welcome
@@ -43,6 +44,7 @@
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const query = new URLSearchParams({ room, name });
     if (lastId !== null) query.set("since", lastId);
+    if (lastId !== null && epoch !== null) query.set("epoch", epoch);
     const socket = new WebSocket(`${scheme}//${location.host}/ws?${query}`);
     ws = socket;
     socket.onmessage = (e) => {
@@ -157,7 +159,15 @@
     members.set(me.id, me.name);  // a big room's welcome lists only some: always list oneself
     total = (event.member_count ?? 0) > members.size ? event.member_count : null;
     renderMembers();
-    if (event.truncated && lastId !== null) addSystem("Some messages from while you were away are no longer kept.");
+    if (event.reset) {  // the server's history is not the one we showed (its store lost it): start afresh
+      log.replaceChildren();
+      seen.clear();
+      lastId = null;
+      addSystem("The server's history was reset; this is what it holds now.");
+    } else if (event.truncated && lastId !== null) {
+      addSystem("Some messages from while you were away are no longer kept.");
+    }
+    epoch = event.epoch ?? null;
     // History goes in with one insertion (no jump while it loads); on a resume it is what
     // came while we were away, so it counts as unread.
     const resumed = lastId !== null;
@@ -452,6 +462,7 @@
     log.replaceChildren();
     seen.clear();
     lastId = null;
+    epoch = null;
     lastError = null;
     refused = false;
     for (const id of [...typers.keys()]) clearTyping(id);

@@ -135,6 +135,19 @@ class Server:
             return exc.code, dict(exc.headers), exc.read()
 
 
+def stored(server: Server, room: str) -> list[dict[str, Any]]:
+    """Every message the store holds for `room`, oldest first (the API, page by page)."""
+    messages: list[dict[str, Any]] = []
+    while True:
+        since = messages[-1]["id"] if messages else "0"
+        status, _, body = server.get(f"/api/rooms/{room}/messages?limit=500&since={since}")
+        assert status == 200, body
+        page = json.loads(body)["messages"]
+        if not page:
+            return messages
+        messages += page
+
+
 class Client:
     """A WebSocket client (the `websockets` library) that reads events, one per line."""
 

@@ -7,14 +7,22 @@ manager): a worker never misses the first events of a room it has just joined, a
 of receiving events of rooms it has no clients in (the Hub drops them at once).
 
 On the wire: `room \\n seq \\n event`, the event's JSON bytes as the publisher serialised
-them, never decoded and re-encoded by a worker.
+them, never decoded and re-encoded by a worker. Chat messages are published in that format by
+the store's own append script (store/redis.py), in the step that gives them their id, so that
+the channel carries each room's messages in id order; other events come through `publish`.
+
+Redis that stops answering (hung, or a network that drops packets without a reset) looks like
+a quiet channel to a subscriber. So the listener pings every PING_EVERY seconds, and a Redis
+that says nothing, pong or event, for HANG_AFTER seconds is taken as lost: reported, and the
+subscription made again. It is healthy again only once Redis confirms the new subscription.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from time import monotonic
 
 import gevent
 import redis
@@ -26,7 +34,12 @@ log = logging.getLogger(__name__)
 CHANNEL = "chat:events"
 BACKOFF_FIRST = 0.1
 BACKOFF_CAP = 5.0
-POLL = 1.0  # seconds the listener waits for a message before checking the connection
+PING_EVERY = 1.0  # seconds between the listener's pings
+HANG_AFTER = 4.0  # seconds without a word from Redis before the subscription counts as lost
+
+
+class Silent(redis.ConnectionError):
+    """Redis said nothing, not even a pong, for HANG_AFTER seconds."""
 
 
 class RedisBackplane:
@@ -64,21 +77,21 @@ class RedisBackplane:
 
     def _listen(self) -> None:
         """The listener greenlet: the only reader of the subscription. Hands each event to the
-        Hub; on a lost connection, reports it and subscribes again with capped backoff."""
+        Hub; on a lost or silent connection, reports it and subscribes again with capped backoff."""
         backoff, lost = BACKOFF_FIRST, False
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._redis.pubsub()
             try:
                 pubsub.subscribe(CHANNEL)
-                pubsub.ping()  # fails now, not later, when Redis is not there
-                self.healthy, backoff = True, BACKOFF_FIRST
-                if lost:
-                    log.warning("backplane: subscribed to Redis again")
-                    self._on_change(True, True)
-                while True:
-                    message = pubsub.get_message(timeout=POLL)
-                    if message is not None and message["type"] == "message":
+                for message in _heard(pubsub):
+                    kind = message["type"]
+                    if kind == "message":
                         self._deliver(message["data"])
+                    elif kind == "subscribe":  # confirmed: from now on every publish reaches us
+                        self.healthy, backoff = True, BACKOFF_FIRST
+                        if lost:
+                            log.warning("backplane: subscribed to Redis again")
+                            self._on_change(True, True)
             except redis.RedisError as exc:
                 log.warning("backplane: Redis connection lost (%s); retrying in %.1f s", exc, backoff)
             except Exception:  # a bug must not end delivery for good
@@ -90,3 +103,20 @@ class RedisBackplane:
                 self._on_change(False, False)
             gevent.sleep(backoff * (0.5 + random.random() / 2))
             backoff = min(backoff * 2, BACKOFF_CAP)
+
+
+def _heard(pubsub: redis.client.PubSub) -> Iterator[dict]:
+    """What Redis sends on the subscription (subscribe confirmations, events, pongs), pinging it
+    every PING_EVERY; raises Silent when it has said nothing for HANG_AFTER seconds."""
+    heard = next_ping = monotonic()
+    while True:
+        now = monotonic()
+        if now >= next_ping:
+            pubsub.ping()  # answered by a pong, after whatever Redis sent before it
+            next_ping = now + PING_EVERY
+        message = pubsub.get_message(timeout=max(next_ping - now, 0.0))
+        if message is not None:
+            heard = monotonic()
+            yield message
+        elif monotonic() - heard > HANG_AFTER:
+            raise Silent(f"no answer from Redis for {HANG_AFTER:.0f} s")

@@ -1,9 +1,18 @@
 """RedisPresence: who is in a room, across every worker, in Redis.
 
 Each worker writes its own clients into a sorted set per room with a deadline as the score,
-and renews the deadlines every TTL/3 s. A worker that dies stops renewing; its clients are
-swept out within PRESENCE_TTL s by any live worker, which reports each one (on_expired) so
-the app can tell the room they left. A Lua script sweeps, so each one is reported once.
+and its heartbeat renews them every TTL/4 s with a deadline 3/4 TTL ahead: an entry survives a
+renewal up to TTL/2 late. A worker that dies stops renewing; its clients' deadlines pass
+within 3/4 TTL and the next sweep of any live worker (every TTL/4) takes them out, so they
+leave within PRESENCE_TTL of the death, each reported once (on_expired, a Lua script sweeps)
+so that the app can tell the room they left.
+
+A stalled Redis (or a stalled worker) must not look like dead workers: during a stall no one
+renews, and the first sweep after it would find every deadline passed. So a worker sweeps only
+when its own heartbeat has been steady (each renewal answered within half a beat) for a whole
+entry lifetime, by which time every live worker has renewed since the stall. And a renewal that
+finds one of its entries gone (swept by a worker that judged wrong, or removed by hand) puts it
+back and reports it (on_restored), so the app can tell the room that member is there after all.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from time import monotonic
 
 import gevent
 import redis
@@ -37,26 +47,40 @@ def _key(room: str) -> str:
 
 _unavailable = unavailable_on("presence (Redis)", redis.RedisError)
 
+BEATS = 4  # heartbeats per PRESENCE_TTL
+LIFETIME = 0.75  # an entry's deadline, in PRESENCE_TTLs after its renewal: LIFETIME + 1/BEATS = 1
+
 
 class RedisPresence:
-    def __init__(self, client: redis.Redis, on_expired: Callable[[str, Info], None], ttl: float) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        on_expired: Callable[[str, Info], None],
+        ttl: float,
+        on_restored: Callable[[str, Info], None] = lambda room, info: None,
+    ) -> None:
         self._redis = client
         self._on_expired = on_expired
+        self._on_restored = on_restored
         self.ttl = ttl
-        # This worker's entries: conn id -> {room: member}. Written by connection greenlets,
-        # read by the heartbeat greenlet; gevent switches only at I/O, so no lock.
+        self.every = ttl / BEATS  # seconds between heartbeats
+        self.lifetime = ttl * LIFETIME  # seconds from a renewal to the entry's deadline
+        # This worker's entries: conn id -> {room: member}. Written by connection greenlets (an
+        # entry once Redis has it), read by the heartbeat greenlet; gevent switches only at
+        # I/O, so no lock.
         self._local: dict[str, dict[str, str]] = {}
         self._sweep = client.register_script(_SWEEP)
         self._heartbeat: gevent.Greenlet | None = None
+        self._steady_since: float | None = None  # monotonic; None: the last renewal failed or was slow
 
     @_unavailable
     def add(self, room: str, conn_id: str, info: Info) -> None:
         member = json.dumps(info, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-        self._local.setdefault(conn_id, {})[room] = member
         with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(_key(room), {member: time.time() + self.ttl})
+            pipe.zadd(_key(room), {member: time.time() + self.lifetime})
             pipe.sadd(ROOMS, room)
             pipe.execute()
+        self._local.setdefault(conn_id, {})[room] = member  # after: a renewal meanwhile would report it restored
 
     @_unavailable
     def remove_all(self, conn_id: str) -> None:
@@ -69,10 +93,11 @@ class RedisPresence:
 
     @_unavailable
     def members(self, room: str, limit: int) -> tuple[list[Info], int]:
-        now = time.time()
+        # Every entry counts until a sweep takes it out (the sweep alone judges deadlines, and
+        # waits after a stall, when deadlines have passed for live members too).
         with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zrangebyscore(_key(room), now, "+inf", start=0, num=limit)
-            pipe.zcount(_key(room), now, "+inf")
+            pipe.zrange(_key(room), 0, limit - 1)
+            pipe.zcard(_key(room))
             members, count = pipe.execute()
         return [json.loads(m) for m in members], count
 
@@ -83,10 +108,9 @@ class RedisPresence:
 
     @_unavailable
     def counts(self, rooms: list[str]) -> dict[str, int]:
-        now = time.time()
         with self._redis.pipeline(transaction=False) as pipe:
             for room in rooms:
-                pipe.zcount(_key(room), now, "+inf")
+                pipe.zcard(_key(room))
             return dict(zip(rooms, pipe.execute(), strict=True))
 
     def start(self) -> None:
@@ -94,25 +118,45 @@ class RedisPresence:
             self._heartbeat = gevent.spawn(self._beat)
 
     def _beat(self) -> None:
-        """The heartbeat greenlet: renews this worker's entries and sweeps out expired ones."""
+        """The heartbeat greenlet: renews this worker's entries and, when steady, sweeps out
+        expired ones."""
         while True:
-            gevent.sleep(self.ttl / 3)
+            gevent.sleep(self.every)
             try:
-                self.renew()
-                self.sweep()
+                if self.renew():
+                    self.sweep()
             except redis.RedisError as exc:
+                self._steady_since = None
                 log.warning("presence: Redis unavailable (%s)", exc)
             except Exception:
                 log.exception("presence: heartbeat failed")
 
-    def renew(self) -> None:
-        deadline = time.time() + self.ttl
+    def renew(self) -> bool:
+        """Renew this worker's entries, put back any that was taken out, and say whether the
+        heartbeat has been steady long enough for this worker to judge others' entries."""
+        started = monotonic()
+        deadline = time.time() + self.lifetime
+        entries = [
+            (conn_id, room, member) for conn_id, rooms in list(self._local.items()) for room, member in rooms.items()
+        ]
         with self._redis.pipeline(transaction=False) as pipe:
-            for entries in list(self._local.values()):
-                for room, member in entries.items():
-                    pipe.zadd(_key(room), {member: deadline})
-                    pipe.sadd(ROOMS, room)
-            pipe.execute()
+            for _conn_id, room, member in entries:
+                pipe.zadd(_key(room), {member: deadline})
+                pipe.sadd(ROOMS, room)
+            added = pipe.execute()[::2]
+        for (conn_id, room, member), new in zip(entries, added, strict=True):
+            if not new:
+                continue
+            if room in self._local.get(conn_id, ()):  # swept while it was here: back, and told
+                self._on_restored(room, json.loads(member))
+            else:  # it left while we renewed: the renewal must not keep it
+                self._redis.zrem(_key(room), member)
+        now = monotonic()
+        if now - started > self.every / 2:  # Redis (or this worker) stalled: others could not renew either
+            self._steady_since = None
+        if self._steady_since is None:
+            self._steady_since = now
+        return now - self._steady_since >= self.lifetime
 
     def sweep(self) -> None:
         now = time.time()

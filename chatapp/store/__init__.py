@@ -4,16 +4,36 @@ Two implementations of one interface, chosen by configuration: SQLite (one machi
 default) and Redis (REDIS_URL: several workers or machines). Both give each message an
 integer id, as a string, unique and increasing within its room, and keep a room's newest
 HISTORY_LIMIT messages.
+
+Ids are unique within an epoch: a store that loses a room's data (a Redis restarted without
+its data, a deleted SQLite file) starts its ids again under a new epoch, so a client's
+`since` from before is never taken for a message of after (History.reset).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 Message = dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class History:
+    """What `Store.read` found: messages oldest first, and how they relate to `since`."""
+
+    messages: list[Message]
+    epoch: str  # the generation of the room's ids in this store (opaque)
+    truncated: bool = False  # `since` is not kept here: `messages` are the last ones, some may be missing
+    reset: bool = False  # `since` is from another epoch, or beyond the room's last id: forget what it showed
+
+
 class Store(Protocol):
+    # True when append_many also publishes each new message to every worker (Redis: in the same
+    # step that takes its id, so a room's channel carries its messages in id order); the caller
+    # then must not publish them again.
+    publishes: bool
+
     def append_many(self, items: list[tuple[str, Message]]) -> list[tuple[Message, bool] | Exception]:
         """Store each (room, message) in order, at the cost of about one: one transaction
         (SQLite), one round trip (Redis). A message is stored unless its room already holds
@@ -25,13 +45,15 @@ class Store(Protocol):
         stored none of them, Redis maybe some (a resend with the same cid finds those)."""
         ...
 
-    def recent(self, room: str, limit: int) -> list[Message]:
-        """The last `limit` messages of `room`, oldest first."""
-        ...
+    def read(self, room: str, since: int | None, epoch: str | None, limit: int, page: int | None = None) -> History:
+        """A room's history in one consistent read, oldest first.
 
-    def after(self, room: str, since: int, limit: int = -1) -> tuple[list[Message], bool]:
-        """Up to `limit` (default: all) messages of `room` after id `since`, oldest first, and
-        whether `since` is unknown here (never was, or pruned): then some may be missing."""
+        - No `since`: the last `limit` messages.
+        - A `since` that cannot be from this store's ids (of another `epoch`, or beyond the
+          last id given): the last `limit`, truncated and reset.
+        - A `since` kept here: the messages after it, all of them or the first `page`.
+        - A `since` no longer kept (pruned): with `page`, the first `page` after it (paging
+          on); without, the last `limit` (catching up); truncated either way."""
         ...
 
     def counts(self, rooms: list[str]) -> dict[str, int]:
@@ -45,3 +67,8 @@ def append(store: Store, room: str, message: Message) -> tuple[Message, bool]:
     if isinstance(result, Exception):
         raise result
     return result
+
+
+def recent(store: Store, room: str, limit: int) -> list[Message]:
+    """The last `limit` messages of `room`, oldest first."""
+    return store.read(room, None, None, limit).messages

@@ -4,21 +4,28 @@ Per room (the braces keep a room's keys in one cluster slot):
 - `chat:{room}:seq`      the last id given (INCR): ids never go back, even after pruning
 - `chat:{room}:messages` sorted set: score = id, member = the message's JSON, as sent
 - `chat:{room}:cids`     sorted set: score = id, member = cid, pruned with the messages
+- `chat:{room}:epoch`    a random name for this run of ids, made by the first read: a Redis
+                         that lost its data starts ids at 1 again under a new epoch
 
-One Lua script checks the cid, takes the id, stores and prunes, so two workers appending at
-once cannot give one id twice or keep one cid twice.
+One Lua script checks the cid, takes the id, stores, prunes and publishes the message on the
+backplane's channel (given as `channel`), so two workers appending at once cannot give one id
+twice or keep one cid twice, and the channel carries each room's messages in id order (with
+the id taken in one round trip and published in another, messages from two workers would
+reach the channel, and the clients, out of order, and a client resuming from the last id it
+was shown would skip the lower one still on its way).
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 import redis
 
 from ..errors import unavailable_on
 from ..protocol import encode
-from . import Message
+from . import History, Message
 
 _unavailable = unavailable_on("the message store (Redis)", redis.RedisError)
 
@@ -41,7 +48,36 @@ if redis.call('ZCARD', KEYS[2]) > limit then
     local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
     redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. oldest[2])
 end
+if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6] .. id .. '\\n' .. body) end
 return {1, body}
+"""
+
+# One consistent read of a room's history (see Store.read): the epoch (made if missing), then
+# the messages after `since` when it is of that epoch (and kept, or paged), else the last `limit`.
+_READ = """
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+    epoch = ARGV[1]
+    redis.call('SET', KEYS[1], epoch)
+end
+local since, limit, page = tonumber(ARGV[2]), tonumber(ARGV[4]), ARGV[5]
+local reset = 0
+if since then
+    local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+    if (ARGV[3] ~= '' and ARGV[3] ~= epoch) or since > last then
+        reset = 1
+    else
+        local known = redis.call('ZCOUNT', KEYS[3], since, since) > 0
+        if known or page ~= '' then
+            local count = page ~= '' and page or -1
+            local after = redis.call('ZRANGE', KEYS[3], '(' .. since, '+inf', 'BYSCORE', 'LIMIT', 0, count)
+            return {epoch, known and 0 or 1, 0, after}
+        end
+    end
+end
+local bodies = {}
+if limit > 0 then bodies = redis.call('ZRANGE', KEYS[3], -limit, -1) end
+return {epoch, since and 1 or 0, reset, bodies}
 """
 
 _ID_PREFIX = '{"type":"message","id":"'
@@ -51,11 +87,20 @@ def _keys(room: str) -> tuple[str, str, str]:
     return f"chat:{{{room}}}:seq", f"chat:{{{room}}}:messages", f"chat:{{{room}}}:cids"
 
 
+def _epoch_key(room: str) -> str:
+    return f"chat:{{{room}}}:epoch"
+
+
 class RedisStore:
-    def __init__(self, client: redis.Redis, history_limit: int) -> None:
+    def __init__(self, client: redis.Redis, history_limit: int, channel: str | None = None) -> None:
+        """`channel`: publish each new message there, as `room \\n id \\n message` (the Redis
+        backplane's format), in the script that stores it."""
         self._redis = client
         self.history_limit = history_limit
+        self._channel = channel
+        self.publishes = channel is not None
         self._append = client.register_script(_APPEND)
+        self._read = client.register_script(_READ)
 
     @_unavailable
     def append_many(self, items: list[tuple[str, Message]]) -> list[tuple[Message, bool] | Exception]:
@@ -64,26 +109,19 @@ class RedisStore:
                 fields: dict[str, Any] = {"room": room, **message}
                 # The script puts the id between these halves: {"type":"message","id":"<id>","room":...}
                 suffix = '",' + encode(fields).decode()[1:]
-                args = (message.get("cid") or "", _ID_PREFIX, suffix, self.history_limit)
+                channel = (self._channel, f"{room}\n") if self._channel else ("", "")
+                args = (message.get("cid") or "", _ID_PREFIX, suffix, self.history_limit, *channel)
                 self._append(keys=_keys(room), args=args, client=pipe)
             # A script that fails fails alone; the others are stored (not a transaction).
             results = pipe.execute(raise_on_error=False)
         return [r if isinstance(r, Exception) else (json.loads(r[1]), bool(r[0])) for r in results]
 
     @_unavailable
-    def recent(self, room: str, limit: int) -> list[Message]:
-        if limit <= 0:
-            return []  # zrange(-0, -1) would be the whole set
-        return [json.loads(body) for body in self._redis.zrange(_keys(room)[1], -limit, -1)]
-
-    @_unavailable
-    def after(self, room: str, since: int, limit: int = -1) -> tuple[list[Message], bool]:
-        key = _keys(room)[1]
-        with self._redis.pipeline(transaction=True) as pipe:  # the check and the rows agree
-            pipe.zcount(key, since, since)
-            pipe.zrangebyscore(key, f"({since}", "+inf", start=0, num=limit)
-            known, bodies = pipe.execute()
-        return [json.loads(body) for body in bodies], known == 0
+    def read(self, room: str, since: int | None, epoch: str | None, limit: int, page: int | None = None) -> History:
+        seq, messages, _cids = _keys(room)
+        args = (secrets.token_hex(6), "" if since is None else since, epoch or "", limit, "" if page is None else page)
+        epoch, truncated, reset, bodies = self._read(keys=(_epoch_key(room), seq, messages), args=args)
+        return History([json.loads(body) for body in bodies], epoch.decode(), bool(truncated), bool(reset))
 
     @_unavailable
     def counts(self, rooms: list[str]) -> dict[str, int]:

@@ -10,19 +10,21 @@ in sixteens), so the chat hands appends over in batches (`append_many`).
 
 A room keeps its newest HISTORY_LIMIT messages, and up to PRUNE_EVERY more between prunes.
 Ids are SQLite's AUTOINCREMENT rowids, as strings: unique and increasing within a room,
-never reused after pruning, the same for every process on the file.
+never reused after pruning, the same for every process on the file. The file's epoch is made
+with it: a new file (the old one deleted) starts its ids again under a new epoch.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from ..errors import Unavailable, unavailable_on
-from . import Message
+from . import History, Message
 
 # A locked file past busy_timeout, a full disk: the same call may work later.
 _unavailable = unavailable_on("the message store (SQLite)", sqlite3.OperationalError)
@@ -39,6 +41,7 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_room_id ON messages (room, id);
 CREATE UNIQUE INDEX IF NOT EXISTS messages_room_cid ON messages (room, cid);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _COLUMNS = "id, room, ts, user_id, user_name, text, cid"
 
@@ -56,6 +59,8 @@ class SQLiteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', ?)", (secrets.token_hex(6),))
+        self.publishes = False
 
     def append_many(self, items: list[tuple[str, Message]]) -> list[tuple[Message, bool] | Exception]:
         try:
@@ -94,20 +99,29 @@ class SQLiteStore:
         return _message((cursor.lastrowid, room, message["ts"], user["id"], user["name"], message["text"], cid)), True
 
     @_unavailable
-    def recent(self, room: str, limit: int) -> list[Message]:
-        rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM messages WHERE room = ? ORDER BY id DESC LIMIT ?", (room, limit)
-        ).fetchall()
-        return [_message(row) for row in reversed(rows)]
-
-    @_unavailable
-    def after(self, room: str, since: int, limit: int = -1) -> tuple[list[Message], bool]:
-        with self._transaction("BEGIN"):  # one snapshot: the check and the rows agree
-            known = self._db.execute("SELECT 1 FROM messages WHERE room = ? AND id = ?", (room, since)).fetchone()
+    def read(self, room: str, since: int | None, epoch: str | None, limit: int, page: int | None = None) -> History:
+        with self._transaction("BEGIN"):  # one snapshot: the checks and the rows agree
+            (current,) = self._db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+            reset = since is not None and ((epoch is not None and epoch != current) or since > self._last_id())
+            if since is not None and not reset:
+                known = self._has(room, since)
+                if known or page is not None:
+                    rows = self._db.execute(
+                        f"SELECT {_COLUMNS} FROM messages WHERE room = ? AND id > ? ORDER BY id LIMIT ?",
+                        (room, since, -1 if page is None else page),
+                    ).fetchall()
+                    return History([_message(row) for row in rows], current, truncated=not known)
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM messages WHERE room = ? AND id > ? ORDER BY id LIMIT ?", (room, since, limit)
+                f"SELECT {_COLUMNS} FROM messages WHERE room = ? ORDER BY id DESC LIMIT ?", (room, max(limit, 0))
             ).fetchall()
-        return [_message(row) for row in rows], known is None
+        return History([_message(row) for row in reversed(rows)], current, since is not None, reset)
+
+    def _last_id(self) -> int:
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
+        return row[0] if row else 0
+
+    def _has(self, room: str, id_: int) -> bool:
+        return self._db.execute("SELECT 1 FROM messages WHERE room = ? AND id = ?", (room, id_)).fetchone() is not None
 
     @_unavailable
     def counts(self, rooms: list[str]) -> dict[str, int]:

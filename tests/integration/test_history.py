@@ -228,10 +228,14 @@ def test_api_history_pages_with_since_and_limit(server: Server) -> None:
     with Client(server, r, "writer") as writer:
         writer.expect("welcome")
         sent = say_all(writer, [f"m{n}" for n in range(6)])
-    assert api_messages(server, r) == {"room": r, "messages": sent, "truncated": False}
+    whole = api_messages(server, r)
+    assert whole == {"room": r, "messages": sent, "truncated": False, "reset": False, "epoch": whole["epoch"]}
     assert api_messages(server, r, "?limit=2")["messages"] == sent[-2:]
-    page = api_messages(server, r, f"?since={sent[1]['id']}&limit=3")
+    page = api_messages(server, r, f"?since={sent[1]['id']}&limit=3&epoch={whole['epoch']}")
     assert page["messages"] == sent[2:5] and page["truncated"] is False
+    another = "1" if whole["epoch"] != "1" else "2"
+    other = api_messages(server, r, f"?since={sent[1]['id']}&limit=3&epoch={another}")
+    assert other["messages"] == sent[-3:] and other["truncated"] is True and other["reset"] is True
     assert api_messages(server, r.upper())["messages"] == sent  # rooms fold to lower case
 
 

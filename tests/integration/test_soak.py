@@ -15,23 +15,10 @@ import threading
 import time
 from pathlib import Path
 
-from tests.helpers import TIMEOUT, Client, RawClient, Server, wait_for
+from tests.helpers import TIMEOUT, Client, RawClient, Server, stored, wait_for
 
 TEXT, CLOSE = 0x1, 0x8
 CHURN_THREADS = 4
-
-
-def stored(server: Server, room: str) -> list[dict]:
-    """Every message the store holds for `room`, oldest first (the API, page by page)."""
-    messages: list[dict] = []
-    while True:
-        query = f"?limit=500&since={messages[-1]['id']}" if messages else "?limit=500&since=0"
-        status, _, body = server.get(f"/api/rooms/{room}/messages{query}")
-        assert status == 200, body
-        page = json.loads(body)["messages"]
-        if not page:
-            return messages
-        messages += page
 
 
 def count(server: Server, room: str) -> int:

@@ -14,6 +14,7 @@ from chatapp.config import Config
 from chatapp.protocol import ErrorCode, ProtocolError
 from chatapp.ratelimit import RateLimiter
 from chatapp.realtime import Realtime
+from chatapp.store import recent
 from chatapp.store.sqlite import SQLiteStore
 
 
@@ -118,7 +119,7 @@ def test_a_post_the_store_refuses_fails_alone(chat: Chat) -> None:
     gevent.joinall(jobs, timeout=10)
     assert jobs[0].successful() and jobs[2].successful()
     assert isinstance(jobs[1].exception, sqlite3.IntegrityError)
-    assert [m["text"] for m in chat.store.recent("r", 10)] == ["one", "three"]
+    assert [m["text"] for m in recent(chat.store, "r", 10)] == ["one", "three"]
 
 
 def test_a_leave_comes_after_the_leavers_last_messages(chat: Chat) -> None:

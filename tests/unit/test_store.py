@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from chatapp.store import Store, append
+from chatapp.store import Store, append, recent
 from chatapp.store.sqlite import PRUNE_EVERY, SQLiteStore
 
 
@@ -59,8 +59,8 @@ def post(store: Store, room: str, text: str, cid: str | None = None):
 def test_ids_are_strings_increasing_within_a_room(store: Store, r: str) -> None:
     ids = [int(post(store, r, f"m{n}")[0]["id"]) for n in range(5)]
     assert ids == sorted(ids) and len(set(ids)) == 5
-    assert [m["text"] for m in store.recent(r, 3)] == ["m2", "m3", "m4"]
-    message = store.recent(r, 1)[0]
+    assert [m["text"] for m in recent(store, r, 3)] == ["m2", "m3", "m4"]
+    message = recent(store, r, 1)[0]
     assert message == {
         "type": "message",
         "id": message["id"],
@@ -72,15 +72,36 @@ def test_ids_are_strings_increasing_within_a_room(store: Store, r: str) -> None:
     assert post(store, r, "with cid", cid="k")[0]["cid"] == "k"
 
 
-def test_after_gives_exactly_what_follows_and_says_when_since_is_unknown(store: Store, r: str) -> None:
+def after(store: Store, room: str, since: int, page: int = -1) -> tuple[list, bool]:
+    """The messages after `since`, and whether it was unknown (then the last 3 instead)."""
+    found = store.read(room, since, None, 3, None if page == -1 else page)
+    return found.messages, found.truncated
+
+
+def test_read_gives_exactly_what_follows_and_says_when_since_is_unknown(store: Store, r: str) -> None:
     ids = [post(store, r, f"m{n}")[0]["id"] for n in range(6)]
     post(store, r + "-other", "x")
-    messages, unknown = store.after(r, int(ids[2]))
+    messages, unknown = after(store, r, int(ids[2]))
     assert [m["id"] for m in messages] == ids[3:] and unknown is False
-    assert store.after(r, int(ids[2]), limit=2)[0] == messages[:2]
-    assert store.after(r, int(ids[-1])) == ([], False)
-    assert store.after(r, 999999999)[1] is True
-    assert store.after(r + "-other", int(ids[3]))[1] is True  # an id only another room has
+    assert after(store, r, int(ids[2]), page=2)[0] == messages[:2]
+    assert after(store, r, int(ids[-1])) == ([], False)
+    assert after(store, r + "-other", int(ids[3]))[1] is True  # an id only another room has
+    found = store.read(r, None, None, 2)
+    assert [m["id"] for m in found.messages] == ids[-2:] and not found.truncated and not found.reset
+
+
+def test_a_since_this_store_cannot_have_given_is_a_reset(store: Store, r: str) -> None:
+    """A `since` of another epoch (the store lost its data, and ids start again) or beyond the
+    last id given (it lost its newest) must not be taken for one of this store's ids."""
+    ids = [post(store, r, f"m{n}")[0]["id"] for n in range(3)]
+    epoch = store.read(r, None, None, 0).epoch
+    assert store.read(r, None, None, 0).epoch == epoch  # stable
+    same = store.read(r, int(ids[0]), epoch, 10)
+    assert [m["id"] for m in same.messages] == ids[1:] and not same.truncated and not same.reset
+    for since, given in ((int(ids[0]), "0ther" if epoch != "0ther" else "1ther"), (int(ids[-1]) + 10**9, epoch)):
+        found = store.read(r, since, given, 2)
+        assert found.truncated and found.reset and [m["id"] for m in found.messages] == ids[-2:]
+    assert not store.read(r, int(ids[0]), None, 2).reset  # no epoch given: the id alone is checked
 
 
 def test_a_cid_the_room_holds_is_not_stored_again(store: Store, r: str) -> None:
@@ -88,15 +109,15 @@ def test_a_cid_the_room_holds_is_not_stored_again(store: Store, r: str) -> None:
     again, created_again = post(store, r, "once (resent)", cid="k1")
     assert created and not created_again and again == first
     assert post(store, r + "-other", "same cid, other room", cid="k1")[1] is True
-    assert [m["text"] for m in store.recent(r, 10)] == ["once"]
+    assert [m["text"] for m in recent(store, r, 10)] == ["once"]
 
 
 def test_rooms_are_pruned_to_the_history_limit(open_store, r: str) -> None:
     store = open_store(history_limit=5)
     ids = [post(store, r, f"m{n}", cid=f"k{n}")[0]["id"] for n in range(23)]
-    kept = [m["id"] for m in store.recent(r, 100)]
+    kept = [m["id"] for m in recent(store, r, 100)]
     assert 5 <= len(kept) < 5 + min(PRUNE_EVERY, 5) and kept == ids[-len(kept) :]
-    assert store.after(r, int(ids[0]))[1] is True  # pruned: unknown
+    assert after(store, r, int(ids[0]))[1] is True  # pruned: unknown
     assert store.counts([r, r + "-empty"]) == {r: len(kept)}
     assert post(store, r, "m0 again", cid="k0")[1] is True  # its cid went with it
 
@@ -105,19 +126,19 @@ def test_two_stores_on_the_same_data_share_ids_and_history(open_store, r: str) -
     one, two = open_store(), open_store()
     for n in range(10):
         post(one if n % 2 else two, r, f"m{n}")
-    texts = [m["text"] for m in one.recent(r, 100)]
-    assert texts == [f"m{n}" for n in range(10)] == [m["text"] for m in two.recent(r, 100)]
+    texts = [m["text"] for m in recent(one, r, 100)]
+    assert texts == [f"m{n}" for n in range(10)] == [m["text"] for m in recent(two, r, 100)]
 
 
 def test_no_history_asked_is_none(store: Store, r: str) -> None:
     post(store, r, "m")
-    assert store.recent(r, 0) == []
+    assert recent(store, r, 0) == []
 
 
 def test_history_survives_reopening(open_store, r: str) -> None:
     store = open_store()
     stored = post(store, r, "still here")[0]
-    assert open_store().recent(r, 10) == [stored]
+    assert recent(open_store(), r, 10) == [stored]
 
 
 def test_append_many_stores_in_order_and_knows_a_cid_given_twice(store: Store, r: str) -> None:
@@ -132,7 +153,7 @@ def test_append_many_stores_in_order_and_knows_a_cid_given_twice(store: Store, r
         ("b", r, False),  # the resend gets the first one back
     ]
     assert int(stored[0][0]["id"]) < int(stored[1][0]["id"])
-    assert [m["text"] for m in store.recent(r, 10)] == ["a", "b"]
+    assert [m["text"] for m in recent(store, r, 10)] == ["a", "b"]
 
 
 def test_sqlite_append_many_is_one_transaction(tmp_path) -> None:
@@ -153,5 +174,5 @@ def test_sqlite_a_message_it_refuses_fails_alone_in_a_batch(tmp_path) -> None:
     )
     assert isinstance(results[1], Exception)
     assert [m["text"] for m, _ in (results[0], results[2])] == ["one", "three"]
-    assert [m["text"] for m in store.recent("r", 10)] == ["one", "three"]
+    assert [m["text"] for m in recent(store, "r", 10)] == ["one", "three"]
     store.close()
