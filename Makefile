@@ -1,20 +1,40 @@
 # The two commands of the README: `make run` (the server) and `make test` (everything CI runs).
-# Both set up .venv from the requirements first, so they work on a fresh clone.
+# Both set up .venv first, so they work on a fresh clone: `make run` with the server's locked
+# dependencies only (requirements.txt), `make test` with the dev tools added to the same venv
+# (requirements-dev.txt). Each stamp re-installs when its lock file changes; pip adds and
+# changes packages but never removes one a lock dropped: `rm -rf .venv` for exactly the locks.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint format bench soak screenshots conformance
+.PHONY: install install-run run test lint format lock bench soak screenshots conformance
 
-install: $(VENV)/.installed
+install-run: $(VENV)/.installed-run
+install: $(VENV)/.installed-dev
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+
+$(VENV)/.installed-run: requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $@
 
-run: install
+$(VENV)/.installed-dev: $(VENV)/.installed-run requirements.txt requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+# The locks, from the top-level lists (requirements.in, requirements-dev.in). pip-compile keeps
+# the versions already locked unless told otherwise: `make lock LOCK_FLAGS=--upgrade` (all), or
+# `LOCK_FLAGS="--upgrade-package flask"`. Never run by the other targets: commit its output.
+# The locks name no package index (pip's own configuration, or a platform's, decides where from).
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --strip-extras --allow-unsafe \
+	--no-emit-index-url --no-emit-find-links $(LOCK_FLAGS)
+lock: install
+	$(PIP_COMPILE) -o requirements.txt requirements.in
+	$(PIP_COMPILE) -o requirements-dev.txt requirements-dev.in
+
+run: install-run
 	$(BIN)/gunicorn -k gevent wsgi:app
 
 test: install lint
