@@ -87,8 +87,8 @@ class Config:
             raise ConfigError("PORT must be at most 65535")
         if self.proxy_hops < 0:
             raise ConfigError("PROXY_HOPS must be 0 or more")
-        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.redis_url is not None:
+            _check_redis_url(self.redis_url)
         if self.history_on_join > self.history_limit:
             raise ConfigError("HISTORY_ON_JOIN must not exceed HISTORY_LIMIT")
         for name in ("ping_interval", "pong_timeout", "write_timeout", "presence_ttl"):
@@ -133,6 +133,29 @@ def _origins(raw: str) -> tuple[str, ...]:
         if scheme not in {"http", "https"} or not sep or not host or "/" in host:
             raise ValueError(f"{origin!r} is not an origin like https://chat.example.com")
     return origins
+
+
+def _check_redis_url(url: str) -> None:
+    """Refuse a REDIS_URL that redis-py could not use, before a worker tries (with its own words:
+    redis-py's parser, plus the database number it would silently ignore)."""
+    from urllib.parse import urlsplit
+
+    from redis.connection import parse_url
+
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"REDIS_URL is not a Redis URL: {exc}") from None
+    parts = urlsplit(url)
+    if parts.scheme == "unix" and not parts.path:
+        raise ConfigError("REDIS_URL: a unix:// URL needs the socket's path, like unix:///run/redis.sock")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ConfigError("REDIS_URL must name a host, like redis://host:6379/0")
+    database = parts.path.lstrip("/") if parts.scheme != "unix" else ""
+    if database and not (database.isascii() and database.isdigit()):
+        raise ConfigError(f"REDIS_URL: the database must be a number, not {database!r}")
 
 
 def _text(raw: str) -> str:

@@ -42,6 +42,12 @@ def test_values_are_read_and_converted() -> None:
         ({"ALLOWED_ORIGINS": "example.com"}, "ALLOWED_ORIGINS"),
         ({"REDIS_TLS_VERIFY": "maybe"}, "REDIS_TLS_VERIFY"),
         ({"REDIS_URL": "http://example.com"}, "REDIS_URL"),
+        ({"REDIS_URL": "redis://host:notaport/0"}, "REDIS_URL"),
+        ({"REDIS_URL": "redis://host:99999"}, "REDIS_URL"),
+        ({"REDIS_URL": "redis://host/zero"}, "REDIS_URL"),
+        ({"REDIS_URL": "redis:///0"}, "REDIS_URL"),
+        ({"REDIS_URL": "unix://"}, "REDIS_URL"),
+        ({"REDIS_URL": "redis://host/0?socket_timeout=soon"}, "REDIS_URL"),
         ({"PROXY_HOPS": "-1"}, "PROXY_HOPS"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
@@ -51,3 +57,11 @@ def test_values_are_read_and_converted() -> None:
 def test_a_bad_value_names_its_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError, match=variable):
         Config.from_env(env)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://localhost", "redis://:secret@h.example:6380/2", "rediss://u:p@h.example:25061/0", "unix:///run/r.sock"],
+)
+def test_redis_urls_of_every_kind_are_accepted(url: str) -> None:
+    assert Config.from_env({"REDIS_URL": url}).redis_url == url
