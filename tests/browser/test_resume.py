@@ -46,3 +46,31 @@ def test_missed_messages_show_once_and_offline_messages_send_once(new_page, make
     expect(page.locator("#log .msg.pending")).to_have_count(0)
     stored = json.loads(server.get("/api/rooms/resume/messages")[2])["messages"]
     assert [m["text"] for m in stored] == ["before 1", "before 2", "missed 1", "missed 2", "missed 3", "typed offline"]
+
+
+def test_a_history_that_was_reset_on_the_server_starts_the_page_afresh(new_page, make_server, tmp_path) -> None:
+    """The history is gone while the page is away (a deleted SQLite file; a Redis that came
+    back empty): ids start at 1 again under a new epoch. The page must not take the new
+    messages for ones it has shown: it is told `reset`, and starts afresh."""
+    server = make_server()
+    page = new_page(server.url + "/r/afresh?name=viewer")
+    expect(page.locator("#status")).to_have_attribute("data-state", "open")
+    with Client(server, "afresh", "writer") as writer:
+        writer.expect("welcome")
+        for text in ("old 1", "old 2", "old 3"):
+            writer.say(text)
+    bodies = page.locator("#log .msg .body")
+    expect(bodies).to_have_text(["old 1", "old 2", "old 3"])
+
+    port = server.port
+    server.stop()
+    expect(page.locator("#status")).to_have_attribute("data-state", "closed")
+    for path in tmp_path.glob("chat.sqlite3*"):  # the history, gone
+        path.unlink()
+    server = make_server(port=port)
+    expect(page.locator("#status")).to_have_attribute("data-state", "open", timeout=15_000)
+    expect(page.locator("#log .system").last).to_have_text("The server's history was reset; this is what it holds now.")
+    with Client(server, "afresh", "writer") as writer:
+        writer.expect("welcome")
+        writer.say("new 1")  # id 1 again, which the page had shown before ("old 1")
+    expect(bodies).to_have_text(["new 1"])

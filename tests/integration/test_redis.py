@@ -9,9 +9,11 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.helpers import Client, RawClient, Server, free_port, require, wait_for, worker_of
+from tests.helpers import Client, RawClient, Server, free_port, require, stored, wait_for, worker_of
 
 
 def room() -> str:
@@ -95,9 +97,11 @@ def test_a_dead_servers_clients_leave_presence_in_bounded_time(make_server, redi
         watcher.expect("welcome")
         worker = doomed.health()["pid"]
         os.kill(worker, signal.SIGKILL)
+        killed = time.monotonic()
         doomed.proc.kill()
         left = watcher.expect("leave", timeout=10)
         assert left["user"]["name"] == "ghost"
+        assert time.monotonic() - killed < 1.5 + 1.0  # PRESENCE_TTL, and some slack for a busy machine
         with Client(alive, r, "late") as late:
             assert {m["name"] for m in late.expect("welcome")["members"]} == {"watcher", "late"}
 
@@ -219,3 +223,116 @@ def test_a_room_that_grows_big_on_another_server_is_counted_here_too(make_server
         finally:
             for member in crowd:
                 member.close()
+
+
+def test_a_redis_that_comes_back_empty_is_a_reset_not_a_silence(make_server, make_redis) -> None:
+    """Ids start at 1 again in an empty Redis: a client resuming with the old `since` is told
+    `reset` (its epoch is not the room's) and is shown what is said from then on."""
+    redis = make_redis()
+    server = make_server({"REDIS_URL": redis.url})
+    r = room()
+    with Client(server, r, "stays") as stays:
+        welcome = stays.expect("welcome")
+        for n in range(5):
+            stays.say(f"old {n}")
+        last = [stays.expect("message") for _ in range(5)][-1]
+        redis.stop()
+        shutil.rmtree(redis.folder)  # its data gone: it comes back empty
+        redis = make_redis(port=redis.port)
+        code, _reason, _events = stays.closed(timeout=15)
+        assert code == 1012
+    with Client(server, r, "stays", since=last["id"], epoch=welcome["epoch"]) as back:
+        again = back.expect("welcome")
+        assert again["reset"] is True and again["truncated"] is True and again["history"] == []
+        assert again["epoch"] != welcome["epoch"]
+        with Client(server, r, "other") as other:
+            other.expect("welcome")
+            other.say("new 1")
+        assert back.expect("message", text="new 1")["id"] == "1"  # shown, though below since
+
+
+def test_a_hung_redis_is_told_like_a_dead_one_and_nothing_is_lost(make_server, make_redis) -> None:
+    """Redis stopped with SIGSTOP: its connections stay open and say nothing. Within seconds
+    /healthz is 503 and clients are told `degraded`; a message sent meanwhile is refused with
+    its cid; once Redis answers, clients get `resync` (1012), resume, and the resend is stored
+    once."""
+    redis = make_redis()
+    env = {"REDIS_URL": redis.url}
+    one, two = make_server(env), make_server(env)
+    r = room()
+    with Client(one, r, "sender") as sender, Client(two, r, "watcher") as watcher:
+        welcome = sender.expect("welcome")
+        watcher.expect("welcome")
+        sender.say("before")
+        before = sender.expect("message")
+        watcher.expect("message", text="before")
+        redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            for client in (sender, watcher):
+                assert client.expect("error", timeout=10)["code"] == "degraded"
+            wait_for(lambda: healthz(one)[0] == 503 and healthz(two)[0] == 503, 10, "/healthz 503 on both")
+            sender.say("during", cid="during-1")
+            refused = sender.expect("error", timeout=15)
+            assert refused["code"] == "unavailable" and refused["cid"] == "during-1"
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)
+        for client in (sender, watcher):
+            code, _reason, events = client.closed(timeout=15)
+            assert code == 1012 and events[-1]["code"] == "resync"
+    wait_for(lambda: healthz(one)[0] == 200 and healthz(two)[0] == 200, 15, "/healthz 200 on both")
+    since = {"since": before["id"], "epoch": welcome["epoch"]}
+    with Client(one, r, "sender", **since) as sender, Client(two, r, "watcher", **since) as watcher:
+        sender.expect("welcome")
+        watcher.expect("welcome")
+        sender.say("during", cid="during-1")  # as the page resends what was refused
+        sender.say("after")
+        for client in (sender, watcher):
+            shown = [e for e in client.pending if e["type"] == "message"]  # history of the welcome
+            while not shown or shown[-1]["text"] != "after":
+                shown.append(client.expect("message"))
+            assert [m["text"] for m in shown] == ["during", "after"]
+    assert [m["text"] for m in stored(one, r)] == ["before", "during", "after"]
+
+
+def test_a_stall_longer_than_presence_ttl_makes_no_one_leave(make_server, make_redis) -> None:
+    """A Redis stall as long as PRESENCE_TTL: the deadlines of everyone's presence pass while no
+    one can renew them. Nobody still connected may be announced as gone; a worker that really
+    died meanwhile still is. And an entry that is taken out wrongly comes back, with a `join`."""
+    import redis as redis_py
+
+    redis = make_redis()
+    env = {"REDIS_URL": redis.url, "PRESENCE_TTL": "1.5"}
+    one, two, doomed = make_server(env), make_server(env), make_server(env)
+    r = room()
+    with Client(one, r, "ann") as ann, Client(two, r, "bob") as bob, Client(doomed, r, "ghost") as ghost:
+        for client in (ann, bob, ghost):
+            client.expect("welcome")
+        redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            os.kill(doomed.health()["pid"], signal.SIGKILL)  # a real death while Redis is stalled
+            doomed.proc.kill()
+            time.sleep(2.2)  # the stall itself: longer than PRESENCE_TTL, shorter than a hang
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)
+        told: dict[Client, list[dict]] = {ann: [], bob: []}  # all they are told from here on
+
+        def read_until(watcher: Client, done: Callable[[dict], bool]) -> None:
+            told[watcher].append(watcher.next(timeout=10))
+            while not done(told[watcher][-1]):
+                told[watcher].append(watcher.next(timeout=10))
+
+        for watcher in told:
+            read_until(watcher, lambda e: e["type"] == "leave" and e["user"]["name"] == "ghost")
+        ann.say("sentinel")  # after ghost's leave: a sweep that took others too has told it by now
+        for watcher, events in told.items():
+            read_until(watcher, lambda e: e["type"] == "message")
+            wrong = [e["user"]["name"] for e in events if e["type"] == "leave" and e["user"]["name"] != "ghost"]
+            assert wrong == [], f"told {wrong} left, though connected"
+            assert not [e for e in events if e["type"] == "error"], events
+        client = redis_py.Redis.from_url(redis.url)
+        client.delete(f"chat:{{{r}}}:presence")  # taken out wrongly (as a bad sweep would)
+        client.close()
+        back = {bob.expect("join", timeout=5)["user"]["name"], bob.expect("join", timeout=5)["user"]["name"]}
+        assert back == {"ann", "bob"}
+        with Client(one, r, "late") as late:
+            assert {m["name"] for m in late.expect("welcome")["members"]} == {"ann", "bob", "late"}
