@@ -115,10 +115,19 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """In the worker, as it ends: its last second of counts into the metrics."""
+    """In the worker, as it ends: its last second of counts into the metrics, and logging shut
+    down while gevent still works. Left to the interpreter's exit, each logging handler's
+    weakref callback takes logging's lock, whose owner check calls gevent's get_ident after
+    gevent's module is torn down: "Exception ignored in: <function _removeHandlerRef>" and a
+    traceback in every deploy's log. Dropping logging's list of handlers (after flushing and
+    closing them) leaves no callback to run."""
+    import logging
+
     realtime = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("realtime")  # none if it failed to load
     if realtime is not None:
         realtime.sample_metrics()
+    logging.shutdown()
+    logging._handlerList.clear()  # the weakrefs whose callbacks would run at teardown
 
 
 def child_exit(server, worker):
