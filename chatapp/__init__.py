@@ -33,6 +33,7 @@ def create_app(config: Config | None = None) -> Flask:
     # Flask's session, its cookie is out of scripts' reach, not sent cross-site, and only
     # sent over https (browsers count http://localhost and 127.0.0.1 as secure too).
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=True)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES  # a longer request body: 413, in JSON under /api/
     logs.configure(config.log_level, config.log_format)
     if config.proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxy_hops, x_proto=config.proxy_hops)  # type: ignore[method-assign]
@@ -59,6 +60,7 @@ def create_app(config: Config | None = None) -> Flask:
     return app
 
 
+MAX_BODY_BYTES = 64 * 1024  # a bot's post is a few KB (MAX_MESSAGE_CHARS of up to 4 bytes, JSON around it)
 REDIS_CONNECTIONS = 50  # per worker; one is the listener's for good
 REDIS_POOL_WAIT = 5.0  # seconds a command may wait for a connection, then Unavailable
 

@@ -53,13 +53,16 @@ def publish(room: str) -> tuple[Response, int] | Response:
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
     room = parse_room(room)
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than Python's parser goes: not JSON to us either
+        body = None
     if not isinstance(body, dict):
         return json_error(400, "bad_json", 'the body must be a JSON object like {"name": "bot", "text": "hi"}')
     name = body.get("name")
     if not isinstance(name, str) or not name.strip():
         return json_error(400, "bad_field", "a post needs a string field 'name'")
-    name = parse_name(name)
+    name = parse_name(name, ErrorCode.BAD_FIELD)
     text, cid = parse_message(body, chat.config.max_message_chars)
     message, created = chat.post(room, {"id": f"bot:{name}", "name": name}, text, cid)
     return jsonify(message), 201 if created else 200
@@ -78,6 +81,6 @@ def rooms() -> Response:
 def _limit(raw: str | None) -> int:
     if raw is None or raw == "":
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
         raise ProtocolError(ErrorCode.BAD_PARAM, f"limit must be a whole number from 1 to {MAX_LIMIT}")
     return int(raw)

@@ -30,6 +30,7 @@ import logging
 import re
 import secrets
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -51,6 +52,15 @@ log = logging.getLogger(__name__)
 
 ROOM_RE = re.compile(r"[a-z0-9_-]{1,32}")
 SINCE_RE = re.compile(r"[0-9]{1,18}")
+# What people see must be what was meant (Trojan Source, names that look empty):
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+FILLERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")  # letters or symbols that show as blank
+_NOT_IN_NAMES = frozenset({"Cc", "Cs", "Co", "Cn", "Zl", "Zp"})  # controls, surrogates, unassigned, line breaks
+# Stripped from a message's text (str.translate: at C speed): control characters but newline
+# and tab, and bidi controls.
+_STRIP_FROM_TEXT = dict.fromkeys(
+    [c for c in [*range(32), *range(0x7F, 0xA0)] if chr(c) not in "\n\t"] + [ord(c) for c in BIDI_CONTROLS]
+)
 EPOCH_RE = re.compile(r"[0-9a-f]{1,32}")
 DEFAULT_ROOM = "lobby"
 MAX_NAME = 32
@@ -65,22 +75,28 @@ POST_WAIT = 30.0  # an HTTP post waits this long for its message to be stored
 
 
 def parse_room(raw: str | None) -> str:
-    """`room` of the protocol: 1-32 of a-z 0-9 _ -, folded to lower case; default lobby."""
+    """`room` of the protocol: 1-32 of a-z 0-9 _ -, folded to lower case; default lobby. ASCII
+    before folding too (the Kelvin sign would fold to `k`)."""
     if raw is None or raw == "":
         return DEFAULT_ROOM
     room = raw.lower()
-    if not ROOM_RE.fullmatch(room):
+    if not (raw.isascii() and ROOM_RE.fullmatch(room)):
         raise ProtocolError(ErrorCode.BAD_PARAM, "room must be 1 to 32 of a-z, 0-9, _ and -")
     return room
 
 
-def parse_name(raw: str | None) -> str:
-    """`name`: 1-32 printable characters after trimming; default guest- and a random suffix."""
+def parse_name(raw: str | None, code: ErrorCode = ErrorCode.BAD_PARAM) -> str:
+    """`name`: 1-32 characters after trimming, at least one of them visible, no control
+    character, line break or bidi control; default guest- and a random suffix. `code`: the
+    error's (a query parameter's bad_param, a JSON field's bad_field)."""
     if raw is None or raw.strip() == "":
         return "guest-" + secrets.token_hex(2)
     name = raw.strip()
-    if len(name) > MAX_NAME or not name.isprintable():
-        raise ProtocolError(ErrorCode.BAD_PARAM, f"name must be 1 to {MAX_NAME} printable characters")
+    _check_unicode(name, "name", code)
+    if len(name) > MAX_NAME or any(unicodedata.category(c) in _NOT_IN_NAMES or c in BIDI_CONTROLS for c in name):
+        raise ProtocolError(code, f"name must be 1 to {MAX_NAME} characters, with no control or bidi characters")
+    if not _visible(name):
+        raise ProtocolError(code, "name must show at least one visible character")
     return name
 
 
@@ -107,10 +123,10 @@ def parse_message(event: dict[str, Any], max_chars: int) -> tuple[str, str | Non
     text = event.get("text")
     if not isinstance(text, str):
         raise ProtocolError(ErrorCode.BAD_FIELD, "a message needs a string field 'text'")
-    text = text.strip()
-    if not text:
-        raise ProtocolError(ErrorCode.EMPTY, "a message needs some text")
     _check_unicode(text, "text")
+    text = text.translate(_STRIP_FROM_TEXT).strip()
+    if not _visible(text):
+        raise ProtocolError(ErrorCode.EMPTY, "a message needs some visible text")
     if len(text) > max_chars:
         raise ProtocolError(ErrorCode.TOO_LONG, f"a message may hold at most {max_chars} characters")
     cid = event.get("cid")
@@ -121,13 +137,19 @@ def parse_message(event: dict[str, Any], max_chars: int) -> tuple[str, str | Non
     return text, cid
 
 
-def _check_unicode(value: str, field: str) -> None:
+def _check_unicode(value: str, field: str, code: ErrorCode = ErrorCode.BAD_FIELD) -> None:
     """JSON may carry a lone surrogate (an escape like \\ud800), which no UTF-8 can hold: refuse
     it here, before it fails the store or the encoder."""
     try:
         value.encode()
     except UnicodeEncodeError:
-        raise ProtocolError(ErrorCode.BAD_FIELD, f"{field} must be valid Unicode (no lone surrogates)") from None
+        raise ProtocolError(code, f"{field} must be valid Unicode (no lone surrogates)") from None
+
+
+def _visible(text: str) -> bool:
+    """Whether `text` shows something: a letter, digit, punctuation or symbol that is not one of
+    the blank fillers (marks, spaces, zero-width and format characters show nothing alone)."""
+    return any(unicodedata.category(c)[0] in "LNPS" and c not in FILLERS for c in text)
 
 
 @dataclass(slots=True)

@@ -36,6 +36,13 @@ def room(room: str) -> Response:
         abort(404)
 
 
+@bp.after_app_request
+def _nosniff(response: Response) -> Response:
+    """Every response, JSON, static files, errors and refusals too: never sniffed as another type."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
+
+
 def _page(room: str) -> Response:
     return _secure(Response(render_template("index.html", room=room)))
 

@@ -229,6 +229,24 @@ def test_the_page_and_health(server: Server) -> None:
         assert status == 200 and "Set-Cookie" not in headers, path  # the app keeps no cookie
 
 
+def test_every_response_says_nosniff(server: Server) -> None:
+    """JSON, static files, errors and refusals too, not only the pages: a browser must never
+    guess another type (a JSON body taken for HTML or script)."""
+    plain = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13"}
+    for path, headers, status in [
+        ("/api/rooms", {}, 200),
+        ("/static/chat.js", {}, 200),
+        ("/static/chat.css", {}, 200),
+        ("/metrics", {}, 200),
+        ("/nowhere", {}, 404),
+        ("/api/rooms/bad.room/messages", {}, 400),
+        ("/ws", {}, 400),  # not an upgrade
+        ("/ws", {**plain, "Sec-WebSocket-Key": "AAAAAAAAAAAAAAAAAAAAAA==", "Origin": "https://evil.example"}, 403),
+    ]:
+        got, answer, _ = server.get(path, headers)
+        assert (got, answer.get("X-Content-Type-Options")) == (status, "nosniff"), path
+
+
 def test_connections_from_one_address_are_capped_with_429(make_server) -> None:
     server = make_server({"MAX_CONNECTIONS_PER_IP": "3"})
     held = [RawClient(server, f"/ws?room=cap&name=c{i}") for i in range(3)]

@@ -241,7 +241,15 @@ def test_api_history_pages_with_since_and_limit(server: Server) -> None:
 
 @pytest.mark.parametrize(
     ("query", "error"),
-    [("?limit=0", "bad_param"), ("?limit=501", "bad_param"), ("?limit=ten", "bad_param"), ("?since=x", "bad_param")],
+    [
+        ("?limit=0", "bad_param"),
+        ("?limit=501", "bad_param"),
+        ("?limit=ten", "bad_param"),
+        ("?limit=%C2%B2", "bad_param"),  # a superscript two: a digit to str.isdigit, not to int()
+        ("?since=x", "bad_param"),
+        ("?since=%D9%A3", "bad_param"),  # an Arabic-Indic three
+        ("?since=1&epoch=not-hex", "bad_param"),
+    ],
 )
 def test_api_history_refuses_bad_parameters(server: Server, query: str, error: str) -> None:
     status, _, body = server.get(f"/api/rooms/lobby/messages{query}")
@@ -272,7 +280,11 @@ def test_api_publish(make_server) -> None:
             ({"name": "bot"}, "bad_field"),
             ({"name": "bot", "text": " "}, "empty"),
             ({"name": "bot", "text": "x" * 2001}, "too_long"),
-            ({"name": "b\x07t", "text": "hi"}, "bad_param"),
+            ({"name": "b\x07t", "text": "hi"}, "bad_field"),
+            (b'{"name": "\\ud800", "text": "hi"}', "bad_field"),  # a lone surrogate, in each field
+            (b'{"name": "bot", "text": "\\udc00"}', "bad_field"),
+            (b'{"name": "bot", "text": "hi", "cid": "\\ud800"}', "bad_field"),
+            (b"[" * 20_000 + b"]" * 20_000, "bad_json"),  # deeper than Python's parser goes
         ]:
             status, answer = post(server, r, body)
             assert (status, answer["error"]) == (400, error), body
@@ -281,6 +293,9 @@ def test_api_publish(make_server) -> None:
         assert human.expect("message") == stored  # live, like any other message
         assert post(server, r, {"name": "deploy-bot", "text": "v2 is out", "cid": "rel-2"}) == (200, stored)
         assert api_messages(server, r)["messages"] == [stored]
+        status, answer = post(server, r, {"name": "bot", "text": "x" * 70_000})  # past the body limit
+        assert (status, answer["error"]) == (413, "request_entity_too_large")
+    assert "Traceback" not in server.log()  # nothing a client sends is a server error
 
 
 def test_api_rooms_lists_rooms_online(server: Server) -> None:

@@ -25,7 +25,7 @@ def test_room_accepted(raw: str | None, room: str) -> None:
     assert parse_room(raw) == room
 
 
-@pytest.mark.parametrize("raw", ["a" * 33, "has space", "dot.ted", "ünï", "../x"])
+@pytest.mark.parametrize("raw", ["a" * 33, "has space", "dot.ted", "ünï", "../x", "\u212aitchen"])
 def test_room_refused(raw: str) -> None:
     with pytest.raises(ProtocolError) as info:
         parse_room(raw)
@@ -37,11 +37,32 @@ def test_name_trimmed_or_defaulted() -> None:
     assert parse_name(None).startswith("guest-") and parse_name("   ").startswith("guest-")
 
 
-@pytest.mark.parametrize("raw", ["x" * 33, "bell\x07", "new\nline", "tab\tbed"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "x" * 33,
+        "bell\x07",
+        "new\nline",
+        "tab\tbed",
+        "\u3164",  # a Hangul filler: a letter that shows nothing
+        "\u200b\u200d",  # zero-width only
+        "\u0301\u0308",  # combining marks only
+        "\u2800 \u2800",  # Braille blanks
+        "evil\u202egpj.exe",  # a bidi override
+        "lone \ud800",  # a lone surrogate
+    ],
+)
 def test_name_refused(raw: str) -> None:
     with pytest.raises(ProtocolError) as info:
         parse_name(raw)
     assert info.value.code == ErrorCode.BAD_PARAM
+    with pytest.raises(ProtocolError) as info:
+        parse_name(raw, ErrorCode.BAD_FIELD)  # a JSON field's (the bot API's)
+    assert info.value.code == ErrorCode.BAD_FIELD
+
+
+def test_names_with_emoji_sequences_are_names() -> None:
+    assert parse_name("👨\u200d👩\u200d👧 fam") == "👨\u200d👩\u200d👧 fam"
 
 
 @pytest.mark.parametrize(
@@ -53,6 +74,10 @@ def test_name_refused(raw: str) -> None:
         ({"type": "message", "text": "x" * 11}, ErrorCode.TOO_LONG),
         ({"type": "message", "text": "ok", "cid": ""}, ErrorCode.BAD_FIELD),
         ({"type": "message", "text": "ok", "cid": "c" * 65}, ErrorCode.BAD_FIELD),
+        ({"type": "message", "text": "\u200b\u3164\u2800\u0301"}, ErrorCode.EMPTY),  # nothing visible
+        ({"type": "message", "text": "\x07\u202e"}, ErrorCode.EMPTY),  # nothing left once stripped
+        ({"type": "message", "text": "a\ud800"}, ErrorCode.BAD_FIELD),
+        ({"type": "message", "text": "ok", "cid": "\udfff"}, ErrorCode.BAD_FIELD),
     ],
 )
 def test_message_refused(event: dict, code: ErrorCode) -> None:
@@ -63,6 +88,13 @@ def test_message_refused(event: dict, code: ErrorCode) -> None:
 
 def test_message_trimmed_with_cid() -> None:
     assert parse_message({"type": "message", "text": " hi\nthere ", "cid": "k1"}, 10) == ("hi\nthere", "k1")
+
+
+def test_control_and_bidi_characters_are_stripped_from_messages() -> None:
+    """Newlines and tabs stay; other controls (a bell, a carriage return) and bidi controls
+    (which can make text read other than it is) go."""
+    text, _ = parse_message({"type": "message", "text": "a\x07b\r\nc\td\u202eevil\u2066"}, 100)
+    assert text == "ab\nc\tdevil"
 
 
 def test_rate_limiter_allows_a_burst_then_refills() -> None:
