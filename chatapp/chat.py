@@ -26,6 +26,7 @@ it has no clients there.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import secrets
@@ -62,6 +63,7 @@ _STRIP_FROM_TEXT = dict.fromkeys(
     [c for c in [*range(32), *range(0x7F, 0xA0)] if chr(c) not in "\n\t"] + [ord(c) for c in BIDI_CONTROLS]
 )
 EPOCH_RE = re.compile(r"[0-9a-f]{1,32}")
+KEY_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 DEFAULT_ROOM = "lobby"
 MAX_NAME = 32
 MAX_CID = 64
@@ -116,6 +118,17 @@ def parse_epoch(raw: str | None) -> str | None:
     if not EPOCH_RE.fullmatch(raw):
         raise ProtocolError(ErrorCode.BAD_PARAM, "epoch must be the epoch of an earlier welcome")
     return raw
+
+
+def parse_key(raw: str | None) -> str | None:
+    """`key`: a secret the client keeps across its connections (the page: in localStorage). Its
+    public face, `uid` (a hash: the key cannot be found from it), is the sender's identity: the
+    same person after a reconnect or a reload, and the scope of its cids. None without a key."""
+    if raw is None or raw == "":
+        return None
+    if not KEY_RE.fullmatch(raw):
+        raise ProtocolError(ErrorCode.BAD_PARAM, "key must be 16 to 64 of A-Z, a-z, 0-9, _ and -")
+    return hashlib.sha256(b"chat-uid:" + raw.encode()).hexdigest()[:16]
 
 
 def parse_message(event: dict[str, Any], max_chars: int) -> tuple[str, str | None]:
@@ -249,7 +262,10 @@ class Chat:
         name = parse_name(conn.args.get("name"))
         since = parse_since(conn.args.get("since"))
         epoch = parse_epoch(conn.args.get("epoch"))
+        uid = parse_key(conn.args.get("key"))
         conn.info = {"id": conn.id, "name": name}  # the `user` of its events
+        if uid is not None:
+            conn.info["uid"] = uid
         conn.data.update(
             room=room,
             messages=RateLimiter(self.config.rate_limit, RATE_WINDOW),

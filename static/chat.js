@@ -24,6 +24,8 @@
   let lastError = null;              // code of the last error event: says why a 1008 came
   let refused = false;               // the server refused our parameters: retrying would not help
   const myIds = new Set();           // every id this page has had: own messages stay "mine"
+  const myKey = loadKey();           // this browser's secret: its uid (public) is the sender of its messages
+  let myUid = null;                  // from the welcome
   const myCids = new Set(loadList("chat.cids").filter((c) => typeof c === "string"));  // and after a reload
   const seen = new Set();            // message ids shown in this room (a resume shows none twice)
   let lastId = null;                 // newest message id shown, for ?since= on reconnect
@@ -42,7 +44,7 @@
     if (!navigator.onLine) return setStatus("closed", "Offline");  // the "online" event connects
     setStatus("connecting", "Connecting…");
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const query = new URLSearchParams({ room, name });
+    const query = new URLSearchParams({ room, name, key: myKey });
     if (lastId !== null) query.set("since", lastId);
     if (lastId !== null && epoch !== null) query.set("epoch", epoch);
     const socket = new WebSocket(`${scheme}//${location.host}/ws?${query}`);
@@ -153,6 +155,7 @@
   function welcome(event) {
     me = event.you;
     myIds.add(me.id);
+    myUid = me.uid ?? null;
     attempt = 0;
     members.clear();
     for (const m of event.members) members.set(m.id, m.name);
@@ -242,7 +245,10 @@
     if (seen.has(message.id)) return;
     seen.add(message.id);
     lastId = message.id;
-    const mine = myIds.has(message.user.id) || (message.cid !== undefined && myCids.has(message.cid));
+    // Mine: sent with this browser's key. A message without a uid (stored before there were
+    // any) is known by this page's connection ids and cids.
+    const mine = message.user.uid !== undefined ? message.user.uid === myUid
+      : myIds.has(message.user.id) || (message.cid !== undefined && myCids.has(message.cid));
     const node = messageNode(message.user, message.text, message.ts, mine);
     group(node, into);
     append(node, into);
@@ -336,6 +342,22 @@
     const rooms = [current, ...recentRooms().filter((r) => r !== current)].slice(0, RECENT_ROOMS);
     store("chat.rooms", JSON.stringify(rooms));
     renderRooms(rooms);
+  }
+
+  // This browser's key, made once and kept: a secret (16 to 64 of A-Z a-z 0-9 _ -).
+  function loadKey() {
+    let key = null;
+    try {
+      key = localStorage.getItem("chat.key");
+    } catch {
+      // storage off: a key for this page's life
+    }
+    if (!/^[A-Za-z0-9_-]{16,64}$/.test(key || "")) {
+      const bytes = crypto.getRandomValues(new Uint8Array(18));
+      key = btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_");
+      store("chat.key", key);
+    }
+    return key;
   }
 
   function store(key, value) {

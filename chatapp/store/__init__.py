@@ -36,8 +36,9 @@ class Store(Protocol):
 
     def append_many(self, items: list[tuple[str, Message]]) -> list[tuple[Message, bool] | Exception]:
         """Store each (room, message) in order, at the cost of about one: one transaction
-        (SQLite), one round trip (Redis). A message is stored unless its room already holds
-        its cid ({ts, user: {id, name}, text, cid?}).
+        (SQLite), one round trip (Redis). A message ({ts, user: {id, name, uid?}, text, cid?})
+        is stored unless its room already holds its cid from the same sender (`sender`: the
+        user's uid, or its id when it has none), so that no one can send a cid of another's.
 
         One result per item: the stored message (with type, id and room) and whether it is
         new (a resend gets the message stored the first time), or the exception that refused
@@ -59,6 +60,12 @@ class Store(Protocol):
     def counts(self, rooms: list[str]) -> dict[str, int]:
         """Messages kept per room, for the given rooms."""
         ...
+
+
+def sender(message: Message) -> str:
+    """Whose cids a message's cid is among: its user's uid, or (without one) its user's id."""
+    user = message["user"]
+    return user.get("uid") or user["id"]
 
 
 def append(store: Store, room: str, message: Message) -> tuple[Message, bool]:

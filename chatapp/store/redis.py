@@ -3,7 +3,8 @@
 Per room (the braces keep a room's keys in one cluster slot):
 - `chat:{room}:seq`      the last id given (INCR): ids never go back, even after pruning
 - `chat:{room}:messages` sorted set: score = id, member = the message's JSON, as sent
-- `chat:{room}:cids`     sorted set: score = id, member = cid, pruned with the messages
+- `chat:{room}:cids`     sorted set: score = id, member = sender and cid (`sender \\n cid`),
+                         pruned with the messages
 - `chat:{room}:epoch`    a random name for this run of ids, made by the first read: a Redis
                          that lost its data starts ids at 1 again under a new epoch
 
@@ -25,7 +26,7 @@ import redis
 
 from ..errors import unavailable_on
 from ..protocol import encode
-from . import History, Message
+from . import History, Message, sender
 
 _unavailable = unavailable_on("the message store (Redis)", redis.RedisError)
 
@@ -110,7 +111,9 @@ class RedisStore:
                 # The script puts the id between these halves: {"type":"message","id":"<id>","room":...}
                 suffix = '",' + encode(fields).decode()[1:]
                 channel = (self._channel, f"{room}\n") if self._channel else ("", "")
-                args = (message.get("cid") or "", _ID_PREFIX, suffix, self.history_limit, *channel)
+                cid = message.get("cid")
+                scoped = f"{sender(message)}\n{cid}" if cid else ""  # a name holds no newline
+                args = (scoped, _ID_PREFIX, suffix, self.history_limit, *channel)
                 self._append(keys=_keys(room), args=args, client=pipe)
             # A script that fails fails alone; the others are stored (not a transaction).
             results = pipe.execute(raise_on_error=False)

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import Unavailable, unavailable_on
-from . import History, Message
+from . import History, Message, sender
 
 # A locked file past busy_timeout, a full disk: the same call may work later.
 _unavailable = unavailable_on("the message store (SQLite)", sqlite3.OperationalError)
@@ -40,10 +40,17 @@ CREATE TABLE IF NOT EXISTS messages (
     cid TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_room_id ON messages (room, id);
-CREATE UNIQUE INDEX IF NOT EXISTS messages_room_cid ON messages (room, cid);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-_COLUMNS = "id, room, ts, user_id, user_name, text, cid"
+# Files made before cids were the sender's: `user_uid` and `sender` columns (NULL in old rows,
+# which the unique index then never matches), and the index of the room's cids goes.
+_SENDER_COLUMNS = """
+ALTER TABLE messages ADD COLUMN user_uid TEXT;
+ALTER TABLE messages ADD COLUMN sender TEXT;
+DROP INDEX IF EXISTS messages_room_cid;
+"""
+_SENDER_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS messages_room_sender_cid ON messages (room, sender, cid)"
+_COLUMNS = "id, room, ts, user_id, user_name, user_uid, text, cid"
 
 
 PRUNE_EVERY = 64  # a room is pruned back to HISTORY_LIMIT every this many appends (by one process)
@@ -59,6 +66,11 @@ class SQLiteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        with self._transaction("BEGIN IMMEDIATE"):  # one process adds the columns, the others see them
+            if "sender" not in {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}:
+                for statement in filter(str.strip, _SENDER_COLUMNS.split(";")):
+                    self._db.execute(statement)
+            self._db.execute(_SENDER_INDEX)
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', ?)", (secrets.token_hex(6),))
         self.publishes = False
 
@@ -78,14 +90,16 @@ class SQLiteStore:
             return [self._insert(room, message) for room, message in items]
 
     def _insert(self, room: str, message: Message) -> tuple[Message, bool]:
-        user, cid = message["user"], message.get("cid")
+        user, cid, by = message["user"], message.get("cid"), sender(message)
         cursor = self._db.execute(
-            "INSERT INTO messages (room, ts, user_id, user_name, text, cid) VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (room, cid) DO NOTHING",
-            (room, message["ts"], user["id"], user["name"], message["text"], cid),
+            "INSERT INTO messages (room, ts, user_id, user_name, user_uid, text, cid, sender)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (room, sender, cid) DO NOTHING",
+            (room, message["ts"], user["id"], user["name"], user.get("uid"), message["text"], cid, by),
         )
         if cursor.rowcount == 0:
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM messages WHERE room = ? AND cid = ?", (room, cid))
+            row = self._db.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE room = ? AND sender = ? AND cid = ?", (room, by, cid)
+            )
             return _message(row.fetchone()), False
         appends = self._appends.get(room, 0) + 1
         if appends >= self._prune_every:  # finding the cut costs a scan of HISTORY_LIMIT rows
@@ -96,7 +110,8 @@ class SQLiteStore:
                 (room, room, self.history_limit),
             )
         self._appends[room] = appends
-        return _message((cursor.lastrowid, room, message["ts"], user["id"], user["name"], message["text"], cid)), True
+        row = (cursor.lastrowid, room, message["ts"], user["id"], user["name"], user.get("uid"), message["text"], cid)
+        return _message(row), True
 
     @_unavailable
     def read(self, room: str, since: int | None, epoch: str | None, limit: int, page: int | None = None) -> History:
@@ -145,15 +160,11 @@ class SQLiteStore:
 
 
 def _message(row: tuple[Any, ...]) -> Message:
-    id_, room, ts, user_id, user_name, text, cid = row
-    message = {
-        "type": "message",
-        "id": str(id_),
-        "room": room,
-        "user": {"id": user_id, "name": user_name},
-        "text": text,
-        "ts": ts,
-    }
+    id_, room, ts, user_id, user_name, user_uid, text, cid = row
+    user = {"id": user_id, "name": user_name}
+    if user_uid is not None:
+        user["uid"] = user_uid
+    message = {"type": "message", "id": str(id_), "room": room, "user": user, "text": text, "ts": ts}
     if cid is not None:
         message["cid"] = cid
     return message

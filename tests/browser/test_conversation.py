@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.test_page import open_chat
-from tests.helpers import Server
+from tests.helpers import Client, Server
 
 pytestmark = pytest.mark.browser
 
@@ -234,3 +234,17 @@ def test_ones_own_messages_stay_ones_own_after_a_reload(new_page, server: Server
     expect(page.locator("#status")).to_have_attribute("data-state", "open")
     expect(page.locator("#log .msg.mine .body")).to_have_text(["mine before the reload"])
     expect(other.locator("#log .msg.mine .body")).to_have_text(["theirs"])
+
+
+def test_a_message_sent_with_ones_cid_by_another_is_not_shown_as_ones_own(new_page, server: Server) -> None:
+    """Someone who copies the cid of one's message (it travels with the message) and sends it
+    again makes a message of their own: shown as theirs, and one's own stays as it was."""
+    page = open_chat(new_page, server, "/r/copycat?name=me")
+    with Client(server, "copycat", "eve", key="eve-" + "k" * 16) as eve:
+        eve.expect("welcome")
+        say(page, "my words")
+        copied = eve.expect("message", text="my words")["cid"]
+        eve.say("eve's words", cid=copied)
+        eve.expect("message", text="eve's words")
+    expect(page.locator("#log .msg:not(.pending) .body")).to_have_text(["my words", "eve's words"])
+    expect(page.locator("#log .msg.mine .body")).to_have_text(["my words"])

@@ -117,6 +117,31 @@ def test_a_resent_cid_is_stored_and_broadcast_once(server: Server) -> None:
     assert [m["text"] for m in api_messages(server, r)["messages"]] == ["only once", "next"]
 
 
+def test_a_cid_is_the_senders_own(server: Server) -> None:
+    """Another person sending your cid (say, one it saw on your message) neither suppresses
+    your message nor gets it as its ack; you, reconnected with your key, do get the ack."""
+    r = room()
+    ann_key, eve_key = "ann-" + secrets.token_hex(8), "eve-" + secrets.token_hex(8)
+    with Client(server, r, "ann", key=ann_key) as ann, Client(server, r, "eve", key=eve_key) as eve:
+        ann_uid = ann.expect("welcome")["you"]["uid"]
+        eve_uid = eve.expect("welcome")["you"]["uid"]
+        assert ann_uid != eve_uid and len(ann_uid) == 16 and ann_key not in ann_uid
+        eve.say("first!", cid="shared")  # eve guessed, or copied, the cid ann is about to use
+        eves = eve.expect("message")
+        ann.say("hello", cid="shared")
+        anns = ann.expect("message", text="hello")  # stored and broadcast: not eve's as an ack
+        assert anns["id"] != eves["id"] and anns["user"]["uid"] == ann_uid
+        assert eve.expect("message", text="hello") == anns
+        eve.say("hello (mine now?)", cid="shared")
+        assert eve.expect("message") == eves  # eve's own resend gets eve's own message back
+    with Client(server, r, "ann", key=ann_key) as again:  # a reload: a new connection, the same key
+        welcome = again.expect("welcome")
+        assert welcome["you"]["uid"] == ann_uid
+        again.say("hello", cid="shared")
+        assert again.expect("message") == anns  # the ack: stored once
+    assert [m["text"] for m in api_messages(server, r)["messages"]] == ["first!", "hello"]
+
+
 def test_history_and_live_events_neither_overlap_nor_leave_a_gap(make_server) -> None:
     server = make_server({"RATE_LIMIT": "100000", "HISTORY_ON_JOIN": "100", "HISTORY_LIMIT": "5000"})
     r = room()

@@ -260,7 +260,8 @@ def test_a_hung_redis_is_told_like_a_dead_one_and_nothing_is_lost(make_server, m
     env = {"REDIS_URL": redis.url}
     one, two = make_server(env), make_server(env)
     r = room()
-    with Client(one, r, "sender") as sender, Client(two, r, "watcher") as watcher:
+    key = "sender-" + secrets.token_hex(8)  # the page's: its cids are its own across reconnects
+    with Client(one, r, "sender", key=key) as sender, Client(two, r, "watcher") as watcher:
         welcome = sender.expect("welcome")
         watcher.expect("welcome")
         sender.say("before")
@@ -281,7 +282,7 @@ def test_a_hung_redis_is_told_like_a_dead_one_and_nothing_is_lost(make_server, m
             assert code == 1012 and events[-1]["code"] == "resync"
     wait_for(lambda: healthz(one)[0] == 200 and healthz(two)[0] == 200, 15, "/healthz 200 on both")
     since = {"since": before["id"], "epoch": welcome["epoch"]}
-    with Client(one, r, "sender", **since) as sender, Client(two, r, "watcher", **since) as watcher:
+    with Client(one, r, "sender", key=key, **since) as sender, Client(two, r, "watcher", **since) as watcher:
         sender.expect("welcome")
         watcher.expect("welcome")
         sender.say("during", cid="during-1")  # as the page resends what was refused

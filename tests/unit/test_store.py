@@ -112,6 +112,21 @@ def test_a_cid_the_room_holds_is_not_stored_again(store: Store, r: str) -> None:
     assert [m["text"] for m in recent(store, r, 10)] == ["once"]
 
 
+def test_a_cid_is_the_senders(store: Store, r: str) -> None:
+    """Another sender with the same cid is another message: it neither suppresses the first
+    sender's nor gets it back as its ack. A sender is its uid, or its id without one."""
+    user = {"ts": time.time(), "text": "mine"}
+    ann, ann_again = {"id": "c1", "name": "ann", "uid": "u-ann"}, {"id": "c9", "name": "ann", "uid": "u-ann"}
+    first, created = append(store, r, {**user, "user": ann, "cid": "k"})
+    other, other_created = append(
+        store, r, {**user, "text": "not yours", "user": {"id": "c2", "name": "eve"}, "cid": "k"}
+    )
+    again, again_created = append(store, r, {**user, "user": ann_again, "cid": "k"})  # ann, reconnected
+    assert created and other_created and not again_created
+    assert other["id"] != first["id"] and again == first and first["user"] == ann
+    assert [m["text"] for m in recent(store, r, 10)] == ["mine", "not yours"]
+
+
 def test_rooms_are_pruned_to_the_history_limit(open_store, r: str) -> None:
     store = open_store(history_limit=5)
     ids = [post(store, r, f"m{n}", cid=f"k{n}")[0]["id"] for n in range(23)]
@@ -154,6 +169,32 @@ def test_append_many_stores_in_order_and_knows_a_cid_given_twice(store: Store, r
     ]
     assert int(stored[0][0]["id"]) < int(stored[1][0]["id"])
     assert [m["text"] for m in recent(store, r, 10)] == ["a", "b"]
+
+
+def test_sqlite_a_file_from_before_senders_opens_and_keeps_its_messages(tmp_path) -> None:
+    """A file made when cids were the room's (no user_uid or sender, a unique index on room and
+    cid) gets the new columns and index when opened, and its messages stay readable."""
+    import sqlite3
+
+    path = str(tmp_path / "old.sqlite3")
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, room TEXT NOT NULL, ts REAL NOT NULL,"
+        " user_id TEXT NOT NULL, user_name TEXT NOT NULL, text TEXT NOT NULL, cid TEXT);"
+        "CREATE INDEX messages_room_id ON messages (room, id);"
+        "CREATE UNIQUE INDEX messages_room_cid ON messages (room, cid);"
+        "INSERT INTO messages (room, ts, user_id, user_name, text, cid) VALUES ('r', 1.0, 'c1', 'ann', 'old', 'k');"
+    )
+    old.close()
+    store = SQLiteStore(path, 100)
+    assert [(m["text"], m["user"], m["cid"]) for m in recent(store, "r", 10)] == [
+        ("old", {"id": "c1", "name": "ann"}, "k")
+    ]
+    fields = {"ts": time.time(), "text": "new", "cid": "k"}
+    assert append(store, "r", {**fields, "user": {"id": "c2", "name": "bob", "uid": "u-bob"}})[1] is True
+    assert append(store, "r", {**fields, "user": {"id": "c3", "name": "bob", "uid": "u-bob"}})[1] is False
+    store.close()
+    assert SQLiteStore(path, 100).read("r", None, None, 10).messages[-1]["user"]["uid"] == "u-bob"  # opens again
 
 
 def test_sqlite_append_many_is_one_transaction(tmp_path) -> None:
