@@ -39,17 +39,18 @@ def create_app(config: Config | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxy_hops, x_proto=config.proxy_hops)  # type: ignore[method-assign]
 
     redis_client = _redis_client(config) if config.redis_url else None
+    idle = config.history_idle_days * 86400
     store: Store
     if redis_client is not None:
         from .backplane.redis import CHANNEL
         from .store.redis import RedisStore
 
-        store = RedisStore(redis_client, config.history_limit, channel=CHANNEL)  # it publishes messages
+        store = RedisStore(redis_client, config.history_limit, channel=CHANNEL, idle=idle)  # it publishes messages
     else:
         from .store.sqlite import SQLiteStore
 
         store = SQLiteStore(
-            config.database_path or os.path.join(app.instance_path, "chat.sqlite3"), config.history_limit
+            config.database_path or os.path.join(app.instance_path, "chat.sqlite3"), config.history_limit, idle
         )
     realtime = Realtime(config, redis_client)
     realtime.init_app(app, path="/ws")

@@ -29,6 +29,7 @@ class Config:
     max_message_chars: int = 2000
     max_frame_bytes: int = 16384
     history_limit: int = 1000
+    history_idle_days: float = 30.0  # a room's history goes after this many days without a message (0: kept)
     history_on_join: int = 50
     send_queue_size: int = 256
     # The writer pings every PING_INTERVAL seconds (under the 55 s idle timeout of PaaS
@@ -76,6 +77,7 @@ class Config:
             ("max_frame_bytes", 64),
             ("history_limit", 1),
             ("history_on_join", 0),
+            ("history_idle_days", 0),
             ("send_queue_size", 1),
             ("rate_limit", 1),
             ("max_connections_per_ip", 0),
@@ -107,13 +109,13 @@ def _integer(raw: str) -> int:
         raise ValueError("expected a whole number") from None
 
 
-def _seconds(raw: str) -> float:
+def _number(raw: str) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError("expected a number of seconds") from None
+        raise ValueError("expected a number") from None
     if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError("expected a finite number of seconds")
+        raise ValueError("expected a finite number")
     return value
 
 
@@ -172,11 +174,12 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_message_chars": _integer,
     "max_frame_bytes": _integer,
     "history_limit": _integer,
+    "history_idle_days": _number,
     "history_on_join": _integer,
     "send_queue_size": _integer,
-    "ping_interval": _seconds,
-    "pong_timeout": _seconds,
-    "write_timeout": _seconds,
+    "ping_interval": _number,
+    "pong_timeout": _number,
+    "write_timeout": _number,
     "rate_limit": _integer,
     "max_connections_per_ip": _integer,
     "max_rooms": _integer,
@@ -185,6 +188,6 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "secret_key": _text,
     "log_level": str.upper,
     "log_format": str.lower,
-    "presence_ttl": _seconds,
+    "presence_ttl": _number,
     "proxy_hops": _integer,
 }

@@ -8,6 +8,10 @@ Per room (the braces keep a room's keys in one cluster slot):
 - `chat:{room}:epoch`    a random name for this run of ids, made by the first read: a Redis
                          that lost its data starts ids at 1 again under a new epoch
 
+A room's keys expire together `idle` seconds after its last message (each append renews them;
+HISTORY_IDLE_DAYS): a room nobody uses any more leaves nothing behind, and one used again
+starts under a new epoch.
+
 One Lua script checks the cid, takes the id, stores, prunes and publishes the message on the
 backplane's channel (given as `channel`), so two workers appending at once cannot give one id
 twice or keep one cid twice, and the channel carries each room's messages in id order (with
@@ -49,6 +53,10 @@ if redis.call('ZCARD', KEYS[2]) > limit then
     local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
     redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. oldest[2])
 end
+local idle = tonumber(ARGV[7])
+if idle > 0 then
+    for i = 1, 4 do redis.call('EXPIRE', KEYS[i], idle) end
+end
 if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6] .. id .. '\\n' .. body) end
 return {1, body}
 """
@@ -60,6 +68,9 @@ local epoch = redis.call('GET', KEYS[1])
 if not epoch then
     epoch = ARGV[1]
     redis.call('SET', KEYS[1], epoch)
+    -- it expires with the ids it names: the seq's expiry if it has one, else the idle time
+    local left, idle = redis.call('PTTL', KEYS[2]), tonumber(ARGV[6])
+    if left > 0 then redis.call('PEXPIRE', KEYS[1], left) elseif idle > 0 then redis.call('EXPIRE', KEYS[1], idle) end
 end
 local since, limit, page = tonumber(ARGV[2]), tonumber(ARGV[4]), ARGV[5]
 local reset = 0
@@ -93,11 +104,13 @@ def _epoch_key(room: str) -> str:
 
 
 class RedisStore:
-    def __init__(self, client: redis.Redis, history_limit: int, channel: str | None = None) -> None:
+    def __init__(self, client: redis.Redis, history_limit: int, channel: str | None = None, idle: float = 0) -> None:
         """`channel`: publish each new message there, as `room \\n id \\n message` (the Redis
-        backplane's format), in the script that stores it."""
+        backplane's format), in the script that stores it. `idle`: seconds after its last
+        message that a room's history expires (0: never)."""
         self._redis = client
         self.history_limit = history_limit
+        self._idle = max(int(idle), 1) if idle else 0
         self._channel = channel
         self.publishes = channel is not None
         self._append = client.register_script(_APPEND)
@@ -113,8 +126,8 @@ class RedisStore:
                 channel = (self._channel, f"{room}\n") if self._channel else ("", "")
                 cid = message.get("cid")
                 scoped = f"{sender(message)}\n{cid}" if cid else ""  # a name holds no newline
-                args = (scoped, _ID_PREFIX, suffix, self.history_limit, *channel)
-                self._append(keys=_keys(room), args=args, client=pipe)
+                args = (scoped, _ID_PREFIX, suffix, self.history_limit, *channel, self._idle)
+                self._append(keys=(*_keys(room), _epoch_key(room)), args=args, client=pipe)
             # A script that fails fails alone; the others are stored (not a transaction).
             results = pipe.execute(raise_on_error=False)
         return [r if isinstance(r, Exception) else (json.loads(r[1]), bool(r[0])) for r in results]
@@ -123,6 +136,7 @@ class RedisStore:
     def read(self, room: str, since: int | None, epoch: str | None, limit: int, page: int | None = None) -> History:
         seq, messages, _cids = _keys(room)
         args = (secrets.token_hex(6), "" if since is None else since, epoch or "", limit, "" if page is None else page)
+        args += (self._idle,)
         epoch, truncated, reset, bodies = self._read(keys=(_epoch_key(room), seq, messages), args=args)
         return History([json.loads(body) for body in bodies], epoch.decode(), bool(truncated), bool(reset))
 

@@ -8,7 +8,9 @@ one blocks on gevent). Another process holding the write lock makes a write wait
 A transaction costs far more than a row (on this machine 88 us an append alone, 17 us each
 in sixteens), so the chat hands appends over in batches (`append_many`).
 
-A room keeps its newest HISTORY_LIMIT messages, and up to PRUNE_EVERY more between prunes.
+A room keeps its newest HISTORY_LIMIT messages, and up to PRUNE_EVERY more between prunes. A
+room with no message for `idle` seconds (HISTORY_IDLE_DAYS) loses its history: the appends
+look for such rooms once every FORGET_EVERY seconds (a scan of the index of rooms and ids).
 Ids are SQLite's AUTOINCREMENT rowids, as strings: unique and increasing within a room,
 never reused after pruning, the same for every process on the file. The file's epoch is made
 with it: a new file (the old one deleted) starts its ids again under a new epoch.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -54,12 +57,16 @@ _COLUMNS = "id, room, ts, user_id, user_name, user_uid, text, cid"
 
 
 PRUNE_EVERY = 64  # a room is pruned back to HISTORY_LIMIT every this many appends (by one process)
+FORGET_EVERY = 3600.0  # seconds between looks for idle rooms (by each process)
 
 
 class SQLiteStore:
-    def __init__(self, path: str, history_limit: int) -> None:
+    def __init__(self, path: str, history_limit: int, idle: float = 0) -> None:
+        """`idle`: seconds after its last message that a room's history goes (0: never)."""
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.history_limit = history_limit
+        self._idle = idle
+        self._next_forget = 0.0  # time.monotonic() of the next look for idle rooms
         self._prune_every = min(PRUNE_EVERY, history_limit)
         self._appends: dict[str, int] = {}  # per room, since this process last pruned it
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
@@ -87,7 +94,19 @@ class SQLiteStore:
     @_unavailable
     def _insert_all(self, items: list[tuple[str, Message]]) -> list[tuple[Message, bool]]:
         with self._transaction("BEGIN IMMEDIATE"):  # inserts and prunes, or none
+            if self._idle and time.monotonic() >= self._next_forget:
+                self._next_forget = time.monotonic() + min(FORGET_EVERY, self._idle)
+                self.forget_idle(time.time() - self._idle)
             return [self._insert(room, message) for room, message in items]
+
+    def forget_idle(self, before: float) -> int:
+        """Delete the history of every room whose newest message is older than `before` (Unix
+        seconds); how many rooms. In the caller's transaction."""
+        idle = self._db.execute(  # each room's newest message, from the index of rooms and ids
+            "SELECT room FROM messages WHERE id IN (SELECT max(id) FROM messages GROUP BY room) AND ts < ?", (before,)
+        ).fetchall()
+        self._db.executemany("DELETE FROM messages WHERE room = ?", idle)
+        return len(idle)
 
     def _insert(self, room: str, message: Message) -> tuple[Message, bool]:
         user, cid, by = message["user"], message.get("cid"), sender(message)

@@ -18,9 +18,9 @@ def open_store(request, tmp_path) -> Callable[..., Store]:
     """Open a store (again) on the same backend and data: open_store(history_limit=...)."""
     opened: list = []
 
-    def open_(history_limit: int = 100) -> Store:
+    def open_(history_limit: int = 100, idle: float = 0) -> Store:
         if request.param == "sqlite":
-            store = SQLiteStore(str(tmp_path / "chat.sqlite3"), history_limit)
+            store = SQLiteStore(str(tmp_path / "chat.sqlite3"), history_limit, idle)
         else:
             import redis
 
@@ -29,7 +29,7 @@ def open_store(request, tmp_path) -> Callable[..., Store]:
             server = request.getfixturevalue("redis_server")
             client = redis.Redis.from_url(server.url)
             opened.append(client)
-            return RedisStore(client, history_limit)
+            return RedisStore(client, history_limit, idle=idle)
         opened.append(store)
         return store
 
@@ -135,6 +135,23 @@ def test_rooms_are_pruned_to_the_history_limit(open_store, r: str) -> None:
     assert after(store, r, int(ids[0]))[1] is True  # pruned: unknown
     assert store.counts([r, r + "-empty"]) == {r: len(kept)}
     assert post(store, r, "m0 again", cid="k0")[1] is True  # its cid went with it
+
+
+def test_a_room_idle_for_longer_than_idle_loses_its_history(open_store, r: str) -> None:
+    """Rooms nobody uses any more do not keep their history forever (HISTORY_IDLE_DAYS), and a
+    room used again starts under a new epoch: its old ids cannot be taken for new ones."""
+    store = open_store(idle=1)
+    ids = [post(store, r, f"m{n}")[0]["id"] for n in range(3)]
+    epoch = store.read(r, None, None, 10).epoch
+    time.sleep(1.2)  # the idle time itself, which is what is tested
+    post(store, r + "-busy", "a message elsewhere")  # SQLite looks for idle rooms as it appends
+    assert recent(store, r, 10) == []
+    assert recent(store, r + "-busy", 10) != []
+    again = store.read(r, int(ids[-1]), epoch, 10)
+    assert again.truncated  # what the client had is gone
+    new = post(store, r, "used again")[0]
+    # and no id is taken for another: a new epoch (Redis), or ids that go on (SQLite's are the file's)
+    assert (again.reset and again.epoch != epoch) or int(new["id"]) > int(ids[-1])
 
 
 def test_two_stores_on_the_same_data_share_ids_and_history(open_store, r: str) -> None:
