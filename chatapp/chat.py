@@ -45,7 +45,7 @@ from .client import Connection
 from .errors import Unavailable
 from .metrics import MESSAGES, STORE_SECONDS
 from .protocol import ErrorCode, ProtocolError, error_event
-from .ratelimit import RateLimiter
+from .ratelimit import KeyedRateLimiter, RateLimiter
 from .realtime import Realtime
 from .store import Message, Store
 
@@ -184,6 +184,11 @@ class Chat:
         self._poster: gevent.Greenlet | None = None
         self._big: dict[str, int] = {}  # big rooms with clients here -> the count last told
         self._counter: gevent.Greenlet | None = None
+        # Limits per client address, which a reconnect does not reset (this worker's counts).
+        limit = self.config.address_rate_limit
+        self._per_address = KeyedRateLimiter(limit, RATE_WINDOW) if limit else None
+        limit = self.config.announce_limit
+        self._announced = KeyedRateLimiter(limit, RATE_WINDOW) if limit else None
         rt.on_connect(self.connect)
         rt.on_disconnect(self.disconnect)
         rt.on("message")(self.message)
@@ -270,6 +275,9 @@ class Chat:
             room=room,
             messages=RateLimiter(self.config.rate_limit, RATE_WINDOW),
             typing=RateLimiter(1, TYPING_EVERY),
+            # its join and leave are told, unless its address comes and goes too often (a storm
+            # of reconnects must not fill the room with lines); a leave only if the join was
+            announced=self._announced is None or self._announced.allow(conn.remote_addr),
         )
         self.rt.join(conn, room)
         # Joined first, history second: nothing falls between the two. A message stored
@@ -297,13 +305,14 @@ class Chat:
         )
         if big:
             self._big.setdefault(room, -1)  # counted from now on
-        else:
+        elif conn.data["announced"]:
             self.rt.emit(room, {"type": "join", "room": room, "user": conn.info, "ts": time.time()})
         if self._counter is None:  # started in the worker, by its first client
             self._counter = gevent.spawn(self._count_loop)
 
     def disconnect(self, conn: Connection) -> None:
-        self._enqueue(partial(self.expired, conn.data["room"], conn.info))  # after its messages
+        if conn.data["announced"]:
+            self._enqueue(partial(self.expired, conn.data["room"], conn.info))  # after its messages
 
     def expired(self, room: str, user: dict[str, Any]) -> None:
         """A member left: by closing, or by vanishing with its worker (presence expiry)."""
@@ -347,6 +356,11 @@ class Chat:
         if not conn.data["messages"].allow():
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED, f"at most {self.config.rate_limit} messages per {RATE_WINDOW:.0f} s"
+            )
+        if self._per_address is not None and not self._per_address.allow(conn.remote_addr):
+            limit = self.config.address_rate_limit
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED, f"at most {limit} messages per {RATE_WINDOW:.0f} s from one address"
             )
         self._enqueue(_Post(conn.data["room"], _fields(conn.info, text, cid), conn=conn))
 

@@ -38,6 +38,8 @@ class Config:
     pong_timeout: float = 20.0
     write_timeout: float = 10.0
     rate_limit: int = 20  # chat messages per 10 s per connection
+    address_rate_limit: int = 200  # chat messages per 10 s per client address, on one worker (0: no limit)
+    announce_limit: int = 10  # joins (and their leaves) told per 10 s per client address; more are silent
     # Open WebSockets per client address on one worker (0: no cap); past it, HTTP 429 before
     # the upgrade. An office or a mobile carrier can put many people behind one address.
     max_connections_per_ip: int = 100
@@ -48,7 +50,10 @@ class Config:
     log_level: str = "INFO"
     log_format: str = "text"  # json: one JSON object per line (logs.py)
     presence_ttl: float = 30.0  # with Redis: a dead worker's clients leave presence within this
-    proxy_hops: int = 0  # proxies in front whose X-Forwarded-For/-Proto to trust (Heroku: 1)
+    # Proxies in front whose X-Forwarded-For/-Proto to trust. Unset: 1 when the platform sets
+    # PORT (a PaaS: its router is in front, and without it every client would have the
+    # router's address, and share one address's limits), else 0.
+    proxy_hops: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -65,6 +70,8 @@ class Config:
                 values[field.name] = parse(raw)
             except ValueError as exc:
                 raise ConfigError(f"{name}={raw!r}: {exc}") from None
+        if "proxy_hops" not in values and environ.get("PORT", "").strip():
+            values["proxy_hops"] = 1
         config = cls(**values)
         config.check()
         return config
@@ -80,6 +87,8 @@ class Config:
             ("history_idle_days", 0),
             ("send_queue_size", 1),
             ("rate_limit", 1),
+            ("address_rate_limit", 0),
+            ("announce_limit", 0),
             ("max_connections_per_ip", 0),
             ("max_rooms", 0),
         ):
@@ -181,6 +190,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "pong_timeout": _number,
     "write_timeout": _number,
     "rate_limit": _integer,
+    "address_rate_limit": _integer,
+    "announce_limit": _integer,
     "max_connections_per_ip": _integer,
     "max_rooms": _integer,
     "chat_echo_route": _flag,

@@ -75,6 +75,9 @@ class Server:
             "DATABASE_PATH": str(tmp / "chat.sqlite3"),
             "PYTHONUNBUFFERED": "1",
             "TMPDIR": str(tmp),  # its temporary metrics directory, among the test's files
+            # every test client comes from 127.0.0.1: the tests of the per-address limits set them
+            "ADDRESS_RATE_LIMIT": "0",
+            "ANNOUNCE_LIMIT": "0",
             **(env or {}),
         }
         for own in ("PORT", "PROMETHEUS_MULTIPROC_DIR", "CHATAPP_OWN_METRICS_DIR"):  # each server its own

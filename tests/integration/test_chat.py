@@ -247,6 +247,30 @@ def test_every_response_says_nosniff(server: Server) -> None:
         assert (got, answer.get("X-Content-Type-Options")) == (status, "nosniff"), path
 
 
+def test_a_reconnect_does_not_reset_the_limits_of_an_address(make_server) -> None:
+    """Connect, send, close, again: the message rate of the address holds across connections,
+    and an address that comes and goes fast stops filling the room with join and leave lines."""
+    server = make_server({"ADDRESS_RATE_LIMIT": "5", "ANNOUNCE_LIMIT": "3", "RATE_LIMIT": "1000"})
+    with Client(server, "churn", "watcher") as watcher:  # the first announced of the address
+        watcher.expect("welcome")
+        answers = []
+        for n in range(8):
+            with Client(server, "churn", f"cycler-{n}") as cycler:
+                cycler.expect("welcome")
+                cycler.say(f"m{n}")
+                answers.append(cycler.expect("message" if n < 5 else "error"))
+        assert [a.get("code") for a in answers[5:]] == ["rate_limited"] * 3
+        watcher.say("sentinel")  # refused too (the watcher shares the address): its error comes after the rest
+        events = [watcher.next()]
+        while events[-1]["type"] != "error":
+            events.append(watcher.next())
+        assert events[-1]["code"] == "rate_limited"
+        told = [(e["type"], e["user"]["name"]) for e in events if e["type"] in ("join", "leave")]
+    joins = [name for kind, name in told if kind == "join"]
+    leaves = [name for kind, name in told if kind == "leave"]
+    assert joins == ["watcher", "cycler-0", "cycler-1"] and leaves == ["cycler-0", "cycler-1"], events
+
+
 def test_connections_from_one_address_are_capped_with_429(make_server) -> None:
     server = make_server({"MAX_CONNECTIONS_PER_IP": "3"})
     held = [RawClient(server, f"/ws?room=cap&name=c{i}") for i in range(3)]

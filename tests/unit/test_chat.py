@@ -12,7 +12,7 @@ from chatapp.chat import WELCOME_MEMBERS, Chat, parse_message, parse_name, parse
 from chatapp.client import Connection
 from chatapp.config import Config
 from chatapp.protocol import ErrorCode, ProtocolError
-from chatapp.ratelimit import RateLimiter
+from chatapp.ratelimit import KeyedRateLimiter, RateLimiter
 from chatapp.realtime import Realtime
 from chatapp.store import recent
 from chatapp.store.sqlite import SQLiteStore
@@ -105,11 +105,22 @@ def test_rate_limiter_allows_a_burst_then_refills() -> None:
     assert not limiter.allow(start + 3.4)
 
 
+def test_keyed_rate_limiter_holds_per_key_and_forgets_refilled_keys() -> None:
+    limiter = KeyedRateLimiter(2, 10.0, max_keys=3)
+    now = 1000.0
+    assert [limiter.allow("a", now) for _ in range(3)] == [True, True, False]
+    assert limiter.allow("b", now) and limiter.allow("c", now)
+    assert len(limiter) == 3
+    assert limiter.allow("d", now + 11)  # a fourth key: the refilled ones (all) are forgotten first
+    assert len(limiter) == 1
+    assert [limiter.allow("a", now + 11) for _ in range(3)] == [True, True, False]  # "a" anew, not unlimited
+
+
 @pytest.fixture
 def chat(tmp_path):
     """A Chat on a real Realtime (its Hub running, in memory) and a real SQLite file."""
     store = SQLiteStore(str(tmp_path / "chat.sqlite3"), 100)
-    rt = Realtime(Config())
+    rt = Realtime(Config(address_rate_limit=0, announce_limit=0))  # its connections share one address
     rt.start()
     chat = Chat(rt, store)
     yield chat

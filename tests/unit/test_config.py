@@ -12,6 +12,14 @@ def test_defaults_from_an_empty_environment() -> None:
     assert (config.send_queue_size, config.ping_interval, config.rate_limit) == (256, 25.0, 20)
 
 
+def test_behind_a_platforms_router_its_forwarded_address_is_trusted() -> None:
+    """A platform that sets PORT has its router in front: without trusting it, every client
+    would have the router's address (and share one address's limits)."""
+    assert Config.from_env({"PORT": "5000"}).proxy_hops == 1
+    assert Config.from_env({"PORT": "5000", "PROXY_HOPS": "0"}).proxy_hops == 0
+    assert Config.from_env({}).proxy_hops == 0
+
+
 def test_values_are_read_and_converted() -> None:
     config = Config.from_env(
         {
