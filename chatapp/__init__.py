@@ -28,6 +28,7 @@ def create_app(config: Config | None = None) -> Flask:
         template_folder=os.path.join(root, "templates"),
         static_folder=os.path.join(root, "static"),
     )
+    app.extensions["config"] = config
     app.config["SECRET_KEY"] = config.secret_key or secrets.token_hex(32)
     # No view sets a cookie (the page keeps the nickname in localStorage). Should one use
     # Flask's session, its cookie is out of scripts' reach, not sent cross-site, and only

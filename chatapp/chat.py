@@ -40,12 +40,12 @@ from gevent.event import AsyncResult
 from gevent.queue import Queue
 
 from .client import Connection
-from .errors import Unavailable
 from .metrics import MESSAGES, STORE_SECONDS
 from .protocol import ErrorCode, ProtocolError, error_event
 from .ratelimit import RateLimiter
 from .realtime import Realtime
 from .store import Message, Store
+from .unavailable import Unavailable
 
 log = logging.getLogger(__name__)
 

@@ -48,6 +48,8 @@ class Config:
     log_format: str = "text"  # json: one JSON object per line (logs.py)
     presence_ttl: float = 30.0  # with Redis: a dead worker's clients leave presence within this
     proxy_hops: int = 0  # proxies in front whose X-Forwarded-For/-Proto to trust (Heroku: 1)
+    # Where every worker writes its metrics (gunicorn.conf.py sets it); None: this process's alone
+    prometheus_multiproc_dir: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -164,4 +166,5 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_format": str.lower,
     "presence_ttl": _seconds,
     "proxy_hops": _integer,
+    "prometheus_multiproc_dir": _text,
 }

@@ -6,7 +6,8 @@ the first worker starts: each worker writes its values to its own files there, a
 whichever worker answers it, adds up every worker's (gauges marked `live*` count only the
 workers alive: gunicorn's `child_exit` hook drops a dead worker's). Counters of a worker that
 died stay in the sums, as Prometheus expects of a counter. Without that variable (an app made
-in a test process), the process's default registry is read.
+in a test process), the process's default registry is read (config.py reads the variable;
+prometheus-client reads it too, to write each worker's files).
 
 Hot paths (a delivery, a frame) never touch prometheus-client (a multiprocess value is a lock
 and an mmap write): they add to plain ints in `Stats`, and each worker's sampler greenlet
@@ -16,7 +17,6 @@ connect, a close, an error event) count directly.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, fields
 from typing import Protocol
 
@@ -123,25 +123,25 @@ class Sampler:
         BACKPLANE_UP.set(1 if backplane_up else 0)
 
 
-def _registry() -> CollectorRegistry:
-    """Every worker's metrics (multiprocess), or this process's."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+def _registry(multiproc_dir: str | None) -> CollectorRegistry:
+    """Every worker's metrics (in `multiproc_dir`), or this process's."""
+    if not multiproc_dir:
         return REGISTRY
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+    multiprocess.MultiProcessCollector(registry, multiproc_dir)
     return registry
 
 
-def exposition() -> tuple[bytes, str]:
-    """The body and content type of /metrics."""
-    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+def exposition(multiproc_dir: str | None = None) -> tuple[bytes, str]:
+    """The body and content type of /metrics (`multiproc_dir`: PROMETHEUS_MULTIPROC_DIR)."""
+    return generate_latest(_registry(multiproc_dir)), CONTENT_TYPE_LATEST
 
 
-def figures() -> dict[str, dict[str, float]]:
+def figures(multiproc_dir: str | None = None) -> dict[str, dict[str, float]]:
     """Each chat_ sample's value by its labels ("" without labels), summed over workers as
     the scrape sums them: {"chat_closes_total": {"1000": 3.0, "1001": 1.0}, ...}."""
     found: dict[str, dict[str, float]] = {}
-    for family in _registry().collect():
+    for family in _registry(multiproc_dir).collect():
         for sample in family.samples:
             if sample.name.startswith("chat_") and not sample.name.endswith(("_bucket", "_created")):
                 label = ",".join(sample.labels.values())

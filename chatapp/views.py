@@ -63,7 +63,7 @@ def healthz() -> tuple[Response, int]:
 @bp.get("/metrics")
 def prometheus() -> Response:
     """Prometheus text format: every worker's figures added up (metrics.py)."""
-    body, content_type = metrics.exposition()
+    body, content_type = metrics.exposition(current_app.extensions["config"].prometheus_multiproc_dir)
     return Response(body, content_type=content_type)
 
 
@@ -74,7 +74,7 @@ def info() -> Response:
     response = Response(
         render_template(
             "info.html",
-            figures=metrics.figures(),
+            figures=metrics.figures(current_app.extensions["config"].prometheus_multiproc_dir),
             pid=os.getpid(),
             uptime=int(time.monotonic() - realtime.started_at) if realtime.started_at else 0,
             backplane=type(realtime.backplane).__name__,
