@@ -41,7 +41,7 @@ def create_app(config: Config | None = None) -> Flask:
     redis_client = _redis_client(config) if config.redis_url else None
     store: Store
     if redis_client is not None:
-        from .backplane.redis import CHANNEL
+        from .realtime.backplane.redis import CHANNEL
         from .store.redis import RedisStore
 
         store = RedisStore(redis_client, config.history_limit, channel=CHANNEL)  # it publishes messages

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from .chat import Chat, parse_epoch, parse_message, parse_name, parse_room, parse_since
 from .errors import json_error
-from .protocol import ErrorCode, ProtocolError
+from .realtime import ErrorCode, ProtocolError
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 

@@ -39,11 +39,9 @@ import gevent
 from gevent.event import AsyncResult
 from gevent.queue import Queue
 
-from .client import Connection
 from .metrics import MESSAGES, STORE_SECONDS
-from .protocol import ErrorCode, ProtocolError, error_event
 from .ratelimit import RateLimiter
-from .realtime import Realtime
+from .realtime import Connection, ErrorCode, ProtocolError, Realtime, error_event
 from .store import Message, Store
 from .unavailable import Unavailable
 

@@ -9,8 +9,7 @@ from flask import Blueprint, Response, abort, current_app, jsonify, render_templ
 
 from . import metrics
 from .chat import parse_room
-from .protocol import ProtocolError
-from .realtime import Realtime
+from .realtime import ProtocolError, Realtime
 
 bp = Blueprint("views", __name__)
 

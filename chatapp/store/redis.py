@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 
-from ..protocol import encode
+from ..realtime.protocol import encode
 from ..unavailable import unavailable_on
 from . import History, Message
 

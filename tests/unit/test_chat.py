@@ -9,11 +9,11 @@ import gevent
 import pytest
 
 from chatapp.chat import WELCOME_MEMBERS, Chat, parse_message, parse_name, parse_room
-from chatapp.client import Connection
 from chatapp.config import Config
-from chatapp.protocol import ErrorCode, ProtocolError
 from chatapp.ratelimit import RateLimiter
 from chatapp.realtime import Realtime
+from chatapp.realtime.client import Connection
+from chatapp.realtime.protocol import ErrorCode, ProtocolError
 from chatapp.store import recent
 from chatapp.store.sqlite import SQLiteStore
 

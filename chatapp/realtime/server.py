@@ -46,16 +46,16 @@ import gevent
 from flask import Flask, Response, g, request
 from flask_sock import Sock
 
+from ..config import Config
+from ..errors import json_error
+from ..ratelimit import RateLimiter
+from ..unavailable import Unavailable
 from .backplane import Backplane, MemoryBackplane
 from .client import Connection
-from .config import Config
-from .errors import json_error
 from .hub import Hub
 from .metrics import CLOSES, CONNECTS, REFUSED, SAMPLE_EVERY, Sampler
 from .presence import HubPresence, Info, Presence
 from .protocol import CloseCode, ErrorCode, ProtocolError, decode, encode, error_event
-from .ratelimit import RateLimiter
-from .unavailable import Unavailable
 
 log = logging.getLogger(__name__)
 

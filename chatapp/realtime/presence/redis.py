@@ -26,7 +26,7 @@ from time import monotonic
 import gevent
 import redis
 
-from ..unavailable import unavailable_on
+from ...unavailable import unavailable_on
 from . import Info
 
 log = logging.getLogger(__name__)

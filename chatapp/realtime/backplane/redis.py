@@ -8,8 +8,9 @@ of receiving events of rooms it has no clients in (the Hub drops them at once).
 
 On the wire: `room \\n seq \\n event`, the event's JSON bytes as the publisher serialised
 them, never decoded and re-encoded by a worker. Chat messages are published in that format by
-the store's own append script (store/redis.py), in the step that gives them their id, so that
-the channel carries each room's messages in id order; other events come through `publish`.
+the store's own append script (chatapp/store/redis.py), in the step that gives them their id,
+so that the channel carries each room's messages in id order; other events come through
+`publish`.
 
 Redis that stops answering (hung, or a network that drops packets without a reset) looks like
 a quiet channel to a subscriber. So the listener pings every PING_EVERY seconds, and a Redis
