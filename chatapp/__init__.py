@@ -41,19 +41,21 @@ def create_app(config: Config | None = None) -> Flask:
     redis_client = _redis_client(config) if config.redis_url else None
     store: Store
     if redis_client is not None:
-        from .realtime.backplane.redis import CHANNEL
+        from .realtime.backplane.redis import CHANNEL, RedisBackplane
+        from .realtime.presence.redis import RedisPresence
         from .store.redis import RedisStore
 
         store = RedisStore(redis_client, config.history_limit, channel=CHANNEL)  # it publishes messages
+        realtime = Realtime(config, RedisBackplane(redis_client), RedisPresence(redis_client, config.presence_ttl))
     else:
         from .store.sqlite import SQLiteStore
 
         store = SQLiteStore(
             config.database_path or os.path.join(app.instance_path, "chat.sqlite3"), config.history_limit
         )
-    realtime = Realtime(config, redis_client)
+        realtime = Realtime(config)
     realtime.init_app(app, path="/ws")
-    app.extensions["chat"] = Chat(realtime, store)
+    app.extensions["chat"] = Chat(realtime, store, config)
     errors.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)

@@ -69,7 +69,7 @@ def publish(room: str) -> tuple[Response, int] | Response:
 def rooms() -> Response:
     """The rooms with members now (on every worker), with their member and message counts."""
     chat = _chat()
-    online = chat.rt.presence.rooms()
+    online = chat.rt.rooms()
     counts = chat.store.counts(list(online))
     listed = [{"room": room, "members": n, "messages": counts.get(room, 0)} for room, n in sorted(online.items())]
     return jsonify(rooms=listed)
