@@ -25,6 +25,7 @@ class Config:
     redis_tls_verify: bool = True  # 0: accept a rediss:// server's self-signed certificate chain
     ws_deflate: bool = False  # 1: permessage-deflate with clients that offer it (see README: off is faster)
     database_path: str | None = None  # None: chat.sqlite3 in Flask's instance folder
+    database_url: str | None = None  # the store by URL (backends.py): sqlite:///path, redis://...
     allowed_origins: tuple[str, ...] = ()  # besides the page's own host
     max_message_chars: int = 2000
     max_frame_bytes: int = 16384
@@ -89,8 +90,8 @@ class Config:
             raise ConfigError("PORT must be at most 65535")
         if self.proxy_hops < 0:
             raise ConfigError("PROXY_HOPS must be 0 or more")
-        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.database_url and self.database_path:
+            raise ConfigError("DATABASE_URL and DATABASE_PATH both name the store: set one of them")
         if self.history_on_join > self.history_limit:
             raise ConfigError("HISTORY_ON_JOIN must not exceed HISTORY_LIMIT")
         for name in ("ping_interval", "pong_timeout", "write_timeout", "presence_ttl"):
@@ -147,6 +148,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "redis_tls_verify": _flag,
     "ws_deflate": _flag,
     "database_path": _text,
+    "database_url": _text,
     "allowed_origins": _origins,
     "max_message_chars": _integer,
     "max_frame_bytes": _integer,

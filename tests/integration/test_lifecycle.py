@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.helpers import ROOT, Client, Server, free_port, wait_for
 
 
@@ -52,10 +54,14 @@ def test_web_concurrency_from_the_platform_is_pinned_to_one_worker(make_server) 
     assert log.count("Booting worker") == 1
 
 
-def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path) -> None:
-    result = gunicorn(tmp_path, {"MAX_FRAME_BYTES": "lots"})
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("MAX_FRAME_BYTES", "lots"), ("DATABASE_URL", "postgres://db.example/chat"), ("REDIS_URL", "http://example")],
+)
+def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path, variable: str, value: str) -> None:
+    result = gunicorn(tmp_path, {variable: value})
     assert result.returncode != 0
-    assert "MAX_FRAME_BYTES" in result.stderr and "Traceback" not in result.stderr
+    assert variable in result.stderr and "Traceback" not in result.stderr
     assert not list(tmp_path.glob("chatapp-metrics-*"))  # nothing left behind
 
 

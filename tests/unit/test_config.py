@@ -41,7 +41,7 @@ def test_values_are_read_and_converted() -> None:
         ({"WRITE_TIMEOUT": "nan"}, "WRITE_TIMEOUT"),
         ({"ALLOWED_ORIGINS": "example.com"}, "ALLOWED_ORIGINS"),
         ({"REDIS_TLS_VERIFY": "maybe"}, "REDIS_TLS_VERIFY"),
-        ({"REDIS_URL": "http://example.com"}, "REDIS_URL"),
+        ({"DATABASE_URL": "sqlite:///chat.sqlite3", "DATABASE_PATH": "chat.sqlite3"}, "DATABASE_URL"),
         ({"PROXY_HOPS": "-1"}, "PROXY_HOPS"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
