@@ -40,9 +40,11 @@ run: install-run
 test: install lint
 	$(BIN)/python -m pytest
 
+# ruff, and the import contracts of pyproject.toml (the walls between the realtime layer and the chat).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo
 
 format: install
 	$(BIN)/ruff format .

@@ -22,7 +22,8 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="chatapp-metrics-")
     os.environ["CHATAPP_OWN_METRICS_DIR"] = str(os.getpid())
 
-from chatapp.config import Config, ConfigError  # after PROMETHEUS_MULTIPROC_DIR is set
+from chatapp import backends  # after PROMETHEUS_MULTIPROC_DIR is set
+from chatapp.config import Config, ConfigError
 from chatapp.logs import gunicorn_logconfig
 
 
@@ -41,6 +42,7 @@ def on_exit(server):
 
 try:
     _config = Config.from_env()
+    backends.check(_config)  # an unknown scheme stops the master, not each worker as it boots
 except ConfigError as exc:
     _stop(f"chatapp: bad configuration: {exc}")
 

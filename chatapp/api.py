@@ -8,7 +8,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from .chat import Chat, parse_epoch, parse_message, parse_name, parse_room, parse_since
 from .errors import json_error
-from .protocol import ErrorCode, ProtocolError
+from .realtime import ErrorCode, ProtocolError
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -72,7 +72,7 @@ def publish(room: str) -> tuple[Response, int] | Response:
 def rooms() -> Response:
     """The rooms with members now (on every worker), with their member and message counts."""
     chat = _chat()
-    online = chat.rt.presence.rooms()
+    online = chat.rt.rooms()
     counts = chat.store.counts(list(online))
     listed = [{"room": room, "members": n, "messages": counts.get(room, 0)} for room, n in sorted(online.items())]
     return jsonify(rooms=listed)

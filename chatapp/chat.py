@@ -41,13 +41,12 @@ import gevent
 from gevent.event import AsyncResult
 from gevent.queue import Queue
 
-from .client import Connection
-from .errors import Unavailable
+from .config import Config
 from .metrics import MESSAGES, STORE_SECONDS
-from .protocol import ErrorCode, ProtocolError, error_event
 from .ratelimit import KeyedRateLimiter, RateLimiter
-from .realtime import Realtime
+from .realtime import Connection, ErrorCode, ProtocolError, Realtime, error_event
 from .store import Message, Store
+from .unavailable import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -176,13 +175,15 @@ class _Post:
 class Chat:
     """The chat's rules over a Realtime and a Store; kept in app.extensions["chat"]."""
 
-    def __init__(self, rt: Realtime, store: Store) -> None:
+    def __init__(self, rt: Realtime, store: Store, config: Config) -> None:
         self.rt = rt
         self.store = store
-        self.config = rt.config
+        self.config = config
         self._posts: Queue = Queue(POST_QUEUE)
         self._poster: gevent.Greenlet | None = None
-        self._big: dict[str, int] = {}  # big rooms with clients here -> the count last told
+        # Big rooms with clients here, told member counts instead of joins and leaves -> the
+        # count last told (-1: none yet). The connect handlers and the counter greenlet's.
+        self._counted_rooms: dict[str, int] = {}
         self._counter: gevent.Greenlet | None = None
         # Limits per client address, which a reconnect does not reset (this worker's counts).
         limit = self.config.address_rate_limit
@@ -193,8 +194,8 @@ class Chat:
         rt.on_disconnect(self.disconnect)
         rt.on("message")(self.message)
         rt.on("typing")(self.typing)
-        rt.on_presence_expired(self.expired)
-        rt.on_presence_restored(self.restored)
+        rt.on_presence_expired(self.member_left)
+        rt.on_presence_restored(self.member_back)
 
     def post(self, room: str, user: dict[str, str], text: str, cid: str | None) -> tuple[Message, bool]:
         """Store a message, then emit it to the room, and wait for that. A resend (a cid the
@@ -289,7 +290,7 @@ class Chat:
         if seen is not None:
             conn.skip_through(seen)
         members, count = self.rt.members(room, WELCOME_MEMBERS)  # on every worker, this one included
-        big = count > WELCOME_MEMBERS or room in self._big
+        big = count > WELCOME_MEMBERS or room in self._counted_rooms
         conn.send(
             {
                 "type": "welcome",
@@ -304,7 +305,7 @@ class Chat:
             }
         )
         if big:
-            self._big.setdefault(room, -1)  # counted from now on
+            self._counted_rooms.setdefault(room, -1)  # counted from now on
         elif conn.data["announced"]:
             self.rt.emit(room, {"type": "join", "room": room, "user": conn.info, "ts": time.time()})
         if self._counter is None:  # started in the worker, by its first client
@@ -312,16 +313,16 @@ class Chat:
 
     def disconnect(self, conn: Connection) -> None:
         if conn.data["announced"]:
-            self._enqueue(partial(self.expired, conn.data["room"], conn.info))  # after its messages
+            self._enqueue(partial(self.member_left, conn.data["room"], conn.info))  # after its messages
 
-    def expired(self, room: str, user: dict[str, Any]) -> None:
+    def member_left(self, room: str, user: dict[str, Any]) -> None:
         """A member left: by closing, or by vanishing with its worker (presence expiry)."""
-        if room not in self._big:  # in a big room, the next count tells
+        if room not in self._counted_rooms:  # in a big room, the next count tells
             self.rt.emit(room, {"type": "leave", "room": room, "user": user, "ts": time.time()})
 
-    def restored(self, room: str, user: dict[str, Any]) -> None:
+    def member_back(self, room: str, user: dict[str, Any]) -> None:
         """A member taken for gone (its `leave` told) was there after all: the room is told."""
-        if room not in self._big:
+        if room not in self._counted_rooms:
             self.rt.emit(room, {"type": "join", "room": room, "user": user, "ts": time.time()})
 
     def _count_loop(self) -> None:
@@ -339,16 +340,16 @@ class Chat:
         """Tell each big room with clients here its member count, when it changed. A room is
         big once its count on every worker passes WELCOME_MEMBERS (a worker whose clients came
         while it was small finds out here) and stays big here until it has no clients here."""
-        here = list(self.rt.hub.rooms)  # rooms with clients here (read only: the Hub's)
-        for room in [room for room in self._big if not self.rt.hub.rooms.get(room)]:
-            del self._big[room]
-        counts = self.rt.presence.counts(here)  # their members on every worker
+        here = self.rt.local_rooms()  # rooms with clients here
+        for room in [room for room in self._counted_rooms if not here.get(room)]:
+            del self._counted_rooms[room]
+        counts = self.rt.counts(list(here))  # their members on every worker
         for room in here:
-            count, told = counts.get(room, 0), self._big.get(room)
+            count, told = counts.get(room, 0), self._counted_rooms.get(room)
             if told is None and count <= WELCOME_MEMBERS:
                 continue
             if count != told:
-                self._big[room] = count
+                self._counted_rooms[room] = count
                 self.rt.emit_local(room, {"type": "presence", "room": room, "member_count": count})
 
     def message(self, conn: Connection, event: dict[str, Any]) -> None:

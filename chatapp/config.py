@@ -25,6 +25,7 @@ class Config:
     redis_tls_verify: bool = True  # 0: accept a rediss:// server's self-signed certificate chain
     ws_deflate: bool = False  # 1: permessage-deflate with clients that offer it (see README: off is faster)
     database_path: str | None = None  # None: chat.sqlite3 in Flask's instance folder
+    database_url: str | None = None  # the store by URL (backends.py): sqlite:///path, redis://...
     allowed_origins: tuple[str, ...] = ()  # besides the page's own host
     max_message_chars: int = 2000
     max_frame_bytes: int = 16384
@@ -54,6 +55,8 @@ class Config:
     # PORT (a PaaS: its router is in front, and without it every client would have the
     # router's address, and share one address's limits), else 0.
     proxy_hops: int = 0
+    # Where every worker writes its metrics (gunicorn.conf.py sets it); None: this process's alone
+    prometheus_multiproc_dir: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -100,6 +103,8 @@ class Config:
             raise ConfigError("PROXY_HOPS must be 0 or more")
         if self.redis_url is not None:
             _check_redis_url(self.redis_url)
+        if self.database_url and self.database_path:
+            raise ConfigError("DATABASE_URL and DATABASE_PATH both name the store: set one of them")
         if self.history_on_join > self.history_limit:
             raise ConfigError("HISTORY_ON_JOIN must not exceed HISTORY_LIMIT")
         for name in ("ping_interval", "pong_timeout", "write_timeout", "presence_ttl"):
@@ -148,13 +153,14 @@ def _origins(raw: str) -> tuple[str, ...]:
 
 def _check_redis_url(url: str) -> None:
     """Refuse a REDIS_URL that redis-py could not use, before a worker tries (with its own words:
-    redis-py's parser, plus the database number it would silently ignore)."""
+    redis-py's parser, plus the database number it would silently ignore). Its scheme is
+    backends.check's."""
     from urllib.parse import urlsplit
 
     from redis.connection import parse_url
 
     if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+        return  # not a Redis URL: backends.check names the schemes it takes
     try:
         parse_url(url)
     except ValueError as exc:
@@ -179,6 +185,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "redis_tls_verify": _flag,
     "ws_deflate": _flag,
     "database_path": _text,
+    "database_url": _text,
     "allowed_origins": _origins,
     "max_message_chars": _integer,
     "max_frame_bytes": _integer,
@@ -201,4 +208,5 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_format": str.lower,
     "presence_ttl": _number,
     "proxy_hops": _integer,
+    "prometheus_multiproc_dir": _text,
 }

@@ -1,26 +1,11 @@
-"""Errors: HTTP errors as JSON (`{"error": code, "detail": text}`), and Unavailable."""
+"""HTTP errors as JSON (`{"error": code, "detail": text}`), Unavailable (unavailable.py) as a 503."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-
-class Unavailable(Exception):
-    """A backend (the store, Redis) cannot be reached now; the same call may work later.
-    Clients get an `unavailable` error event (or close 1013 on connect), HTTP gets 503."""
-
-
-@contextmanager
-def unavailable_on(what: str, *errors: type[Exception]) -> Iterator[None]:
-    """Turn a backend's own errors into Unavailable (usable as a decorator)."""
-    try:
-        yield
-    except errors as exc:
-        raise Unavailable(f"{what} cannot be reached now; try again") from exc
+from .unavailable import Unavailable
 
 
 def json_error(status: int, code: str, detail: str) -> Response:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import time
 
 from flask import Blueprint, Response, abort, current_app, jsonify, render_template
 
 from . import metrics
 from .chat import parse_room
-from .protocol import ProtocolError
-from .realtime import Realtime
+from .realtime import ProtocolError, Realtime
 
 bp = Blueprint("views", __name__)
 
@@ -54,15 +52,15 @@ def _secure(response: Response) -> Response:
 
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
-    realtime: Realtime = current_app.extensions["realtime"]
-    status = 200 if realtime.healthy else 503
+    health = _realtime().health()
+    status = 200 if health.healthy else 503
     body = {
         "status": "ok" if status == 200 else "degraded",
         "pid": os.getpid(),
-        "connections": len(realtime.hub.connections),
-        "rooms": len(realtime.hub.rooms),
-        "backplane": type(realtime.backplane).__name__,
-        "dropped_slow": realtime.hub.stats.dropped_slow,
+        "connections": health.connections,
+        "rooms": health.rooms,
+        "backplane": health.backplane,
+        "dropped_slow": health.dropped_slow,
     }
     return jsonify(body), status
 
@@ -70,23 +68,27 @@ def healthz() -> tuple[Response, int]:
 @bp.get("/metrics")
 def prometheus() -> Response:
     """Prometheus text format: every worker's figures added up (metrics.py)."""
-    body, content_type = metrics.exposition()
+    body, content_type = metrics.exposition(current_app.extensions["config"].prometheus_multiproc_dir)
     return Response(body, content_type=content_type)
 
 
 @bp.get("/info")
 def info() -> Response:
     """The live figures, for a person: every worker's sums, and this worker's own."""
-    realtime: Realtime = current_app.extensions["realtime"]
+    health = _realtime().health()
     response = Response(
         render_template(
             "info.html",
-            figures=metrics.figures(),
+            figures=metrics.figures(current_app.extensions["config"].prometheus_multiproc_dir),
             pid=os.getpid(),
-            uptime=int(time.monotonic() - realtime.started_at) if realtime.started_at else 0,
-            backplane=type(realtime.backplane).__name__,
-            healthy=realtime.healthy,
+            uptime=int(health.uptime),
+            backplane=health.backplane,
+            healthy=health.healthy,
         )
     )
     response.headers["Cache-Control"] = "no-store"
     return _secure(response)
+
+
+def _realtime() -> Realtime:
+    return current_app.extensions["realtime"]

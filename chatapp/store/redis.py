@@ -28,8 +28,8 @@ from typing import Any
 
 import redis
 
-from ..errors import unavailable_on
-from ..protocol import encode
+from ..realtime.protocol import encode
+from ..unavailable import unavailable_on
 from . import History, Message, sender
 
 _unavailable = unavailable_on("the message store (Redis)", redis.RedisError)

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..errors import Unavailable, unavailable_on
+from ..unavailable import Unavailable, unavailable_on
 from . import History, Message, sender
 
 # A locked file past busy_timeout, a full disk: the same call may work later.

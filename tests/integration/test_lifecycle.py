@@ -56,7 +56,15 @@ def test_web_concurrency_from_the_platform_is_pinned_to_one_worker(make_server) 
     assert log.count("Booting worker") == 1
 
 
-@pytest.mark.parametrize(("variable", "value"), [("MAX_FRAME_BYTES", "lots"), ("REDIS_URL", "redis://host:notaport/0")])
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MAX_FRAME_BYTES", "lots"),
+        ("DATABASE_URL", "postgres://db.example/chat"),
+        ("REDIS_URL", "http://example"),
+        ("REDIS_URL", "redis://host:notaport/0"),
+    ],
+)
 def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path, variable: str, value: str) -> None:
     result = gunicorn(tmp_path, {variable: value})
     assert result.returncode != 0

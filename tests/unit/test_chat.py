@@ -9,11 +9,11 @@ import gevent
 import pytest
 
 from chatapp.chat import WELCOME_MEMBERS, Chat, parse_message, parse_name, parse_room
-from chatapp.client import Connection
 from chatapp.config import Config
-from chatapp.protocol import ErrorCode, ProtocolError
 from chatapp.ratelimit import KeyedRateLimiter, RateLimiter
 from chatapp.realtime import Realtime
+from chatapp.realtime.client import Connection
+from chatapp.realtime.protocol import ErrorCode, ProtocolError
 from chatapp.store import recent
 from chatapp.store.sqlite import SQLiteStore
 
@@ -122,7 +122,7 @@ def chat(tmp_path):
     store = SQLiteStore(str(tmp_path / "chat.sqlite3"), 100)
     rt = Realtime(Config(address_rate_limit=0, announce_limit=0))  # its connections share one address
     rt.start()
-    chat = Chat(rt, store)
+    chat = Chat(rt, store, rt.config)
     yield chat
     gevent.killall([g for g in (chat._poster, chat._counter) if g is not None], timeout=5)
     store.close()
@@ -131,7 +131,7 @@ def chat(tmp_path):
 def socketless(chat: Chat, room: str, name: str = "x") -> Connection:
     """A registered connection without a socket: what the Hub offers it waits in its greeting."""
     conn = Connection(None, None, chat.config, {"room": room, "name": name}, "test")  # type: ignore[arg-type]
-    chat.rt.hub.register(conn)
+    chat.rt._hub.register(conn)  # as a session does
     return conn
 
 
@@ -203,7 +203,7 @@ def test_a_big_room_gets_member_counts_instead_of_each_join_and_leave(chat: Chat
     watcher = joiner(chat, "big", "watcher")
     crowd = [joiner(chat, "big", f"m{i}") for i in range(WELCOME_MEMBERS)]  # now one past the list
     for conn in crowd[-3:]:
-        chat.rt.hub.unregister(conn)
+        chat.rt._hub.unregister(conn)
         chat.disconnect(conn)
     member(chat, "sync")  # the Hub has taken the three out
     chat.count_big_rooms()

@@ -6,10 +6,10 @@ import gevent
 import pytest
 from gevent.queue import Full
 
-from chatapp.client import Connection, SendQueue
 from chatapp.config import Config
-from chatapp.hub import Batch
-from chatapp.protocol import text_frame
+from chatapp.realtime.client import Connection, SendQueue
+from chatapp.realtime.hub import Batch
+from chatapp.realtime.protocol import text_frame
 
 
 def connection() -> Connection:

@@ -6,8 +6,8 @@ import gevent
 import pytest
 from gevent.queue import Queue
 
-from chatapp.hub import PING, Batch, Hub
-from chatapp.protocol import CloseCode, ErrorCode, text_frame
+from chatapp.realtime.hub import PING, Batch, Hub
+from chatapp.realtime.protocol import CloseCode, ErrorCode, text_frame
 
 
 class FakeMember:

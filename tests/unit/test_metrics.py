@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from chatapp.hub import Hub
-from chatapp.metrics import Sampler, figures
+from chatapp.metrics import figures
+from chatapp.realtime.hub import Hub
+from chatapp.realtime.metrics import Sampler
 
 
 def total(name: str) -> float:

@@ -1,22 +1,88 @@
-"""Presence on Redis (a real redis-server): the timing it promises."""
+"""Presence, one body of tests run on each: the Hub's (one worker) and Redis on a real
+redis-server (the session's; each test uses its own rooms), through the realtime layer's API.
+Redis's sockets are gevent's here, as in a gunicorn gevent worker."""
 
 from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Iterator
 
+import gevent.socket
+import pytest
 import redis
+import redis.connection
 
-from chatapp.presence.redis import RedisPresence, _key
+from chatapp.config import Config
+from chatapp.realtime import Realtime
+from chatapp.realtime.presence.redis import RedisPresence, _key
+from tests.unit.fakes import Listener, listener
 
 
-def test_a_dead_workers_members_are_swept_within_the_ttl(redis_server) -> None:
-    """A member's deadline is at most its renewal + TTL - one beat: a worker that dies right
-    after renewing is swept by the next beat of any live worker after that deadline, which
-    comes within PRESENCE_TTL of the death (a deadline of renewal + TTL made it up to 4/3 TTL)."""
+@pytest.fixture(params=["hub", "redis"])
+def rt(request, monkeypatch) -> Iterator[Realtime]:
+    """A started Realtime (memory backplane) with this test's presence."""
+    presence, client = None, None
+    if request.param == "redis":
+        monkeypatch.setattr(redis.connection, "socket", gevent.socket)
+        client = redis.Redis.from_url(request.getfixturevalue("redis_server").url)
+        presence = RedisPresence(client, ttl=30.0)
+    rt = Realtime(Config(), presence=presence)
+    rt.start()
+    yield rt
+    if presence is not None and presence._heartbeat is not None:
+        presence._heartbeat.kill()
+    if client is not None:
+        client.close()
+
+
+@pytest.fixture
+def room() -> str:
+    return "p-" + secrets.token_hex(4)
+
+
+def ours(counts: dict[str, int], room: str) -> dict[str, int]:
+    """The rooms of this test (Redis holds other tests' too)."""
+    return {name: n for name, n in counts.items() if name.startswith(room)}
+
+
+def named(rt: Realtime, name: str, *rooms: str) -> Listener:
+    member = listener(rt, name)
+    member.info["name"] = name  # what the others see of it
+    for joined in rooms:
+        rt.join(member, joined)  # type: ignore[arg-type]
+    return member
+
+
+def test_members_are_listed_and_counted_as_they_join_and_leave(rt: Realtime, room: str) -> None:
+    ann, bob = named(rt, "ann", room), named(rt, "bob", room, room + "-2")
+    assert rt.members(room, 10) == ([ann.info, bob.info], 2)
+    assert rt.members(room, 1) == ([ann.info], 2)
+    assert rt.counts([room, room + "-2", room + "-none"]) == {room: 2, room + "-2": 1, room + "-none": 0}
+    assert ours(rt.rooms(), room) == {room: 2, room + "-2": 1}
+    rt.leave(ann, room)  # type: ignore[arg-type]
+    rt.join(bob, room)  # type: ignore[arg-type]  # the Hub has taken ann out (it takes commands in order)
+    assert rt.members(room, 10) == ([bob.info], 1)
+    assert ours(rt.rooms(), room) == {room: 1, room + "-2": 1}
+
+
+def test_a_client_that_goes_away_leaves_every_room(rt: Realtime, room: str) -> None:
+    ann, bob = named(rt, "ann", room, room + "-2"), named(rt, "bob", room)
+    rt._hub.unregister(ann)  # what a session does when its client is gone
+    rt._presence.remove_all(ann.id)
+    rt.join(bob, room)  # type: ignore[arg-type]  # the Hub is through with ann
+    assert rt.members(room, 10) == ([bob.info], 1)
+    assert rt.members(room + "-2", 10) == ([], 0)
+    assert ours(rt.rooms(), room) == {room: 1}
+
+
+def test_a_dead_workers_members_are_swept_within_the_ttl(redis_server, room: str) -> None:
+    """Redis presence: a member's deadline is at most its renewal + TTL - one beat, so a worker
+    that dies right after renewing is swept by the next beat of any live worker after that
+    deadline, within PRESENCE_TTL of the death (a deadline of renewal + TTL made it 4/3 TTL)."""
     client = redis.Redis.from_url(redis_server.url)
-    ttl, room = 3.0, "p-" + secrets.token_hex(4)
-    presence = RedisPresence(client, lambda room, info: None, ttl)
+    ttl = 3.0
+    presence = RedisPresence(client, ttl)
     presence.add(room, "c1", {"id": "c1", "name": "ann"})
     presence.renew()
     renewed = time.time()  # just after the renewal: its deadline is counted from before this

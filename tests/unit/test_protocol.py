@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatapp.chat import parse_message
-from chatapp.protocol import ErrorCode, ProtocolError, decode, deflated_frame, encode, split_frame, text_frame
+from chatapp.realtime.protocol import ErrorCode, ProtocolError, decode, deflated_frame, encode, split_frame, text_frame
 
 
 @pytest.mark.parametrize(

@@ -20,14 +20,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
 from time import monotonic
 
 import gevent
 import redis
 
-from ..errors import unavailable_on
-from . import Info
+from ...unavailable import unavailable_on
+from ..hub import Hub
+from . import Info, Report
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +52,10 @@ LIFETIME = 0.75  # an entry's deadline, in PRESENCE_TTLs after its renewal: LIFE
 
 
 class RedisPresence:
-    def __init__(
-        self,
-        client: redis.Redis,
-        on_expired: Callable[[str, Info], None],
-        ttl: float,
-        on_restored: Callable[[str, Info], None] = lambda room, info: None,
-    ) -> None:
+    def __init__(self, client: redis.Redis, ttl: float) -> None:
         self._redis = client
-        self._on_expired = on_expired
-        self._on_restored = on_restored
+        self._on_expired: Report = lambda room, info: None
+        self._on_restored: Report = lambda room, info: None
         self.ttl = ttl
         self.every = ttl / BEATS  # seconds between heartbeats
         self.lifetime = ttl * LIFETIME  # seconds from a renewal to the entry's deadline
@@ -73,6 +67,12 @@ class RedisPresence:
         self._heartbeat: gevent.Greenlet | None = None
         self._steady_since: float | None = None  # monotonic; None: the last renewal failed or was slow
 
+    def attach(self, hub: Hub, on_expired: Report, on_restored: Report) -> None:
+        """`on_expired` and `on_restored` are called from the heartbeat greenlet (Redis, not
+        the Hub, is the truth here)."""
+        self._on_expired = on_expired
+        self._on_restored = on_restored
+
     @_unavailable
     def add(self, room: str, conn_id: str, info: Info) -> None:
         member = json.dumps(info, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
@@ -81,6 +81,15 @@ class RedisPresence:
             pipe.sadd(ROOMS, room)
             pipe.execute()
         self._local.setdefault(conn_id, {})[room] = member  # after: a renewal meanwhile would report it restored
+
+    @_unavailable
+    def remove(self, room: str, conn_id: str) -> None:
+        entries = self._local.get(conn_id, {})
+        member = entries.pop(room, None)  # before: a renewal meanwhile must not keep it
+        if not entries:
+            self._local.pop(conn_id, None)
+        if member is not None:
+            self._redis.zrem(_key(room), member)
 
     @_unavailable
     def remove_all(self, conn_id: str) -> None:

@@ -1,20 +1,31 @@
 """Presence: who is in a room, across every worker.
 
 HubPresence (one worker): the Hub's rooms are the truth. RedisPresence (REDIS_URL, in
-presence/redis.py) shares it between workers.
+presence/redis.py) shares it between workers. chatapp/backends.py picks one by URL.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..hub import Hub
 
 Info = dict[str, Any]  # what others see of a connection, e.g. {"id": ..., "name": ...}
+Report = Callable[[str, Info], None]  # (room, info)
 
 
 class Presence(Protocol):
+    def attach(self, hub: Hub, on_expired: Report, on_restored: Report) -> None:
+        """Called once, by the Realtime that uses it, before anything else. `hub`: this
+        worker's, read only. `on_expired(room, info)`: a member that went without a
+        disconnect (its worker died) was swept out; `on_restored(room, info)`: one swept out
+        wrongly (a stalled worker) was found there, and put back."""
+        ...
+
     def add(self, room: str, conn_id: str, info: Info) -> None: ...
+
+    def remove(self, room: str, conn_id: str) -> None: ...
 
     def remove_all(self, conn_id: str) -> None: ...
 
@@ -36,10 +47,16 @@ class Presence(Protocol):
 class HubPresence:
     """One worker: members are the Hub's; adding and removing is the Hub's join and leave."""
 
-    def __init__(self, hub: Hub) -> None:
-        self._hub = hub
+    def __init__(self) -> None:
+        self._hub = Hub()  # until attached: an empty one
+
+    def attach(self, hub: Hub, on_expired: Report, on_restored: Report) -> None:
+        self._hub = hub  # no worker of its own can die: nothing to report
 
     def add(self, room: str, conn_id: str, info: Info) -> None:
+        pass
+
+    def remove(self, room: str, conn_id: str) -> None:
         pass
 
     def remove_all(self, conn_id: str) -> None:

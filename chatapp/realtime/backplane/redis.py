@@ -8,8 +8,9 @@ of receiving events of rooms it has no clients in (the Hub drops them at once).
 
 On the wire: `room \\n seq \\n event`, the event's JSON bytes as the publisher serialised
 them, never decoded and re-encoded by a worker. Chat messages are published in that format by
-the store's own append script (store/redis.py), in the step that gives them their id, so that
-the channel carries each room's messages in id order; other events come through `publish`.
+the store's own append script (chatapp/store/redis.py), in the step that gives them their id,
+so that the channel carries each room's messages in id order; other events come through
+`publish`.
 
 Redis that stops answering (hung, or a network that drops packets without a reset) looks like
 a quiet channel to a subscriber. So the listener pings every PING_EVERY seconds, and a Redis
@@ -21,13 +22,13 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from time import monotonic
 
 import gevent
 import redis
 
-from ..hub import Hub
+from . import Deliver, OnChange, unattached
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +44,19 @@ class Silent(redis.ConnectionError):
 
 
 class RedisBackplane:
-    def __init__(self, client: redis.Redis, hub: Hub, on_change: Callable[[bool, bool], None]) -> None:
-        """`on_change(healthy, recovered)` is called from the listener greenlet when the
-        subscription is lost (False, False) or made again after a loss (True, True)."""
+    def __init__(self, client: redis.Redis) -> None:
         self._redis = client
-        self._hub = hub
-        self._on_change = on_change
+        self._deliver: Deliver = unattached
+        self._on_change: OnChange = lambda healthy, recovered: None
         self.healthy = False  # until the first subscription
         self._listener: gevent.Greenlet | None = None
+
+    def attach(self, deliver: Deliver, on_change: OnChange) -> None:
+        """`deliver` and `on_change(healthy, recovered)` are called from the listener greenlet:
+        each event heard, and the subscription lost (False, False) or made again after a loss
+        (True, True)."""
+        self._deliver = deliver
+        self._on_change = on_change
 
     def publish(self, room: str, event: bytes, seq: int | None = None) -> None:
         """One PUBLISH round trip (the caller's greenlet waits for it, not for delivery); one
@@ -68,16 +74,17 @@ class RedisBackplane:
         if self._listener is None:
             self._listener = gevent.spawn(self._listen)
 
-    def _deliver(self, data: bytes) -> None:
+    def _received(self, data: bytes) -> None:
         try:
             room, seq, event = data.split(b"\n", 2)
-            self._hub.publish(room.decode(), event, int(seq) if seq else None)
+            self._deliver(room.decode(), event, int(seq) if seq else None)
         except ValueError:  # not ours (another program on the channel): drop it alone
             log.warning("backplane: dropped a malformed message on %s: %r", CHANNEL, data[:80])
 
     def _listen(self) -> None:
-        """The listener greenlet: the only reader of the subscription. Hands each event to the
-        Hub; on a lost or silent connection, reports it and subscribes again with capped backoff."""
+        """The listener greenlet: the only reader of the subscription. Hands each event to
+        `deliver` (the Hub); on a lost or silent connection, reports it and subscribes again
+        with capped backoff."""
         backoff, lost = BACKOFF_FIRST, False
         while True:
             pubsub = self._redis.pubsub()
@@ -86,7 +93,7 @@ class RedisBackplane:
                 for message in _heard(pubsub):
                     kind = message["type"]
                     if kind == "message":
-                        self._deliver(message["data"])
+                        self._received(message["data"])
                     elif kind == "subscribe":  # confirmed: from now on every publish reaches us
                         self.healthy, backoff = True, BACKOFF_FIRST
                         if lost:

@@ -41,7 +41,7 @@ from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
-from .config import Config
+from ..config import Config
 from .hub import PING, Batch
 from .metrics import ERRORS, Stats
 from .protocol import CloseCode, ErrorCode, binary_frame, deflated_frame, encode, error_event, text_frame

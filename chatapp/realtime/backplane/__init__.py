@@ -4,18 +4,27 @@ A backplane has two jobs (as python-socketio's pub/sub managers): `publish` an a
 serialised event for a room, and bring every publish back to this worker's Hub, this worker's
 own included, so that each client gets each event exactly once. With one worker that is a
 direct hand-over (MemoryBackplane); Redis pub/sub joins several workers (RedisBackplane,
-chosen by REDIS_URL).
+chosen by REDIS_URL: chatapp/backends.py). A backplane is given the one callable it needs of
+the Hub, its `publish` (Deliver), by the Realtime that uses it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
-from ..hub import Hub
+Deliver = Callable[[str, bytes, int | None], None]  # (room, event, seq): this worker's Hub.publish
+OnChange = Callable[[bool, bool], None]  # (healthy, recovered)
 
 
 class Backplane(Protocol):
     healthy: bool  # False while published events may not reach every worker
+
+    def attach(self, deliver: Deliver, on_change: OnChange) -> None:
+        """Called once, by the Realtime that uses this backplane, before anything else: every
+        publish, this worker's own included, comes back to `deliver`; `on_change(healthy,
+        recovered)` is told when delivery is lost (False, False) or back after a loss (True, True)."""
+        ...
 
     def publish(self, room: str, event: bytes, seq: int | None = None) -> None:
         """Hand `event` to every worker's Hub for `room`. Never raises; returns without waiting
@@ -32,11 +41,19 @@ class MemoryBackplane:
 
     healthy = True
 
-    def __init__(self, hub: Hub) -> None:
-        self._hub = hub
+    def __init__(self) -> None:
+        self._deliver: Deliver = unattached
+
+    def attach(self, deliver: Deliver, on_change: OnChange) -> None:
+        self._deliver = deliver  # never lost: on_change has nothing to hear
 
     def publish(self, room: str, event: bytes, seq: int | None = None) -> None:
-        self._hub.publish(room, event, seq)
+        self._deliver(room, event, seq)
 
     def start(self) -> None:
         pass
+
+
+def unattached(room: str, event: bytes, seq: int | None) -> None:
+    """A backplane's `deliver` until a Realtime attaches it."""
+    raise RuntimeError("this backplane is not attached to a Realtime")

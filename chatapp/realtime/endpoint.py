@@ -1,0 +1,153 @@
+"""The layer's Flask side: a blueprint with the WebSocket route (and its /echo), the
+before-upgrade hooks (handshake.py) run ahead of the handshake, and the socket taken over from
+simple-websocket once the handshake is answered.
+
+How flask-sock and simple-websocket are used (versions pinned in requirements.txt):
+flask-sock routes the upgrade request and simple-websocket's Server answers the handshake
+(101) with wsproto (its bare `sock.send` is safe there: some 130 bytes into a new socket's
+empty buffer). Everything after the handshake is ours, because simple-websocket's
+background thread would read the socket and write pongs and close frames beside our writer
+with a bare `sock.send`, which can write part of a frame (simple-websocket#45). So its thread
+is never started (`_NoThread`), and our reader and writer (client.py) take over the socket
+and wsproto connection. permessage-deflate is off unless WS_DEFLATE=1: the client's offer is
+removed before the handshake. With it on, simple-websocket accepts the offer (wsproto then
+inflates what the client sends) and our writer sends each room's frame compressed once, on
+its own (protocol.deflated_frame); only a writer that joins several batches into one frame
+compresses that frame for its client alone. When our handler returns,
+flask-sock ends the request under gunicorn by raising StopIteration, gunicorn's own signal
+to close the connection, which gunicorn 27's async worker catches and logs at debug level.
+Tools that wrap Flask.__call__ (error trackers, APM) still see that exception pass
+(flask-sock#64): tell them to ignore StopIteration on the WebSocket path.
+
+flask-sock's routes match WebSocket requests only; a plain HTTP request to the same path
+matches a route of ours beside it, so that the hooks answer it too (400 `not_websocket`).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify, request
+from flask_sock import Sock
+from werkzeug.routing import WebsocketMismatch
+from wsproto.connection import Connection as WSConnection
+
+from ..config import Config
+from .handshake import Hook, Refused, Upgrade
+from .metrics import REFUSED
+from .session import Sessions
+
+log = logging.getLogger(__name__)
+
+# Methods of a plain HTTP request that the hooks answer (400 not_websocket) rather than a 405.
+HTTP_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+class _NoThread:
+    """Given to simple-websocket as its thread class, so its reader thread never runs."""
+
+    name = "simple_websocket.Base._thread (not started)"
+
+    def __init__(self, target: Callable[[], None]) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+
+def blueprint(path: str, config: Config, hooks: list[Hook], sessions: Sessions) -> Blueprint:
+    """The WebSocket endpoint at `path` (and `path`/echo with CHAT_ECHO_ROUTE=1): `hooks` run
+    in order before each upgrade; `sessions` serves each connection after it."""
+    bp = Blueprint("realtime", __name__)
+    sock = Sock()
+
+    @bp.record_once
+    def configure(state: Any) -> None:
+        state.app.config["SOCK_SERVER_OPTIONS"] = {"thread_class": _NoThread}
+
+    @bp.before_request
+    def before_upgrade() -> Response | None:
+        """Run the hooks; refuse with an HTTP error, before anything is upgraded, or let the
+        handshake go on."""
+        upgrade = g.realtime_upgrade = Upgrade(
+            path=request.path,
+            headers=request.headers,
+            cookies=request.cookies,
+            address=request.remote_addr or "",
+            host=request.host.lower(),
+        )
+        try:
+            for hook in hooks:
+                hook(upgrade)
+        except Refused as refused:
+            return _refuse(refused)
+        offer = request.environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS", "")
+        # Off, or a chat client that asks for a smaller window than the 32 KB our shared frames
+        # use (server_max_window_bits): no permessage-deflate for it. The echo route compresses
+        # only for clients that left us the full window (Connection._deflate), so any offer suits it.
+        small_window = "server_max_window_bits" in offer and request.path == path
+        if not config.ws_deflate or small_window:
+            request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        return None
+
+    @bp.teardown_request
+    def after_request(_exc: BaseException | None) -> None:
+        upgrade = g.pop("realtime_upgrade", None)
+        if upgrade is not None:
+            upgrade.end()
+
+    def serve(ws: Any) -> None:
+        """flask-sock's handler: `ws` is simple-websocket's Server, after the handshake."""
+        sessions.serve(*_take_over(ws), g.realtime_upgrade, request.args.to_dict())
+
+    def serve_echo(ws: Any) -> None:
+        sessions.serve_echo(*_take_over(ws), g.realtime_upgrade)
+
+    _route(bp, sock, path, serve)
+    if config.chat_echo_route:
+        _route(bp, sock, path + "/echo", serve_echo)
+    return bp
+
+
+def _route(bp: Blueprint, sock: Sock, path: str, handler: Callable[[Any], None]) -> None:
+    """`handler` serves WebSocket requests to `path`; a plain HTTP request there is answered by
+    the hooks (or, should they let it through, as werkzeug answers a WebSocket route: 400)."""
+    sock.route(path, bp=bp)(handler)
+
+    def not_websocket() -> Response:
+        raise WebsocketMismatch()
+
+    bp.add_url_rule(path, f"{handler.__name__}_http", not_websocket, methods=HTTP_METHODS)
+
+
+def _take_over(ws: Any) -> tuple[socket.socket, WSConnection]:
+    """The socket and the frame-level wsproto connection of simple-websocket's Server, after
+    its handshake, without the HTTP handshake state around it, which would stay alive as long
+    as the request (`ws` is held by flask-sock's frame)."""
+    frames, ws.ws = ws.ws.connection, None
+    ws.connected = False  # flask-sock's close() after we return must not write: ours did
+    return ws.sock, frames
+
+
+def _refuse(refused: Refused) -> Response:
+    """An upgrade request refused before the handshake: counted, logged, answered in JSON. A
+    bad origin is logged as a warning (a misconfiguration, or a page of another site trying);
+    the rest at debug, since a client retrying could fill the log (the counter has them)."""
+    REFUSED.labels(refused.error).inc()
+    log.log(
+        logging.WARNING if refused.status == 403 else logging.DEBUG,
+        "refused %s from %s: %d %s (%r)",
+        request.path,
+        request.remote_addr,
+        refused.status,
+        refused.error,
+        refused.detail,
+        extra={"event": "refused", "addr": request.remote_addr, "status": refused.status, "error": refused.error},
+    )
+    response = jsonify(error=refused.error, detail=refused.detail)
+    response.status_code = refused.status
+    response.headers.update(refused.headers)
+    return response

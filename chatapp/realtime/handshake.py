@@ -1,0 +1,123 @@
+"""Before the upgrade: what a hook sees of the request (Upgrade), how it refuses (Refused), and
+the layer's own hooks, which run first: RFC 6455's handshake checks, the Origin check, and the
+cap on open connections per client address.
+
+A hook is `hook(upgrade)`, run in the request's greenlet before flask-sock answers the
+handshake. It returns to let the request through, or raises Refused: the client then gets that
+HTTP status and `{"error": ..., "detail": ...}`, and no WebSocket. An app checks there who may
+connect (a cookie, a token in a header: `Realtime.before_upgrade`); what it learns it puts in
+`upgrade.data`, which the connection starts with as `conn.data`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class Refused(Exception):
+    """Raised by a before-upgrade hook: the request is answered with `status` and a JSON body
+    `{"error": error, "detail": detail}`, with `headers` added, and never upgraded."""
+
+    def __init__(self, status: int, error: str, detail: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(f"{status} {error}: {detail}")
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+
+@dataclass(eq=False)
+class Upgrade:
+    """An upgrade request as the before-upgrade hooks see it, in the request's greenlet."""
+
+    path: str
+    headers: Mapping[str, str]  # the request's (names in any case)
+    cookies: Mapping[str, str]
+    address: str  # the client's address (the proxy's X-Forwarded-For with PROXY_HOPS)
+    host: str  # the Host the client asked for, in lower case
+    data: dict[str, Any] = field(default_factory=dict)  # becomes the connection's `data`
+    _at_end: list[Callable[[], None]] = field(default_factory=list)
+
+    def at_end(self, callback: Callable[[], None]) -> None:
+        """Run `callback` when this request ends, however it ends: refused by a later hook,
+        or upgraded and, much later, closed."""
+        self._at_end.append(callback)
+
+    def end(self) -> None:
+        """The request is over (the layer calls this): the `at_end` callbacks run, last first."""
+        while self._at_end:
+            self._at_end.pop()()
+
+
+Hook = Callable[[Upgrade], None]
+
+
+def check_handshake(upgrade: Upgrade) -> None:
+    """RFC 6455 (4.2.1): an upgrade to WebSocket, version 13, a key of 16 bytes in base64; else 400."""
+    headers = upgrade.headers
+    if headers.get("Upgrade", "").lower() != "websocket":
+        raise Refused(400, "not_websocket", "this endpoint speaks WebSocket only")
+    if headers.get("Sec-WebSocket-Version") != "13":
+        raise Refused(400, "bad_version", "Sec-WebSocket-Version must be 13", {"Sec-WebSocket-Version": "13"})
+    try:
+        key_ok = len(base64.b64decode(headers.get("Sec-WebSocket-Key", ""), validate=True)) == 16
+    except binascii.Error:
+        key_ok = False
+    if not key_ok:
+        raise Refused(400, "bad_key", "Sec-WebSocket-Key must be 16 bytes in base64")
+
+
+def check_origin(allowed: tuple[str, ...]) -> Hook:
+    """A page of another site may not open the socket (flask-sock has no such check): an Origin,
+    when sent (browsers always send one), must be the requested host's own or one of `allowed`
+    (ALLOWED_ORIGINS: lower case, no trailing slash); else 403."""
+
+    def check(upgrade: Upgrade) -> None:
+        origin = upgrade.headers.get("Origin")
+        if origin is None:
+            return
+        lowered = origin.lower().rstrip("/")
+        if lowered in allowed:
+            return
+        parts = urlsplit(lowered)
+        if parts.scheme not in ("http", "https") or parts.netloc != upgrade.host:
+            raise Refused(403, "bad_origin", f"origin {origin} may not open this socket")
+
+    return check
+
+
+class PerAddressCap:
+    """At most `limit` open WebSockets per client address on this worker (0: no cap); past it,
+    429 with Retry-After. A request counts against its address from this hook until it ends."""
+
+    RETRY_AFTER = "10"  # seconds, in the 429's Retry-After
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        # address -> requests counted now. Changed only by request greenlets, in this hook and
+        # at their request's end; gevent switches only at I/O, so no lock.
+        self.open: dict[str, int] = {}
+
+    def __call__(self, upgrade: Upgrade) -> None:
+        if not self.limit:
+            return
+        address = upgrade.address
+        if self.open.get(address, 0) >= self.limit:
+            raise Refused(
+                429,
+                "too_many_connections",
+                f"at most {self.limit} connections from one address",
+                {"Retry-After": self.RETRY_AFTER},
+            )
+        self.open[address] = self.open.get(address, 0) + 1
+        upgrade.at_end(lambda: self._release(address))
+
+    def _release(self, address: str) -> None:
+        left = self.open.pop(address) - 1
+        if left:
+            self.open[address] = left

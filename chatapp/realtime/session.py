@@ -1,0 +1,165 @@
+"""One connection's life, in the greenlet of its upgrade request (its reader, client.py):
+registered with the Hub, the app's connect handler, then each message handed to the handler of
+its type until the connection is over, then the disconnect handler; its start and end counted
+and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from wsproto.connection import Connection as WSConnection
+
+from ..config import Config
+from ..ratelimit import RateLimiter
+from ..unavailable import Unavailable
+from .client import Connection
+from .handshake import Upgrade
+from .hub import Hub
+from .metrics import CLOSES, CONNECTS
+from .presence import Presence
+from .protocol import CloseCode, ErrorCode, ProtocolError, decode, error_event
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Connection, dict[str, Any]], None]
+ConnectHandler = Callable[[Connection], None]
+
+# A client that earns more than STRIKES error events in STRIKE_WINDOW seconds is closed (1008).
+STRIKES = 10
+STRIKE_WINDOW = 10.0
+ECHO_MAX_BYTES = 16 * 1024 * 1024  # the echo route's message limit (Autobahn's section 9 sends 16 MB)
+
+
+@dataclass(eq=False)
+class Handlers:
+    """The app's handlers (Realtime.on, on_connect, on_disconnect): registered while the app is
+    set up, read by every session."""
+
+    events: dict[str, Handler] = field(default_factory=dict)  # by event type
+    connect: ConnectHandler | None = None
+    disconnect: ConnectHandler | None = None
+
+
+class Sessions:
+    """Serves each connection of this worker, given its socket after the handshake."""
+
+    def __init__(
+        self, config: Config, hub: Hub, presence: Presence, handlers: Handlers, start: Callable[[], None]
+    ) -> None:
+        """`start`: starts the worker's greenlets, if they are not running (lifecycle.py)."""
+        self._config = config
+        self._hub = hub
+        self._presence = presence
+        self._handlers = handlers
+        self._start = start
+
+    def serve(self, sock: socket.socket, frames: WSConnection, upgrade: Upgrade, args: dict[str, str]) -> None:
+        """A client's whole life, from its socket and wsproto connection after the handshake:
+        returns when it is over. `args` are the handshake's query parameters; `upgrade.data`,
+        what the before-upgrade hooks learnt, becomes `conn.data`."""
+        self._start()
+        conn = self._open(sock, frames, self._config, args, upgrade)
+        conn.data.update(upgrade.data)
+        strikes = RateLimiter(STRIKES, STRIKE_WINDOW)
+        self._hub.register(conn)
+        connected = False
+        try:
+            try:
+                if self._handlers.connect is not None:
+                    self._handlers.connect(conn)
+                connected = True
+            except ProtocolError as exc:
+                conn.close(CloseCode.POLICY, exc.code, exc.detail)
+            except Unavailable as exc:
+                log.warning("%r refused: %s (%r)", conn, exc, exc.__cause__)
+                conn.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.UNAVAILABLE, str(exc))
+            finally:
+                conn.start_writer()
+            conn.read_pump(lambda conn, message: self._dispatch(conn, message, strikes))
+        except Exception:
+            log.exception("%r: handler failed", conn)
+            conn.close(CloseCode.INTERNAL, ErrorCode.INTERNAL, "internal error")
+        finally:
+            self._hub.unregister(conn)
+            try:
+                self._presence.remove_all(conn.id)
+            except Unavailable:
+                log.warning("%r: presence not removed; it expires by itself", conn)
+            if connected and self._handlers.disconnect is not None:
+                try:
+                    self._handlers.disconnect(conn)
+                except Exception:
+                    log.exception("%r: disconnect handler failed", conn)
+            _end(conn)
+
+    def serve_echo(self, sock: socket.socket, frames: WSConnection, upgrade: Upgrade) -> None:
+        """/ws/echo (CHAT_ECHO_ROUTE=1): every message back as it came, through the same
+        reader, queue and writer as chat clients; messages up to ECHO_MAX_BYTES."""
+        self._start()
+        conn = self._open(sock, frames, replace(self._config, max_frame_bytes=ECHO_MAX_BYTES), {}, upgrade)
+        self._hub.register(conn)  # in no room, but pinged and closed at shutdown like the others
+        try:
+            conn.start_writer()
+            conn.read_pump(lambda conn, message: conn.echo(message))
+        finally:
+            self._hub.unregister(conn)
+            _end(conn)
+
+    def _open(
+        self, sock: socket.socket, frames: WSConnection, config: Config, args: dict[str, str], upgrade: Upgrade
+    ) -> Connection:
+        conn = Connection(sock, frames, config, args, upgrade.address, self._hub.stats)
+        CONNECTS.inc()
+        log.info(
+            "connect %s from %s path=%s",
+            conn.id,
+            conn.remote_addr,
+            upgrade.path,
+            extra={"event": "connect", "conn": conn.id, "addr": conn.remote_addr, "path": upgrade.path},
+        )
+        return conn
+
+    def _dispatch(self, conn: Connection, message: str | bytes, strikes: RateLimiter) -> None:
+        """Hand one client frame to its handler. An error goes to this client only, with the
+        event's `cid` when it had one, so the client knows which of its events failed."""
+        cid = None
+        try:
+            if not isinstance(message, str):
+                raise ProtocolError(ErrorCode.BAD_TYPE, "binary frames are not accepted; send JSON text")
+            event = decode(message)
+            cid = event.get("cid") if isinstance(event.get("cid"), str) else None
+            handler = self._handlers.events.get(event["type"])
+            if handler is None:
+                raise ProtocolError(ErrorCode.BAD_TYPE, f"unknown event type {event['type']!r}"[:200])
+            handler(conn, event)
+        except Unavailable as exc:  # not the client's fault: no strike
+            conn.send(error_event(ErrorCode.UNAVAILABLE, str(exc), cid))
+        except ProtocolError as exc:
+            conn.send(exc.event(cid))
+            if not strikes.allow():
+                conn.close(CloseCode.POLICY, ErrorCode.FLOOD, "too many bad or rejected frames")
+
+
+def _end(conn: Connection) -> None:
+    """After the reader has returned: the writer finishes, the close is counted and logged.
+    A close the peer started is logged with its code and by="peer", not its reason (the
+    peer's own text); its code is a metric label only if it is one of RFC 6455's (1000-1015),
+    else "other", so that clients cannot make labels without end."""
+    conn.end()
+    code, reason = conn.close_reason or (CloseCode.NORMAL, "")
+    code = int(code)
+    CLOSES.labels(str(code) if 1000 <= code <= 1015 else "other").inc()
+    by, reason = ("peer", "") if conn.closed_by_peer else ("server", reason)
+    log.info(
+        "close %s code=%s by %s reason=%r",
+        conn.id,
+        code,
+        by,
+        reason,
+        extra={"event": "close", "conn": conn.id, "addr": conn.remote_addr, "code": code, "by": by, "reason": reason},
+    )

@@ -1,0 +1,65 @@
+"""The layer's own before-upgrade hooks, on Upgrade values (no Flask)."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatapp.realtime.handshake import PerAddressCap, Refused, Upgrade, check_handshake, check_origin
+
+GOOD = {
+    "Upgrade": "websocket",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
+
+
+def upgrade(headers: dict[str, str] | None = None, address: str = "127.0.0.2") -> Upgrade:
+    return Upgrade(path="/ws", headers=headers or {}, cookies={}, address=address, host="chat.example:8000")
+
+
+def refusal(hook, value: Upgrade) -> tuple[int, str, dict[str, str]]:
+    with pytest.raises(Refused) as refused:
+        hook(value)
+    return refused.value.status, refused.value.error, refused.value.headers
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "headers"),
+    [
+        ({"Upgrade": "h2c"}, "not_websocket", {}),
+        ({"Sec-WebSocket-Version": "8"}, "bad_version", {"Sec-WebSocket-Version": "13"}),
+        ({"Sec-WebSocket-Key": "c2hvcnQ="}, "bad_key", {}),
+        ({"Sec-WebSocket-Key": "not base64!"}, "bad_key", {}),
+    ],
+)
+def test_a_handshake_that_breaks_rfc_6455_is_a_400(change: dict, error: str, headers: dict) -> None:
+    check_handshake(upgrade(GOOD))
+    assert refusal(check_handshake, upgrade({**GOOD, **change})) == (400, error, headers)
+
+
+def test_an_origin_must_be_the_hosts_own_or_allowed() -> None:
+    check = check_origin(("https://app.example",))
+    for origin in (None, "http://chat.example:8000", "HTTPS://Chat.Example:8000/", "https://app.example"):
+        check(upgrade({"Origin": origin} if origin else {}))
+    for origin in ("https://evil.example", "http://chat.example", "ftp://chat.example:8000", "null"):
+        assert refusal(check, upgrade({"Origin": origin}))[:2] == (403, "bad_origin")
+
+
+def test_connections_per_address_are_capped_until_a_request_ends() -> None:
+    cap = PerAddressCap(2)
+    first, second = upgrade(), upgrade()
+    cap(first)
+    cap(second)
+    cap(upgrade(address="127.0.0.3"))  # another address counts apart
+    assert refusal(cap, upgrade()) == (429, "too_many_connections", {"Retry-After": "10"})
+    first.end()
+    cap(upgrade())
+    second.end()
+    assert cap.open == {"127.0.0.2": 1, "127.0.0.3": 1}
+
+
+def test_no_cap_counts_nothing() -> None:
+    cap = PerAddressCap(0)
+    for _ in range(5):
+        cap(upgrade())
+    assert cap.open == {}
