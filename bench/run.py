@@ -67,6 +67,7 @@ class ServerProcess:
             "MAX_CONNECTIONS_PER_IP": "0",  # every client comes from 127.0.0.1
             "ADDRESS_RATE_LIMIT": "0",
             "ANNOUNCE_LIMIT": "0",
+            "CONNECT_RATE_LIMIT": "0",
         }
         if kind == "plain":
             # stock gunicorn settings (-c /dev/null: not the chat's gunicorn.conf.py), 20,000 connections

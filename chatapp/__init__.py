@@ -8,7 +8,7 @@ import secrets
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, backends, errors, logs, views
+from . import api, backends, errors, hosts, logs, views
 from .chat import Chat
 from .config import Config, ConfigError
 from .realtime import Realtime
@@ -38,6 +38,7 @@ def create_app(config: Config | None = None) -> Flask:
     if config.proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxy_hops, x_proto=config.proxy_hops)  # type: ignore[method-assign]
 
+    hosts.init_app(app, config.allowed_hosts)  # first: a request for another name goes no further
     clients = backends.Clients(config)  # one Redis client, shared by the three
     realtime = Realtime(config, backends.backplane(config, clients), backends.presence(config, clients))
     realtime.init_app(app, path="/ws")

@@ -27,6 +27,11 @@ class Config:
     database_path: str | None = None  # None: chat.sqlite3 in Flask's instance folder
     database_url: str | None = None  # the store by URL (backends.py): sqlite:///path, redis://...
     allowed_origins: tuple[str, ...] = ()  # besides the page's own host
+    # The names this server answers to (the Host of a request; a leading dot takes subdomains);
+    # others get 400 (DNS rebinding). Unset: any when the platform sets PORT (its router has
+    # chosen the app by name already), else the loopback names, where a local server listens.
+    allowed_hosts: tuple[str, ...] = ()  # () : any
+    connect_rate_limit: int = 100  # WebSocket upgrades per 10 s per client address, on one worker (0: no cap)
     max_message_chars: int = 2000
     max_frame_bytes: int = 16384
     history_limit: int = 1000
@@ -75,6 +80,8 @@ class Config:
                 raise ConfigError(f"{name}={raw!r}: {exc}") from None
         if "proxy_hops" not in values and environ.get("PORT", "").strip():
             values["proxy_hops"] = 1
+        if "allowed_hosts" not in values and not environ.get("PORT", "").strip():
+            values["allowed_hosts"] = LOOPBACK_NAMES
         config = cls(**values)
         config.check()
         return config
@@ -93,6 +100,7 @@ class Config:
             ("address_rate_limit", 0),
             ("announce_limit", 0),
             ("max_connections_per_ip", 0),
+            ("connect_rate_limit", 0),
             ("max_rooms", 0),
         ):
             if getattr(self, name) < low:
@@ -142,6 +150,28 @@ def _flag(raw: str) -> bool:
     raise ValueError("expected 1 or 0")
 
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def _hosts(raw: str) -> tuple[str, ...]:
+    if raw == "*":
+        return ()
+    hosts = tuple(part.strip().lower().removeprefix("[").removesuffix("]") for part in raw.split(",") if part.strip())
+    for host in hosts:
+        if not host or any(c in host for c in "/@ ") or (":" in host and not _is_ipv6(host)):
+            raise ValueError(f"{host!r} is not a host name like chat.example.com (no scheme or port), or *")
+    return hosts
+
+
+def _is_ipv6(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).version == 6
+    except ValueError:
+        return False
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     origins = tuple(part.strip().lower().rstrip("/") for part in raw.split(",") if part.strip())
     for origin in origins:
@@ -187,6 +217,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "database_path": _text,
     "database_url": _text,
     "allowed_origins": _origins,
+    "allowed_hosts": _hosts,
+    "connect_rate_limit": _integer,
     "max_message_chars": _integer,
     "max_frame_bytes": _integer,
     "history_limit": _integer,

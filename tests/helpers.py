@@ -78,6 +78,7 @@ class Server:
             # every test client comes from 127.0.0.1: the tests of the per-address limits set them
             "ADDRESS_RATE_LIMIT": "0",
             "ANNOUNCE_LIMIT": "0",
+            "CONNECT_RATE_LIMIT": "0",
             **(env or {}),
         }
         for own in ("PORT", "PROMETHEUS_MULTIPROC_DIR", "CHATAPP_OWN_METRICS_DIR"):  # each server its own
@@ -222,12 +223,12 @@ class RawClient:
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [
             f"GET {path} HTTP/1.1",
-            f"Host: {server.host}",
+            f"Host: {(headers or {}).get('Host', server.host)}",
             "Upgrade: websocket",
             "Connection: Upgrade",
             f"Sec-WebSocket-Key: {key}",
             "Sec-WebSocket-Version: 13",
-            *(f"{k}: {v}" for k, v in (headers or {}).items()),
+            *(f"{k}: {v}" for k, v in (headers or {}).items() if k != "Host"),
         ]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         self.buffer = b""

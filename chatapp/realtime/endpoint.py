@@ -78,6 +78,7 @@ def blueprint(path: str, config: Config, hooks: list[Hook], sessions: Sessions) 
             cookies=request.cookies,
             address=request.remote_addr or "",
             host=request.host.lower(),
+            scheme=request.scheme,
         )
         try:
             for hook in hooks:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..ratelimit import KeyedRateLimiter
+
 
 class Refused(Exception):
     """Raised by a before-upgrade hook: the request is answered with `status` and a JSON body
@@ -40,6 +42,7 @@ class Upgrade:
     cookies: Mapping[str, str]
     address: str  # the client's address (the proxy's X-Forwarded-For with PROXY_HOPS)
     host: str  # the Host the client asked for, in lower case
+    scheme: str = "http"  # the request's: http, or https (behind a proxy that says so, with PROXY_HOPS)
     data: dict[str, Any] = field(default_factory=dict)  # becomes the connection's `data`
     _at_end: list[Callable[[], None]] = field(default_factory=list)
 
@@ -74,21 +77,58 @@ def check_handshake(upgrade: Upgrade) -> None:
 
 def check_origin(allowed: tuple[str, ...]) -> Hook:
     """A page of another site may not open the socket (flask-sock has no such check): an Origin,
-    when sent (browsers always send one), must be the requested host's own or one of `allowed`
-    (ALLOWED_ORIGINS: lower case, no trailing slash); else 403."""
+    when sent (browsers always send one), must be the request's own origin (the same scheme,
+    host and port, as RFC 6454 compares them: http://a and http://a:80 are one) or one of
+    `allowed` (ALLOWED_ORIGINS); else 403."""
+    allowed_origins = {_origin(origin) for origin in allowed}
 
     def check(upgrade: Upgrade) -> None:
         origin = upgrade.headers.get("Origin")
         if origin is None:
             return
-        lowered = origin.lower().rstrip("/")
-        if lowered in allowed:
-            return
-        parts = urlsplit(lowered)
-        if parts.scheme not in ("http", "https") or parts.netloc != upgrade.host:
-            raise Refused(403, "bad_origin", f"origin {origin} may not open this socket")
+        parsed = _origin(origin)
+        if parsed is None or (
+            parsed not in allowed_origins and parsed != _origin(f"{upgrade.scheme}://{upgrade.host}")
+        ):
+            raise Refused(403, "bad_origin", f"origin {origin} may not open this socket"[:300])
 
     return check
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) origin, the port filled in; None for anything else
+    (`null`, another scheme, a malformed one)."""
+    try:
+        parts = urlsplit(url.strip().lower())
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:  # a port that is not a number
+        return None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or port is None:
+        return None
+    return parts.scheme, parts.hostname, port
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class PerAddressRate:
+    """At most `limit` upgrades per `per` seconds per client address on this worker (0: no cap),
+    whether or not they stay open: a client that connects and closes in a loop is slowed to
+    this pace. Past it, 429 with Retry-After."""
+
+    def __init__(self, limit: int, per: float) -> None:
+        self.limit = limit
+        self.per = per
+        self._upgrades = KeyedRateLimiter(limit, per) if limit else None
+
+    def __call__(self, upgrade: Upgrade) -> None:
+        if self._upgrades is not None and not self._upgrades.allow(upgrade.address):
+            raise Refused(
+                429,
+                "too_many_connects",
+                f"at most {self.limit} connections per {self.per:.0f} s from one address",
+                {"Retry-After": f"{self.per:.0f}"},
+            )
 
 
 class PerAddressCap:

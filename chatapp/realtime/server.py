@@ -31,7 +31,7 @@ from ..config import Config
 from . import endpoint
 from .backplane import Backplane, MemoryBackplane
 from .client import Connection
-from .handshake import Hook, PerAddressCap, check_handshake, check_origin
+from .handshake import Hook, PerAddressCap, PerAddressRate, check_handshake, check_origin
 from .hub import Hub
 from .lifecycle import Lifecycle
 from .presence import HubPresence, Info, Presence
@@ -39,6 +39,7 @@ from .protocol import CloseCode, ErrorCode, ProtocolError, encode, error_event
 from .session import ConnectHandler, Handler, Handlers, Sessions
 
 PresenceHandler = Callable[[str, Info], None]
+CONNECT_WINDOW = 10.0  # CONNECT_RATE_LIMIT counts upgrades per this many seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,7 @@ class Realtime:
             check_handshake,
             check_origin(config.allowed_origins),
             PerAddressCap(config.max_connections_per_ip),
+            PerAddressRate(config.connect_rate_limit, CONNECT_WINDOW),
         ]
         self._lifecycle = Lifecycle(config, self._hub, self._backplane, self._presence)
         self._sessions = Sessions(config, self._hub, self._presence, self._handlers, self.start)

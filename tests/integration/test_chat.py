@@ -229,6 +229,20 @@ def test_the_page_and_health(server: Server) -> None:
         assert status == 200 and "Set-Cookie" not in headers, path  # the app keeps no cookie
 
 
+def test_a_request_for_another_name_is_refused(server: Server) -> None:
+    """DNS rebinding: a page of evil.example, whose name now points at 127.0.0.1, asks with
+    Host: evil.example and a matching Origin. A server on loopback answers to its own names."""
+    evil = {"Host": "evil.example", "Origin": "http://evil.example"}
+    for path in ("/", "/api/rooms", "/healthz"):
+        status, _, body = server.get(path, {"Host": "evil.example"})
+        assert (status, json.loads(body)["error"]) == (400, "bad_host"), path
+    raw = RawClient(server, "/ws?room=lobby&name=rebound", headers=evil)
+    assert raw.status == 400 and b"bad_host" in (raw.buffer or raw.sock.recv(4096))
+    raw.close()
+    for host in (f"localhost:{server.port}", f"127.0.0.1:{server.port}", f"[::1]:{server.port}"):
+        assert server.get("/healthz", {"Host": host})[0] == 200, host
+
+
 def test_every_response_says_nosniff(server: Server) -> None:
     """JSON, static files, errors and refusals too, not only the pages: a browser must never
     guess another type (a JSON body taken for HTML or script)."""

@@ -7,7 +7,7 @@ from chatapp.config import Config, ConfigError
 
 def test_defaults_from_an_empty_environment() -> None:
     config = Config.from_env({})
-    assert config == Config()
+    assert config == Config(allowed_hosts=("localhost", "127.0.0.1", "::1"))  # no PORT: a local server
     assert (config.port, config.max_message_chars, config.max_frame_bytes) == (8000, 2000, 16384)
     assert (config.send_queue_size, config.ping_interval, config.rate_limit) == (256, 25.0, 20)
 
@@ -18,6 +18,17 @@ def test_behind_a_platforms_router_its_forwarded_address_is_trusted() -> None:
     assert Config.from_env({"PORT": "5000"}).proxy_hops == 1
     assert Config.from_env({"PORT": "5000", "PROXY_HOPS": "0"}).proxy_hops == 0
     assert Config.from_env({}).proxy_hops == 0
+
+
+def test_a_local_server_answers_to_loopback_names_and_a_platforms_to_any() -> None:
+    assert Config.from_env({}).allowed_hosts == ("localhost", "127.0.0.1", "::1")
+    assert Config.from_env({"PORT": "5000"}).allowed_hosts == ()
+    assert Config.from_env({"ALLOWED_HOSTS": "Chat.Example.com, .example.org,[::1]"}).allowed_hosts == (
+        "chat.example.com",
+        ".example.org",
+        "::1",
+    )
+    assert Config.from_env({"ALLOWED_HOSTS": "*"}).allowed_hosts == ()
 
 
 def test_values_are_read_and_converted() -> None:
@@ -48,6 +59,8 @@ def test_values_are_read_and_converted() -> None:
         ({"PING_INTERVAL": "0"}, "PING_INTERVAL"),
         ({"WRITE_TIMEOUT": "nan"}, "WRITE_TIMEOUT"),
         ({"ALLOWED_ORIGINS": "example.com"}, "ALLOWED_ORIGINS"),
+        ({"ALLOWED_HOSTS": "https://chat.example.com"}, "ALLOWED_HOSTS"),
+        ({"ALLOWED_HOSTS": "chat.example.com:443"}, "ALLOWED_HOSTS"),
         ({"REDIS_TLS_VERIFY": "maybe"}, "REDIS_TLS_VERIFY"),
         ({"REDIS_URL": "redis://host:notaport/0"}, "REDIS_URL"),
         ({"REDIS_URL": "redis://host:99999"}, "REDIS_URL"),

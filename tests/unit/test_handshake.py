@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatapp.realtime.handshake import PerAddressCap, Refused, Upgrade, check_handshake, check_origin
+from chatapp.realtime.handshake import PerAddressCap, PerAddressRate, Refused, Upgrade, check_handshake, check_origin
 
 GOOD = {
     "Upgrade": "websocket",
@@ -13,8 +13,10 @@ GOOD = {
 }
 
 
-def upgrade(headers: dict[str, str] | None = None, address: str = "127.0.0.2") -> Upgrade:
-    return Upgrade(path="/ws", headers=headers or {}, cookies={}, address=address, host="chat.example:8000")
+def upgrade(
+    headers: dict[str, str] | None = None, address: str = "127.0.0.2", host: str = "chat.example:8000", scheme="http"
+) -> Upgrade:
+    return Upgrade(path="/ws", headers=headers or {}, cookies={}, address=address, host=host, scheme=scheme)
 
 
 def refusal(hook, value: Upgrade) -> tuple[int, str, dict[str, str]]:
@@ -37,12 +39,29 @@ def test_a_handshake_that_breaks_rfc_6455_is_a_400(change: dict, error: str, hea
     assert refusal(check_handshake, upgrade({**GOOD, **change})) == (400, error, headers)
 
 
-def test_an_origin_must_be_the_hosts_own_or_allowed() -> None:
+def test_an_origin_must_be_the_requests_own_or_allowed() -> None:
+    """The same scheme, host and port (RFC 6454), a default port being the same as none."""
     check = check_origin(("https://app.example",))
-    for origin in (None, "http://chat.example:8000", "HTTPS://Chat.Example:8000/", "https://app.example"):
+    for origin in (None, "http://chat.example:8000", "HTTP://Chat.Example:8000/", "https://app.example:443"):
         check(upgrade({"Origin": origin} if origin else {}))
-    for origin in ("https://evil.example", "http://chat.example", "ftp://chat.example:8000", "null"):
+    refused = ["https://evil.example", "http://chat.example", "https://chat.example:8000", "ftp://chat.example:8000"]
+    for origin in [*refused, "null", "http://chat.example:port", "http://[::1"]:
         assert refusal(check, upgrade({"Origin": origin}))[:2] == (403, "bad_origin")
+    check(upgrade({"Origin": "https://chat.example"}, host="chat.example:443", scheme="https"))  # behind TLS
+    check(upgrade({"Origin": "http://chat.example:80"}, host="chat.example"))
+    assert refusal(check, upgrade({"Origin": "http://chat.example"}, host="chat.example", scheme="https"))[0] == 403
+
+
+def test_connects_per_address_are_paced() -> None:
+    """A client that connects and closes in a loop: past the limit in the window, 429."""
+    pace = PerAddressRate(3, 10.0)
+    for _ in range(3):
+        pace(upgrade())
+    assert refusal(pace, upgrade()) == (429, "too_many_connects", {"Retry-After": "10"})
+    pace(upgrade(address="127.0.0.3"))  # another address counts apart
+    off = PerAddressRate(0, 10.0)
+    for _ in range(10):
+        off(upgrade())
 
 
 def test_connections_per_address_are_capped_until_a_request_ends() -> None:
