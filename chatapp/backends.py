@@ -115,12 +115,12 @@ def _sqlite_store(url: str, config: Config, clients: Clients) -> Store:
 
 
 def _redis_store(url: str, config: Config, clients: Clients) -> Store:
-    from .realtime.backplane.redis import CHANNEL
+    from .realtime.backplane.redis import channel as backplane_channel
     from .store.redis import RedisStore
 
     # On the Redis backplane's own Redis (check() makes it so), the store's append script
-    # publishes each new message on the backplane's channel: never elsewhere, and never twice.
-    channel = CHANNEL if _realtime_url(config)[1] == url else None
+    # publishes each new message on the room's backplane channel: never elsewhere, never twice.
+    channel = backplane_channel if _realtime_url(config)[1] == url else None
     return RedisStore(clients.redis(url), config.history_limit, channel=channel, idle=_idle_seconds(config))
 
 

@@ -59,6 +59,7 @@ def healthz() -> tuple[Response, int]:
         "pid": os.getpid(),
         "connections": health.connections,
         "rooms": health.rooms,
+        "subscriptions": health.subscriptions,
         "backplane": health.backplane,
         "dropped_slow": health.dropped_slow,
     }

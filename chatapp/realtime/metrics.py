@@ -41,18 +41,21 @@ EVENTS_OUT = Counter("chat_events_out", "Events handed to clients' send queues")
 FRAMES = Counter("chat_frames_written", "WebSocket frames written to clients (a room's events share one)")
 BYTES = Counter("chat_bytes_written", "Bytes written to clients' sockets")
 DROPPED_SLOW = Counter("chat_dropped_slow", "Clients closed with 1013 because they read too slowly")
+RECEIVED = Counter("chat_backplane_events_received", "Events the backplane brought to this worker's Hub (its rooms')")
 
 
 @dataclass(slots=True)
 class Stats:
     """One worker's hot-path counts, plain ints: the Hub adds events_out and dropped_slow (in
-    its greenlet), each connection's reader events_in and its writer frames and bytes."""
+    its greenlet), each connection's reader events_in and its writer frames and bytes, the
+    backplane's deliveries received."""
 
     events_in: int = 0
     events_out: int = 0
     frames: int = 0
     bytes: int = 0
     dropped_slow: int = 0
+    received: int = 0
 
 
 _COUNTED = {
@@ -61,6 +64,7 @@ _COUNTED = {
     "frames": FRAMES,
     "bytes": BYTES,
     "dropped_slow": DROPPED_SLOW,
+    "received": RECEIVED,
 }
 
 

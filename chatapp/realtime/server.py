@@ -49,6 +49,7 @@ class Health:
     healthy: bool  # the Hub runs and the backplane is connected
     connections: int  # open on this worker
     rooms: int  # with clients on this worker
+    subscriptions: int  # rooms the backplane listens to for this worker (-1: all, in memory)
     dropped_slow: int  # clients this worker closed for reading too slowly (1013)
     backplane: str  # its kind: MemoryBackplane, RedisBackplane
     uptime: float  # seconds since this worker's greenlets started (0 before)
@@ -62,7 +63,7 @@ class Realtime:
         self.config = config
         self._hub = Hub()
         self._backplane = backplane or MemoryBackplane()
-        self._backplane.attach(self._hub.publish, self._backplane_changed)
+        self._backplane.attach(self._received, self._backplane_changed, lambda room: room in self._hub.rooms)
         self._presence = presence or HubPresence()
         self._presence.attach(self._hub, self._presence_expired, self._presence_restored)
         self._handlers = Handlers()
@@ -128,6 +129,7 @@ class Realtime:
         cap = self.config.max_rooms
         if cap and room not in self._hub.rooms and len(self._hub.rooms) >= cap:
             raise ProtocolError(ErrorCode.TOO_MANY_ROOMS, f"this server has {cap} rooms open; join one of them")
+        self._backplane.subscribe(room)  # first: from then on, every event of the room reaches the Hub
         self._hub.join(conn, room)
         self._presence.add(room, conn.id, conn.info)
 
@@ -189,6 +191,7 @@ class Realtime:
             rooms=len(self._hub.rooms),
             dropped_slow=self._hub.stats.dropped_slow,
             backplane=type(self._backplane).__name__,
+            subscriptions=self._backplane.subscriptions,
             uptime=self._lifecycle.uptime,
         )
 
@@ -198,6 +201,11 @@ class Realtime:
         app.register_blueprint(endpoint.blueprint(path, self.config, self._hooks, self._sessions))
 
     # -- what the backplane and presence report ---------------------------------------------------
+    def _received(self, room: str, event: bytes, seq: int | None) -> None:
+        """An event the backplane brought, for the Hub (in the backplane's greenlet)."""
+        self._hub.stats.received += 1
+        self._hub.publish(room, event, seq)
+
     def _backplane_changed(self, healthy: bool, recovered: bool) -> None:
         if not healthy:
             detail = "delivery is degraded: events may not reach everyone until the server reconnects"

@@ -20,6 +20,7 @@ from ..unavailable import Unavailable
 from .client import Connection
 from .handshake import Upgrade
 from .hub import Hub
+from .inflate import bound_inflate
 from .metrics import CLOSES, CONNECTS
 from .presence import Presence
 from .protocol import CloseCode, ErrorCode, ProtocolError, decode, error_event
@@ -113,6 +114,7 @@ class Sessions:
     def _open(
         self, sock: socket.socket, frames: WSConnection, config: Config, args: dict[str, str], upgrade: Upgrade
     ) -> Connection:
+        bound_inflate(frames, config.max_frame_bytes)  # a compressed message inflates no further than its limit
         conn = Connection(sock, frames, config, args, upgrade.address, self._hub.stats)
         CONNECTS.inc()
         log.info(

@@ -13,7 +13,7 @@ HISTORY_IDLE_DAYS): a room nobody uses any more leaves nothing behind, and one u
 starts under a new epoch.
 
 One Lua script checks the cid, takes the id, stores, prunes and publishes the message on the
-backplane's channel (given as `channel`), so two workers appending at once cannot give one id
+room's backplane channel (named by `channel`), so two workers appending at once cannot give one id
 twice or keep one cid twice, and the channel carries each room's messages in id order (with
 the id taken in one round trip and published in another, messages from two workers would
 reach the channel, and the clients, out of order, and a client resuming from the last id it
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -53,11 +54,11 @@ if redis.call('ZCARD', KEYS[2]) > limit then
     local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
     redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. oldest[2])
 end
-local idle = tonumber(ARGV[7])
+local idle = tonumber(ARGV[6])
 if idle > 0 then
     for i = 1, 4 do redis.call('EXPIRE', KEYS[i], idle) end
 end
-if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6] .. id .. '\\n' .. body) end
+if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], id .. '\\n' .. body) end
 return {1, body}
 """
 
@@ -104,8 +105,10 @@ def _epoch_key(room: str) -> str:
 
 
 class RedisStore:
-    def __init__(self, client: redis.Redis, history_limit: int, channel: str | None = None, idle: float = 0) -> None:
-        """`channel`: publish each new message there, as `room \\n id \\n message` (the Redis
+    def __init__(
+        self, client: redis.Redis, history_limit: int, channel: Callable[[str], str] | None = None, idle: float = 0
+    ) -> None:
+        """`channel(room)`: publish each new message there, as `id \\n message` (the Redis
         backplane's format), in the script that stores it. `idle`: seconds after its last
         message that a room's history expires (0: never)."""
         self._redis = client
@@ -123,10 +126,10 @@ class RedisStore:
                 fields: dict[str, Any] = {"room": room, **message}
                 # The script puts the id between these halves: {"type":"message","id":"<id>","room":...}
                 suffix = '",' + encode(fields).decode()[1:]
-                channel = (self._channel, f"{room}\n") if self._channel else ("", "")
+                channel = self._channel(room) if self._channel else ""
                 cid = message.get("cid")
                 scoped = f"{sender(message)}\n{cid}" if cid else ""  # a name holds no newline
-                args = (scoped, _ID_PREFIX, suffix, self.history_limit, *channel, self._idle)
+                args = (scoped, _ID_PREFIX, suffix, self.history_limit, channel, self._idle)
                 self._append(keys=(*_keys(room), _epoch_key(room)), args=args, client=pipe)
             # A script that fails fails alone; the others are stored (not a transaction).
             results = pipe.execute(raise_on_error=False)

@@ -156,6 +156,31 @@ def test_with_ws_deflate_room_frames_go_out_compressed_and_read_back(make_server
         small.close()
 
 
+def test_a_deflate_bomb_is_refused_without_being_inflated(make_server) -> None:
+    """50 MB of text compresses to about 50 KB: the server inflates no more than MAX_FRAME_BYTES
+    of it, closes that client with 1009, and everyone else goes on."""
+    server = make_server({"WS_DEFLATE": "1"})
+    r = "bomb-" + secrets.token_hex(3)
+    with Client(server, r, "bystander") as bystander, Client(server, r, "bomber") as bomber:
+        bystander.expect("welcome")
+        bomber.expect("welcome")
+        peak = worker_peak_rss(server)
+        bomber.ws.send("a" * (50 * 1024 * 1024))  # the websockets library compresses it
+        code, _reason, _events = bomber.closed(timeout=10)
+        assert code == 1009
+        assert worker_peak_rss(server) - peak < 20 * 1024 * 1024  # inflated whole: 50 MB and more
+        bystander.say("still here")
+        assert bystander.expect("message")["text"] == "still here"
+
+
+def worker_peak_rss(server) -> int:
+    """The highest resident memory the worker answering /healthz has had, in bytes."""
+    pid = server.health()["pid"]
+    with open(f"/proc/{pid}/status") as status:
+        kb = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    return int(kb) * 1024
+
+
 def violation(server, frame: bytes) -> tuple[int, RawClient]:
     """Send `frame` as is from a fresh client in room `viol`; the close code it gets."""
     raw = RawClient(server, "/ws?room=viol&name=bad")

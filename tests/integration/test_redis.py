@@ -181,8 +181,8 @@ def test_a_stranger_on_the_channel_disturbs_nobody(make_server, redis_server) ->
     with Client(server, r, "calm") as calm:
         calm.expect("welcome")
         client = redis.Redis.from_url(redis_server.url)
-        for junk in (b"no newlines", b"room\nnot-a-number\n{}", b"\xff\xfe\n\n{}"):
-            client.publish("chat:events", junk)
+        for junk in (b"no newlines", b"not-a-number\n{}", b"\xff\xfe\n{}"):
+            client.publish(f"chat:{{{r}}}:events", junk)
         client.close()
         calm.say("still fine")
         assert calm.expect("message")["text"] == "still fine"
@@ -337,3 +337,24 @@ def test_a_stall_longer_than_presence_ttl_makes_no_one_leave(make_server, make_r
         assert back == {"ann", "bob"}
         with Client(one, r, "late") as late:
             assert {m["name"] for m in late.expect("welcome")["members"]} == {"ann", "bob", "late"}
+
+
+def test_a_worker_that_starts_listening_to_a_busy_room_misses_nothing(make_server, redis_server) -> None:
+    """A channel per room: a worker subscribes to a room when its first client there joins,
+    here while messages stream in from another server. The joiner is shown history, then live
+    events: every message from its first on, once and in order, with no gap at the seam."""
+    env = {"REDIS_URL": redis_server.url, "RATE_LIMIT": "100000", "MAX_CONNECTIONS_PER_IP": "0"}
+    one, two = make_server(env), make_server(env)
+    for k in range(12):
+        r = room()
+        with Client(one, r, "sender") as sender:
+            sender.expect("welcome")
+            stream = threading.Thread(target=lambda: [sender.say(f"m{n}") for n in range(200)] + [sender.say("end")])
+            stream.start()
+            with Client(two, r, "joiner") as joiner:  # the room is new on `two`: it subscribes now
+                shown = joiner.expect("welcome")["history"]
+                while not shown or shown[-1]["text"] != "end":
+                    shown.append(joiner.expect("message"))
+            stream.join(10)
+        ids, kept = [int(m["id"]) for m in shown], [int(m["id"]) for m in stored(one, r)]
+        assert ids == kept[kept.index(ids[0]) :], f"round {k}: a gap or a repeat at the seam"

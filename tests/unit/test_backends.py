@@ -11,7 +11,7 @@ import pytest
 from chatapp import backends
 from chatapp.config import Config, ConfigError
 from chatapp.realtime.backplane import MemoryBackplane
-from chatapp.realtime.backplane.redis import CHANNEL, RedisBackplane
+from chatapp.realtime.backplane.redis import RedisBackplane, channel
 from chatapp.realtime.presence import HubPresence
 from chatapp.realtime.presence.redis import RedisPresence
 from chatapp.store.redis import RedisStore
@@ -50,7 +50,7 @@ def test_redis_url_gives_all_three_on_one_client_and_the_store_publishes_on_the_
     store, backplane, presence, clients = chosen(Config(redis_url=REDIS), tmp_path)
     assert isinstance(store, RedisStore) and isinstance(backplane, RedisBackplane)
     assert isinstance(presence, RedisPresence)
-    assert store.publishes and store._channel == CHANNEL
+    assert store.publishes and store._channel is channel
     assert store._redis is backplane._redis is presence._redis is clients.redis(REDIS)
     assert chosen(Config(redis_url=REDIS, database_url=REDIS), tmp_path)[0].publishes
 

@@ -5,7 +5,8 @@ as in a gunicorn gevent worker, so that the listener greenlet waits without bloc
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import gevent
 import gevent.socket
@@ -15,17 +16,27 @@ import redis.connection
 from gevent.queue import Queue
 
 from chatapp.realtime.backplane import Backplane, MemoryBackplane
-from chatapp.realtime.backplane.redis import CHANNEL, RedisBackplane
+from chatapp.realtime.backplane import redis as redis_backplane
+from chatapp.realtime.backplane.redis import RedisBackplane, channel
 
 
 class Worker:
-    """What a Realtime gives its backplane: a `deliver` (its Hub's publish) and an `on_change`."""
+    """What a Realtime gives its backplane: a `deliver` (its Hub's publish), an `on_change`, and
+    `in_use` (the rooms it has clients in: here, those it subscribed and has not left)."""
 
     def __init__(self, backplane: Backplane) -> None:
         self.backplane = backplane
         self.heard: Queue = Queue()
         self.changes: list[tuple[bool, bool]] = []
-        backplane.attach(lambda room, event, seq: self.heard.put((room, event, seq)), self.on_change)
+        self.rooms: set[str] = set()
+        backplane.attach(
+            lambda room, event, seq: self.heard.put((room, event, seq)), self.on_change, self.rooms.__contains__
+        )
+
+    def join(self, *rooms: str) -> None:
+        for room in rooms:
+            self.backplane.subscribe(room)
+            self.rooms.add(room)
 
     def on_change(self, healthy: bool, recovered: bool) -> None:
         self.changes.append((healthy, recovered))
@@ -38,17 +49,17 @@ class Worker:
                 return event, seq
 
 
-@pytest.fixture(params=["memory", "redis"])
-def start_worker(request, monkeypatch) -> Iterator:
-    """start_worker(): a started backplane on this test's backend, as one worker's."""
+@contextmanager
+def workers(kind: str, request, monkeypatch) -> Iterator[Callable[[], Worker]]:
+    """start(): a started backplane of `kind` (memory, redis), as one worker's."""
     clients: list[redis.Redis] = []
     started: list[Backplane] = []
-    if request.param == "redis":
+    if kind == "redis":
         monkeypatch.setattr(redis.connection, "socket", gevent.socket)
         url = request.getfixturevalue("redis_server").url
 
     def start() -> Worker:
-        if request.param == "memory":
+        if kind == "memory":
             backplane: Backplane = MemoryBackplane()
         else:
             clients.append(redis.Redis.from_url(url))
@@ -57,7 +68,7 @@ def start_worker(request, monkeypatch) -> Iterator:
         backplane.start()
         started.append(backplane)
         with gevent.Timeout(5):
-            while not backplane.healthy:  # the subscription confirmed: there is no event to await
+            while not backplane.healthy:  # the connection confirmed: there is no event to await
                 gevent.sleep(0.01)
         return worker
 
@@ -69,6 +80,20 @@ def start_worker(request, monkeypatch) -> Iterator:
         client.close()
 
 
+@pytest.fixture(params=["memory", "redis"])
+def start_worker(request, monkeypatch) -> Iterator[Callable[[], Worker]]:
+    """start_worker(): a started backplane on this test's backend, as one worker's."""
+    with workers(request.param, request, monkeypatch) as start:
+        yield start
+
+
+@pytest.fixture
+def start_redis_worker(request, monkeypatch) -> Iterator[Callable[[], Worker]]:
+    """The same, Redis only: for what only a backplane of several workers does."""
+    with workers("redis", request, monkeypatch) as start:
+        yield start
+
+
 @pytest.fixture
 def room() -> str:
     return "b-" + secrets.token_hex(4)
@@ -76,6 +101,7 @@ def room() -> str:
 
 def test_every_publish_comes_back_once_with_its_room_and_seq(start_worker, room: str) -> None:
     worker = start_worker()
+    worker.join(room, room + "-sync")
     worker.backplane.publish(room, b'{"type":"message","n":1}', 7)
     worker.backplane.publish(room, b'{"type":"join"}')
     assert worker.next(room) == (b'{"type":"message","n":1}', 7)
@@ -87,6 +113,7 @@ def test_every_publish_comes_back_once_with_its_room_and_seq(start_worker, room:
 
 def test_a_publishers_events_arrive_in_the_order_it_published_them(start_worker, room: str) -> None:
     worker = start_worker()
+    worker.join(room, room + "-b")
     for n in range(50):
         worker.backplane.publish(room if n % 3 else room + "-b", b"%d" % n, n)
     assert [worker.next(room) for _ in range(33)] == [(b"%d" % n, n) for n in range(50) if n % 3]
@@ -109,7 +136,9 @@ def test_redis_every_worker_hears_every_publish_and_a_stranger_on_the_channel_is
         with gevent.Timeout(5):
             while not (one.backplane.healthy and two.backplane.healthy):
                 gevent.sleep(0.01)
-        clients[2].publish(CHANNEL, b"not ours")
+        one.join(room)
+        two.join(room)
+        clients[2].publish(channel(room), b"not ours")
         one.backplane.publish(room, b"from one", 1)
         two.backplane.publish(room, b"from two", 2)
         for worker in (one, two):
@@ -119,3 +148,38 @@ def test_redis_every_worker_hears_every_publish_and_a_stranger_on_the_channel_is
             worker.backplane._listener.kill()  # type: ignore[attr-defined]
         for client in clients:
             client.close()
+
+
+def test_redis_a_worker_hears_only_the_rooms_it_has_clients_in_and_lets_go_of_them(
+    start_redis_worker, monkeypatch, room: str
+) -> None:
+    """A channel per room: what is published to a room this worker has nobody in never reaches
+    it; a room it had clients in stays subscribed LINGER seconds after the last one left."""
+    monkeypatch.setattr(redis_backplane, "LINGER", 0.5)
+    listener, publisher = start_redis_worker(), start_redis_worker()
+    listener.join(room)
+    assert listener.backplane.subscriptions == 1
+    publisher.backplane.publish(room + "-elsewhere", b"not for it")
+    publisher.backplane.publish(room, b"for it")
+    assert listener.heard.get(timeout=5) == (room, b"for it", None)  # and nothing before it
+    listener.rooms.discard(room)  # its last client left
+    with gevent.Timeout(5):
+        while listener.backplane.subscriptions:  # the linger passing: no event says so
+            gevent.sleep(0.05)
+    publisher.backplane.publish(room, b"after it let go")
+    listener.join(room + "-sync")
+    publisher.backplane.publish(room + "-sync", b"sync")
+    assert listener.heard.get(timeout=5) == (room + "-sync", b"sync", None)  # nothing of the room it left
+
+
+def test_redis_subscriptions_asked_for_together_go_as_one_subscribe(start_redis_worker, room: str) -> None:
+    """A restart that rejoins many rooms must not take a round trip per room."""
+    worker = start_redis_worker()
+    sent: list[tuple] = []
+    pubsub = worker.backplane._pubsub
+    original = pubsub.subscribe
+    pubsub.subscribe = lambda *channels: (sent.append(channels), original(*channels))[1]
+    rooms = [f"{room}-{n}" for n in range(500)]
+    joiners = [gevent.spawn(worker.join, r) for r in rooms]
+    gevent.joinall(joiners, timeout=10, raise_error=True)
+    assert worker.backplane.subscriptions == 500 and len(sent) == 1 and len(sent[0]) == 500

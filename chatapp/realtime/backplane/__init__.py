@@ -15,15 +15,27 @@ from typing import Protocol
 
 Deliver = Callable[[str, bytes, int | None], None]  # (room, event, seq): this worker's Hub.publish
 OnChange = Callable[[bool, bool], None]  # (healthy, recovered)
+InUse = Callable[[str], bool]  # (room): whether this worker has clients in it
 
 
 class Backplane(Protocol):
     healthy: bool  # False while published events may not reach every worker
 
-    def attach(self, deliver: Deliver, on_change: OnChange) -> None:
+    def attach(self, deliver: Deliver, on_change: OnChange, in_use: InUse) -> None:
         """Called once, by the Realtime that uses this backplane, before anything else: every
-        publish, this worker's own included, comes back to `deliver`; `on_change(healthy,
-        recovered)` is told when delivery is lost (False, False) or back after a loss (True, True)."""
+        publish to a room this worker listens to, its own included, comes back to `deliver`;
+        `on_change(healthy, recovered)` is told when delivery is lost (False, False) or back
+        after a loss (True, True); `in_use(room)` says whether this worker has clients there."""
+        ...
+
+    def subscribe(self, room: str) -> None:
+        """Listen to `room`: every publish to it after this returns comes to `deliver`. Called
+        before a client joins it; raises Unavailable when that cannot be made sure of."""
+        ...
+
+    @property
+    def subscriptions(self) -> int:
+        """Rooms this worker listens to (all of them, for the memory backplane: -1)."""
         ...
 
     def publish(self, room: str, event: bytes, seq: int | None = None) -> None:
@@ -44,8 +56,15 @@ class MemoryBackplane:
     def __init__(self) -> None:
         self._deliver: Deliver = unattached
 
-    def attach(self, deliver: Deliver, on_change: OnChange) -> None:
+    def attach(self, deliver: Deliver, on_change: OnChange, in_use: InUse) -> None:
         self._deliver = deliver  # never lost: on_change has nothing to hear
+
+    def subscribe(self, room: str) -> None:
+        pass  # every publish is this worker's
+
+    @property
+    def subscriptions(self) -> int:
+        return -1
 
     def publish(self, room: str, event: bytes, seq: int | None = None) -> None:
         self._deliver(room, event, seq)
