@@ -815,7 +815,7 @@
     } else if (online.has(r)) {
       const here = document.createElement("span");
       here.className = "online";
-      here.append(String(online.get(r)), sr(" online"));
+      here.textContent = `${online.get(r)} online`;
       a.append(here);
     }
     li.append(a);
