@@ -843,7 +843,8 @@
     online = new Map(listed.rooms.filter((r) => r && ROOM_RE.test(r.room) && Number.isInteger(r.members))
       .map((r) => [r.room, r.members]));
     const marks = loadSeen();
-    await Promise.all(recentRooms().filter((r) => r !== room && online.has(r) && marks[r]).map((r) => countNew(r, marks[r])));
+    const asked = recentRooms().filter((r) => r !== room && online.has(r) && marks[r]);
+    await Promise.all(asked.map((r) => countNew(r, marks[r])));
     renderRooms();
   }
 
@@ -1059,10 +1060,12 @@
 
   // -- the phone's keyboard ------------------------------------------------------------------------
   // The page is as tall as the visual viewport (what an on-screen keyboard leaves), so the
-  // composer stays above the keyboard; a reader at the newest message stays at it.
+  // composer stays above the keyboard; a reader at the newest message stays at it. (Times its
+  // scale: a pinch-zoom makes the visual viewport smaller, not the page.)
   function fitViewport() {
     const stay = following;
-    document.documentElement.style.setProperty("--app-height", `${visualViewport.height}px`);
+    const height = visualViewport.height * (visualViewport.scale || 1);
+    document.documentElement.style.setProperty("--app-height", `${height}px`);
     if (stay) log.scrollTop = log.scrollHeight;
   }
   if (window.visualViewport) {
