@@ -69,7 +69,8 @@ soak: install
 screenshots: install
 	$(BIN)/python -m pytest -q tests/browser/test_conversation.py -k screenshots
 	mkdir -p docs/screenshots && cp test-artifacts/desktop-light.png test-artifacts/desktop-dark.png \
-		test-artifacts/phone-light.png test-artifacts/phone-dark.png docs/screenshots/
+		test-artifacts/phone-light.png test-artifacts/phone-dark.png test-artifacts/rooms-unread.png \
+		test-artifacts/new-messages.png docs/screenshots/
 
 # Every Autobahn case of sections 12 and 13 (permessage-deflate), not only those the suite runs (about 7 minutes).
 conformance: install

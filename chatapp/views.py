@@ -34,6 +34,12 @@ def room(room: str) -> Response:
         abort(404)
 
 
+@bp.get("/favicon.ico")
+def favicon() -> Response:
+    """The page's icon, for whatever asks for it by the old name (the page links the SVG)."""
+    return current_app.send_static_file("favicon.svg")
+
+
 @bp.after_app_request
 def _nosniff(response: Response) -> Response:
     """Every response, JSON, static files, errors and refusals too: never sniffed as another type."""

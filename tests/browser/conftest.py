@@ -42,13 +42,15 @@ def new_page(browser) -> Iterator[callable]:
     """Open pages in fresh contexts (separate storage, like separate people)."""
     contexts = []
 
-    def open_page(url: str, init_script: str | None = None, **context_options: object):
+    def open_page(url: str, init_script: str | None = None, clock: bool = False, **context_options: object):
         context = browser.new_context(**context_options)
         context.set_default_timeout(10_000)
         contexts.append(context)
         if init_script:
             context.add_init_script(init_script)  # runs before the page's own scripts
         page = context.new_page()
+        if clock:  # the page's timers on Playwright's clock: a test can jump ahead (page.clock.fast_forward)
+            page.clock.install()
         page.goto(url)
         return page
 

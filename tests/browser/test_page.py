@@ -6,17 +6,12 @@ import pytest
 from playwright.sync_api import expect
 
 from chatapp.chat import WELCOME_MEMBERS
+from tests.browser.pages import PHONE, SMALL_PHONE, join_room, open_chat
 from tests.helpers import RawClient, Server
 
 pytestmark = pytest.mark.browser
 
 XSS = '<img src=x onerror="document.body.dataset.pwned=1"><script>document.body.dataset.pwned=2</script>'
-
-
-def open_chat(new_page, server: Server, path: str, **options):
-    page = new_page(server.url + path, **options)
-    expect(page.locator("#status")).to_have_attribute("data-state", "open")
-    return page
 
 
 def test_two_people_chat_and_text_stays_text(new_page, server: Server, artifacts) -> None:
@@ -62,9 +57,9 @@ def test_switching_rooms_without_a_reload(new_page, server: Server) -> None:
     page = open_chat(new_page, server, "/r/first?name=mover")
     other = open_chat(new_page, server, "/r/second?name=waiting")
     page.evaluate("window.loadMarker = 1")
-    page.fill("#room-input", "Second")
-    page.press("#room-input", "Enter")
+    join_room(page, "#Second")  # the "#" and the capital are forgiven
     expect(page).to_have_url(server.url + "/r/second?name=mover")
+    expect(page.get_by_role("heading", level=1)).to_have_text("#second")
     expect(page.locator("#status")).to_have_attribute("data-state", "open")
     expect(page.locator("#members li")).to_have_text(["mover", "waiting"])
     assert page.evaluate("window.loadMarker") == 1  # the same page: no reload
@@ -72,24 +67,36 @@ def test_switching_rooms_without_a_reload(new_page, server: Server) -> None:
     other.press("#text", "Enter")
     expect(page.locator("#log .msg .body")).to_have_text(["welcome to second"])
     page.go_back()
-    expect(page.locator("#room-input")).to_have_value("first")
+    expect(page.locator("#room-name")).to_have_text("#first")
     expect(page.locator("#members li")).to_have_text(["mover"])
 
 
-def test_readable_on_a_phone(new_page, server: Server, artifacts) -> None:
-    phone = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
-    page = open_chat(new_page, server, "/r/phone?name=pocket", **phone)
+@pytest.mark.parametrize("phone", [PHONE, SMALL_PHONE], ids=["390x844", "360x640"])
+def test_readable_on_a_phone(new_page, server: Server, artifacts, phone) -> None:
+    size = phone["viewport"]
+    page = open_chat(new_page, server, f"/r/phone-{size['width']}?name=pocket", **phone)
     for n in range(3):
         page.fill("#text", f"message {n} from a phone, long enough to wrap onto a second line here")
         page.press("#text", "Enter")
     expect(page.locator("#log .msg:not(.pending)")).to_have_count(3)
     width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= 390  # nothing wider than the screen
+    assert width <= size["width"]  # nothing wider than the screen
+    composer = page.locator("#composer").bounding_box()
+    assert composer["y"] + composer["height"] <= size["height"]  # the composer in reach
     expect(page.locator("#members-panel")).to_be_hidden()
+    expect(page.locator("#rooms-panel")).to_be_hidden()
     page.click("#members-toggle")
     expect(page.locator("#members-panel")).to_be_visible()
-    page.click("#members-toggle")
-    page.screenshot(path=artifacts / "phone.png")
+    expect(page.locator("#backdrop")).to_be_visible()
+    page.mouse.click(10, size["height"] / 2)  # a tap outside, on the backdrop
+    expect(page.locator("#members-panel")).to_be_hidden()
+    expect(page.locator("#backdrop")).to_be_hidden()
+    page.click("#rooms-toggle")
+    expect(page.locator("#rooms-panel")).to_be_visible()
+    page.click("#rooms-panel [data-close]")  # its close button
+    expect(page.locator("#rooms-panel")).to_be_hidden()
+    expect(page.locator("#rooms-toggle")).to_be_focused()
+    page.screenshot(path=artifacts / f"phone-{size['width']}.png")
 
 
 def test_the_log_follows_only_a_reader_at_the_bottom(new_page, server: Server) -> None:
