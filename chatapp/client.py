@@ -42,9 +42,10 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from wsproto.extensions import PerMessageDeflate
 
 from .config import Config
-from .hub import PING, Batch
+from .framing import Batch, Opcode, frame, message_frame, render
+from .hub import PING
 from .metrics import ERRORS, Stats
-from .protocol import CloseCode, ErrorCode, binary_frame, deflated_frame, encode, error_event, text_frame
+from .protocol import CloseCode, ErrorCode, encode, error_event
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +204,7 @@ class Connection:
         queue and writer as chat events)."""
         binary = not isinstance(message, str)
         payload = message if binary else message.encode()
-        if self._deflate:
-            frame = deflated_frame(payload, binary)
-        else:
-            frame = binary_frame(payload) if binary else text_frame(payload)
-        self.offer(_Echo(frame))
+        self.offer(_Echo(message_frame(payload, binary=binary, deflate=self._deflate)))
 
     def send(self, event: dict[str, Any]) -> None:
         """Send one event to this client only. Sent from the connect handler, it goes out
@@ -344,7 +341,7 @@ class Connection:
             if request is not None and queue.empty():
                 code, detail, farewell = request
                 if farewell is not None:
-                    data += text_frame(farewell)
+                    data += frame(Opcode.TEXT, farewell)
                     self._stats.frames += 1
                 if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
                     data += self._ws.send(CloseConnection(code, detail or None))
@@ -359,17 +356,9 @@ class Connection:
             items, data = [], b""  # while it waits, a writer holds no frame (the welcome is big)
 
     def _render(self, items: list[object]) -> bytes:
-        """Turn queued items into bytes: all events in one frame (one line each), then pongs."""
+        """Turn queued items into bytes: all events in one frame (framing.render), then pongs."""
         batches = [item for item in items if type(item) is Batch]
-        if self._floor is not None:
-            batches = self._above_floor(batches)
-        if len(batches) == 1:  # framed once for every member of the room
-            data = batches[0].deflated if self._deflate else batches[0].frame
-        elif batches:
-            payload = b"\n".join(batch.payload for batch in batches)
-            data = deflated_frame(payload) if self._deflate else text_frame(payload)
-        else:
-            data = b""
+        data = render(batches, self._deflate, self._floor) if batches else b""
         frames = 1 if data else 0
         for item in items:
             if type(item) is _Pong and self._ws.state is ConnectionState.OPEN:
@@ -380,19 +369,6 @@ class Connection:
                 frames += 1
         self._stats.frames += frames
         return data
-
-    def _above_floor(self, batches: list[Batch]) -> list[Batch]:
-        """The batches without events numbered up to the floor."""
-        floor = self._floor
-        kept = []
-        for batch in batches:
-            if batch.seqs is None or batch.low > floor:
-                kept.append(batch)
-            else:
-                events = [e for e, seq in zip(batch.events, batch.seqs, strict=True) if seq is None or seq > floor]
-                if events:
-                    kept.append(Batch(events))
-        return kept
 
     def _write(self, data: bytes) -> None:
         """Write all of `data` or fail: one non-blocking send first (the usual case: the

@@ -30,48 +30,14 @@ from typing import Protocol
 from gevent.event import Event
 from gevent.queue import Queue
 
+from .framing import Batch
 from .metrics import Stats
-from .protocol import CloseCode, ErrorCode, deflated_frame, text_frame
+from .protocol import CloseCode, ErrorCode
 
 log = logging.getLogger(__name__)
 
 MAX_ROUND = 512  # commands handled per round: bounds a round's latency and a batch's size
 ACK_TIMEOUT = 5.0  # seconds a joiner waits for the Hub before giving up (the Hub is stuck)
-
-
-class Batch:
-    """Events for one room from one Hub round: the payload is joined once and framed once.
-
-    `seqs` holds each event's sequence number within the room (None for events without one),
-    or is None when no event has one; a client that has just been sent history uses them to
-    skip what it already has (Connection.skip_through)."""
-
-    __slots__ = ("_deflated", "_frame", "events", "low", "payload", "seqs")
-
-    def __init__(self, events: list[bytes], seqs: list[int | None] | None = None) -> None:
-        self.events = events
-        numbered = [seq for seq in seqs if seq is not None] if seqs is not None else []
-        self.seqs = seqs if numbered else None
-        # the lowest seq, so that a client's floor check is one comparison per batch (-1: some
-        # events have no seq, and the batch must be looked at event by event)
-        self.low = min(numbered) if numbered and len(numbered) == len(events) else -1
-        self.payload = b"\n".join(events)
-        self._frame: bytes | None = None
-        self._deflated: bytes | None = None
-
-    @property
-    def frame(self) -> bytes:
-        """The whole WebSocket frame, built by the first writer that needs it."""
-        if self._frame is None:
-            self._frame = text_frame(self.payload)
-        return self._frame
-
-    @property
-    def deflated(self) -> bytes:
-        """The frame compressed, for clients with permessage-deflate; built once too."""
-        if self._deflated is None:
-            self._deflated = deflated_frame(self.payload)
-        return self._deflated
 
 
 class Member(Protocol):

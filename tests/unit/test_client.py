@@ -1,4 +1,4 @@
-"""A connection's writer side (no socket): its send queue, coalescing and skip_through."""
+"""A connection's send queue (its rendering: test_framing.py)."""
 
 from __future__ import annotations
 
@@ -6,35 +6,7 @@ import gevent
 import pytest
 from gevent.queue import Full
 
-from chatapp.client import Connection, SendQueue
-from chatapp.config import Config
-from chatapp.hub import Batch
-from chatapp.protocol import text_frame
-
-
-def connection() -> Connection:
-    return Connection(None, None, Config(), {}, "test")  # type: ignore[arg-type]
-
-
-def test_one_batch_is_written_as_its_shared_frame() -> None:
-    batch = Batch([b"a", b"b"])
-    assert connection()._render([batch]) is batch.frame
-
-
-def test_several_batches_are_coalesced_into_one_frame() -> None:
-    assert connection()._render([Batch([b"a"]), Batch([b"b", b"c"])]) == text_frame(b"a\nb\nc")
-
-
-def test_skip_through_drops_events_up_to_the_floor_whenever_they_come() -> None:
-    conn = connection()
-    conn.skip_through(5)
-    mixed = Batch([b"m4", b"join", b"m5"], [4, None, 5])
-    newer = Batch([b"m6", b"m7"], [6, 7])
-    assert conn._render([mixed, newer]) == text_frame(b"join\nm6\nm7")
-    assert conn._render([newer]) is newer.frame  # nothing to drop: the shared frame
-    late = Batch([b"m3", b"m8"], [3, 8])  # another worker published m3 late
-    assert conn._render([late]) == text_frame(b"m8")
-    assert conn._render([Batch([b"m2"], [2])]) == b""
+from chatapp.client import SendQueue
 
 
 def test_send_queue_is_bounded_and_hands_everything_over_in_order() -> None:

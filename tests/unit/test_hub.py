@@ -6,8 +6,9 @@ import gevent
 import pytest
 from gevent.queue import Queue
 
-from chatapp.hub import PING, Batch, Hub
-from chatapp.protocol import CloseCode, ErrorCode, text_frame
+from chatapp.framing import Batch, message_frame
+from chatapp.hub import PING, Hub
+from chatapp.protocol import CloseCode, ErrorCode
 
 
 class FakeMember:
@@ -77,7 +78,7 @@ def test_a_round_joins_a_rooms_events_into_one_batch_shared_by_all(hub: Hub) -> 
     batch_a, batch_b = a.received.get(timeout=2), b.received.get(timeout=2)
     assert batch_a is batch_b  # serialised and framed once for everyone
     assert batch_a.payload == b"0\n1\n2\n3\n4" and len(batch_a.events) == 5
-    assert batch_a.frame == text_frame(b"0\n1\n2\n3\n4")
+    assert batch_a.frame == message_frame(b"0\n1\n2\n3\n4")
 
 
 def test_join_takes_effect_in_order_with_publishes(hub: Hub) -> None:
