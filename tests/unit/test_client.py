@@ -108,26 +108,34 @@ Open = Callable[..., tuple[Connection, Peer]]
 
 @pytest.fixture
 def open_() -> Iterator[Open]:
-    """Open connections on socket pairs, with their readers running unless `reader=False`;
-    when the test is over, each peer goes and the connection ends as under realtime.py."""
-    opened: list[tuple[Connection, Peer]] = []
-    received: list[str | bytes] = []
+    """Open connections on socket pairs (on TCP with `tcp`), with their readers running unless
+    `reader=False`; when the test is over, each peer goes and the connection ends as under
+    realtime.py."""
+    opened: list[tuple[Connection, Peer, socket.socket]] = []
 
-    def make(reader: bool = True, **settings: Any) -> tuple[Connection, Peer]:
-        ours, theirs = gevent.socket.socketpair()
+    def make(reader: bool = True, tcp: bool = False, **settings: Any) -> tuple[Connection, Peer]:
+        ours, theirs = tcp_pair() if tcp else gevent.socket.socketpair()
         conn = Connection(ours, WSConnection(ConnectionType.SERVER), replace(Config(), **settings), {}, "test")
-        conn.data["received"] = received
+        conn.data["received"] = []
         if reader:
             gevent.spawn(conn.read_pump, lambda conn, message: conn.data["received"].append(message))
-        opened.append((conn, Peer(theirs)))
-        return opened[-1]
+        opened.append((conn, Peer(theirs), ours))
+        return conn, opened[-1][1]
 
     yield make
-    for conn, peer in opened:
+    for conn, peer, ours in opened:
         peer.sock.close()
         conn.end()
         assert not conn.writing and conn.state is CLOSED
-        conn._sock.close()
+        ours.close()
+
+
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    with gevent.socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        theirs = gevent.socket.create_connection(listener.getsockname())
+        return listener.accept()[0], theirs
 
 
 def room_event(text: str, seq: int | None = None) -> Batch:
@@ -229,19 +237,11 @@ def test_each_change_of_state_is_checked(open_: Open) -> None:
 
 def test_a_writer_that_failed_on_a_reset_leaves_the_peers_last_message_to_the_reader(open_: Open) -> None:
     """The connection is CLOSED, and the reader still hands on what came before the reset."""
-    listener = gevent.socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    theirs = gevent.socket.create_connection(listener.getsockname())
-    ours, _ = listener.accept()
-    listener.close()
-    conn, _ = open_(reader=False)
-    conn._sock.close()
-    conn._sock = ours  # the connection on TCP: a reset is TCP's
+    conn, peer = open_(reader=False, tcp=True)
     conn.start_writer()
-    theirs.sendall(frame(Opcode.TEXT, b"my last words", mask=True))
-    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    theirs.close()  # with a reset
+    peer.sock.sendall(frame(Opcode.TEXT, b"my last words", mask=True))
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.sock.close()  # with a reset
     gevent.sleep(0.05)  # the reset arrives
     conn.offer(room_event("to nobody"))
     gevent.idle()
