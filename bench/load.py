@@ -30,6 +30,8 @@ import zlib
 from collections.abc import Callable
 from operator import lt
 
+from chatapp.realtime.framing import Opcode, frame, header
+
 MESSAGE_ID = re.compile(rb'"id":"(\d+)"')  # a message's id; user ids start with a letter
 SENT_AT = re.compile(rb" (\d+\.\d+)\"")  # the send time at the end of a chat message's text
 MARK = re.compile(rb"b(\d+)\.(\d+) (\d+\.\d+)")  # the whole mark of a plain message
@@ -47,19 +49,6 @@ def free_port() -> int:
 def percentile(ordered: list[float], p: float) -> float:
     """The p-th percentile of an ascending list (nearest rank); nan when it is empty."""
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] if ordered else float("nan")
-
-
-def masked(opcode: int, payload: bytes) -> bytes:
-    """A whole client frame: FIN, `opcode`, a random mask (as RFC 6455 asks of clients)."""
-    size = len(payload)
-    if size < 126:
-        header = struct.pack("!BB", 0x80 | opcode, 0x80 | size)
-    else:
-        header = struct.pack("!BBH", 0x80 | opcode, 0xFE, size)
-    mask = os.urandom(4)
-    keys = (mask * (size // 4 + 1))[:size]
-    body = (int.from_bytes(payload, "big") ^ int.from_bytes(keys, "big")).to_bytes(size, "big")
-    return header + mask + body
 
 
 class Loop:
@@ -218,7 +207,7 @@ class BenchClient:
         text = f"b{sender}.{seq} {time.time():.6f}"
         if self.protocol == "chat":
             text = '{"type":"message","text":"' + text + '"}'
-        self.send(masked(0x1, text.encode()))
+        self.send(frame(Opcode.TEXT, text.encode(), mask=True))
 
     def send(self, frame: bytes) -> None:
         if not self.open:
@@ -253,23 +242,12 @@ class BenchClient:
     def _frames(self, arrived: float) -> int:
         buf = self.buf
         pos, end = 0, len(buf)
-        while end - pos >= 2:
-            size, header = buf[pos + 1] & 0x7F, 2
-            if size == 126:
-                if end - pos < 4:
-                    break
-                size, header = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
-            elif size == 127:
-                if end - pos < 10:
-                    break
-                size, header = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
-            if end - pos < header + size:
-                break
-            opcode, compressed = buf[pos] & 0x0F, buf[pos] & 0x40
-            payload = bytes(buf[pos + header : pos + header + size])
+        while (found := header(buf, pos)) is not None and found[2] <= end:
+            first, start, pos = found
+            opcode, compressed = first & 0x0F, first & 0x40
+            payload = bytes(buf[start:pos])
             if compressed and self.inflater is not None:  # RSV1: permessage-deflate
                 payload = self.inflater.decompress(payload + b"\x00\x00\xff\xff")
-            pos += header + size
             self.frames += 1
             self.loop.last_frame = time.monotonic()
             if opcode == 0x1:
@@ -278,7 +256,7 @@ class BenchClient:
                 else:
                     self._plain(payload, arrived)
             elif opcode == 0x9:  # ping: pong with the same payload
-                self.send(masked(0xA, payload))
+                self.send(frame(Opcode.PONG, payload, mask=True))
             elif opcode == 0x8:
                 self.open = False
         return pos

@@ -22,6 +22,8 @@ from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
 
+from chatapp.realtime.framing import frame, header
+
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 5.0  # seconds any single wait in a test may take
 
@@ -51,6 +53,12 @@ def worker_of(server: Server, client: Client, welcome: dict) -> str:
         if f"connect {welcome['you']['id']} " in line:
             return line.split("[", 1)[1].split("]", 1)[0]
     raise AssertionError("connect not logged")
+
+
+def events_of(payload: str | bytes) -> list[dict[str, Any]]:
+    """The events of one server frame, one per line (what a client does with a frame)."""
+    newline = "\n" if isinstance(payload, str) else b"\n"
+    return [json.loads(line) for line in payload.split(newline)]
 
 
 def free_port() -> int:
@@ -178,7 +186,7 @@ class Client:
         if not self.pending:
             frame = self.ws.recv(timeout=timeout)
             self.frames += 1
-            self.pending.extend(json.loads(line) for line in frame.split("\n"))
+            self.pending.extend(events_of(frame))
         return self.pending.pop(0)
 
     def expect(self, type_: str, timeout: float = TIMEOUT, **fields: Any) -> dict[str, Any]:
@@ -198,8 +206,7 @@ class Client:
         deadline = time.monotonic() + timeout
         try:
             while True:
-                frame = self.ws.recv(timeout=max(deadline - time.monotonic(), 0.01))
-                events.extend(json.loads(line) for line in frame.split("\n"))
+                events += events_of(self.ws.recv(timeout=max(deadline - time.monotonic(), 0.01)))
         except ConnectionClosed as exc:
             rcvd = exc.rcvd
             return (rcvd.code if rcvd else None), (rcvd.reason if rcvd else None), events
@@ -242,41 +249,20 @@ class RawClient:
         self.head = head.decode()
 
     def send_frame(self, opcode: int, payload: bytes, fin: bool = True, mask: bool = True) -> None:
-        first = (0x80 if fin else 0) | opcode
-        size = len(payload)
-        if size < 126:
-            header = struct.pack("!BB", first, (0x80 if mask else 0) | size)
-        elif size < 65536:
-            header = struct.pack("!BBH", first, (0x80 if mask else 0) | 126, size)
-        else:
-            header = struct.pack("!BBQ", first, (0x80 if mask else 0) | 127, size)
-        if mask:
-            key = os.urandom(4)
-            payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-            header += key
-        self.sock.sendall(header + payload)
-
-    def _read(self, n: int) -> bytes:
-        while len(self.buffer) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("server closed the connection")
-            self.buffer += chunk
-        data, self.buffer = self.buffer[:n], self.buffer[n:]
-        return data
+        self.sock.sendall(frame(opcode, payload, fin=fin, mask=mask))
 
     def read_frame(self, timeout: float = TIMEOUT) -> tuple[int, bytes]:
         """(opcode, payload) of the next server frame; its first byte stays in `first_byte`."""
         self.sock.settimeout(timeout)
-        first, second = self._read(2)
-        self.first_byte = first
-        assert second & 0x80 == 0, "server frames must not be masked"
-        size = second & 0x7F
-        if size == 126:
-            (size,) = struct.unpack("!H", self._read(2))
-        elif size == 127:
-            (size,) = struct.unpack("!Q", self._read(8))
-        return first & 0x0F, self._read(size)
+        while (found := header(self.buffer)) is None or len(self.buffer) < found[2]:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("server closed the connection")
+            self.buffer += chunk
+        assert self.buffer[1] & 0x80 == 0, "server frames must not be masked"
+        self.first_byte, start, end = found
+        payload, self.buffer = self.buffer[start:end], self.buffer[end:]
+        return self.first_byte & 0x0F, payload
 
     def read_until_close(self, timeout: float = TIMEOUT) -> tuple[int, list[dict[str, Any]]]:
         """Read frames until a close frame; return its code and the events before it."""
@@ -287,7 +273,7 @@ class RawClient:
             if opcode == 0x8:
                 return struct.unpack("!H", payload[:2])[0], events
             if opcode == 0x1:
-                events.extend(json.loads(line) for line in payload.decode().split("\n"))
+                events += events_of(payload)
 
     def close(self) -> None:
         self.sock.close()

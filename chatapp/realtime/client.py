@@ -4,22 +4,21 @@ Greenlets of a connection:
 - the reader is the greenlet gunicorn gave the upgrade request. `read_pump` is the only code
   that reads the socket and the only caller of wsproto's `receive_data`.
 - the writer runs `_write_pump`, the only code that writes the socket (events, pings, pongs,
-  the close frame) and the only caller of wsproto's `send`. It runs while the client is
-  active: it waits on the queue (no timer), and when a PING from the Hub's ticker finds that
-  it wrote nothing since the previous one, it pings and ends, so an idle client costs no
-  greenlet stack; `offer` starts a new one when it is not running. Never more than one.
-  Its `_write` sends until every byte is out (a non-blocking send, then gevent's `sendall`),
-  and nobody else writes, so frames are whole and never interleaved (simple-websocket's
-  `send` uses a bare `sock.send`, which can write part of a frame to a slow client, and its
-  own thread writes pongs beside the app; we use neither: see realtime.py).
+  the close frame) and the only caller of wsproto's `send`. Its `_write` sends until every
+  byte is out (a non-blocking send, then gevent's `sendall`), and nobody else writes, so
+  frames are whole and never interleaved (simple-websocket's `send` uses a bare `sock.send`,
+  which can write part of a frame to a slow client, and its own thread writes pongs beside
+  the app; we use neither: see realtime.py). When it runs: Connection's docstring.
 
 State and its owners:
-- `_queue`: items are put by the Hub (fan-out), by `send` (to this client only) from any
-  greenlet, and by the reader (pongs); only the writer takes them. Bounded: a put that
-  finds it full means the client reads too slowly, and it is closed with 1013.
+- `state`: moved by `start_writer` (the request's greenlet), `close` (any greenlet) and the
+  writer, always through `_move`.
+- `_queue`: items are put by the Hub (fan-out), by `send` and `echo` (to this client only)
+  from any greenlet, and by the reader (pongs); only the writer takes them. Bounded: a put
+  that finds it full means the client reads too slowly, and it is closed with 1013.
 - `rooms`: the Hub's (hub.py). `data` and `info`: the app's handlers' (`info` is what other
   members see, through presence).
-- `_close_request`: set once, by any greenlet, through `close`; read by the writer.
+- `_close`: set once, by any greenlet, through `close`; read by the writer.
 """
 
 from __future__ import annotations
@@ -29,31 +28,49 @@ import secrets
 import socket
 from collections import deque
 from collections.abc import Callable
+from enum import Enum
 from time import monotonic
-from typing import Any
+from typing import Any, NamedTuple
 
 import gevent
 from gevent.event import Event
 from gevent.hub import Waiter, get_hub
 from gevent.queue import Full
 from wsproto.connection import Connection as WSConnection
-from wsproto.connection import ConnectionState
+from wsproto.connection import ConnectionState as WSState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
 from ..config import Config
-from .hub import PING, Batch
+from .framing import Batch, Opcode, frame, message_frame, render
+from .hub import PING, PingTick
 from .metrics import ERRORS, Stats
-from .protocol import CloseCode, ErrorCode, binary_frame, deflated_frame, encode, error_event, text_frame
+from .protocol import CloseCode, ErrorCode, encode, error_event
 
 log = logging.getLogger(__name__)
 
 RECV_BYTES = 65536
 CLOSE_TIMEOUT = 2.0  # seconds to wait for the peer's close frame after ours
-_WAKE = object()  # a queue item that only wakes the writer, so it sees a close request
+
+
+class State(Enum):
+    """Where a Connection is in its life; its docstring has the transitions."""
+
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+# The states by bare name: `State.OPEN` is a lookup through the enum's metaclass (80 ns), and
+# `offer` tests the state once per client per batch.
+CONNECTING, OPEN, CLOSING, CLOSED = State.CONNECTING, State.OPEN, State.CLOSING, State.CLOSED
+_NEXT = {CONNECTING: (OPEN, CLOSING), OPEN: (CLOSING, CLOSED), CLOSING: (CLOSED,), CLOSED: ()}
 
 
 class _Pong:
+    """A queue item: answer the peer's ping."""
+
     __slots__ = ("payload",)
 
     def __init__(self, payload: bytes) -> None:
@@ -61,12 +78,29 @@ class _Pong:
 
 
 class _Echo:
-    """A whole frame written as it is, never joined with others (the echo route's)."""
+    """A queue item: a whole frame written as it is, never joined with others (the echo route's)."""
 
     __slots__ = ("frame",)
 
     def __init__(self, frame: bytes) -> None:
         self.frame = frame
+
+
+Outgoing = Batch | PingTick | _Pong | _Echo  # what a send queue holds
+
+
+def _deflate_agreed(ws: WSConnection) -> bool:
+    """Whether we compress what we send (permessage-deflate): the handshake agreed it (WS_DEFLATE=1
+    and the client offered) with our full 32 KB window (a client may ask for a smaller one: then
+    we send uncompressed, as RFC 7692 allows). wsproto keeps the agreed extensions in its frame
+    protocol, and has no public getter."""
+    return any(isinstance(e, PerMessageDeflate) and e.server_max_window_bits == 15 for e in ws._proto.extensions)
+
+
+class CloseRequest(NamedTuple):
+    code: int
+    reason: str
+    farewell: bytes | None  # an error event, sent just before the close frame
 
 
 class WriteTimeout(Exception):
@@ -82,23 +116,31 @@ class SendQueue:
     __slots__ = ("_items", "_limit", "_waiter")
 
     def __init__(self, limit: int) -> None:
-        self._items: deque[object] = deque()
+        self._items: deque[Outgoing] = deque()
         self._limit = limit
         self._waiter: Waiter | None = None  # set while the writer waits
 
-    def put_nowait(self, item: object) -> None:
+    def put_nowait(self, item: Outgoing) -> None:
         """Queue `item`, or raise gevent.queue.Full."""
         if len(self._items) >= self._limit:
             raise Full
         self._items.append(item)
         waiter = self._waiter
+        if waiter is not None:  # `wake`, inlined: this is the fan-out's hot path
+            self._waiter = None
+            get_hub().loop.run_callback(waiter.switch, None)
+
+    def wake(self) -> None:
+        """Let a waiting taker return, with nothing if nothing came."""
+        waiter = self._waiter
         if waiter is not None:
             self._waiter = None
             get_hub().loop.run_callback(waiter.switch, None)
 
-    def take(self, wait: bool) -> list[object]:
-        """Everything queued, oldest first; with `wait`, wait until there is something."""
-        while wait and not self._items:
+    def take(self, wait: bool) -> list[Outgoing]:
+        """Everything queued, oldest first; with `wait`, first wait until something comes or
+        `wake` is called."""
+        if wait and not self._items:
             self._waiter = Waiter()
             try:
                 self._waiter.get()
@@ -119,6 +161,35 @@ class SendQueue:
 
 
 class Connection:
+    """One client: what the Hub and the app send it, and the pumps that move it.
+
+    Its life, `state` (every change goes through `_move`, which checks it):
+
+        CONNECTING -> OPEN      start_writer: the connect handler is done
+        CONNECTING -> CLOSING   start_writer, when a close was asked for during the handler
+        OPEN       -> CLOSING   close
+        OPEN       -> CLOSED    the writer failed: a write error or timeout, a silent peer
+        CLOSING    -> CLOSED    the writer is done: close frame out (or it failed)
+
+    - CONNECTING: the connect handler runs; nothing is written. What `send` gives (the
+      welcome) and what the Hub offers are held, together at most SEND_QUEUE_SIZE (past it:
+      closed 1013); PING is ignored. A close request is recorded, for `start_writer`.
+    - OPEN: `start_writer` has queued what was held, `send`'s first, so the welcome goes out
+      before any room event. Offers are queued (full: closed 1013, `offer` returns False).
+    - CLOSING: the writer sends what was queued before the request, the farewell error event
+      and the close frame, waits up to CLOSE_TIMEOUT for the peer's, and ends. Later offers
+      are dropped.
+    - CLOSED: the writer is over for good; offers are dropped, no writer starts again. It has
+      shut the socket down, unless the peer reset it: the reader must first read what the
+      peer sent before it went (a last message, a close), so that shutdown waits CLOSE_TIMEOUT.
+
+    Apart from the state, a writer greenlet runs or not (`writing`). In OPEN it runs while
+    there is something to write, and ends when a PING finds nothing written since the last
+    one (an idle client costs no greenlet stack); the next offer starts another. In CLOSING
+    it runs until CLOSED. Never two: `_run_writer` is the one place that starts one.
+    `close`: the first request wins; TRY_AGAIN_LATER also drops what is queued or held.
+    """
+
     def __init__(
         self,
         sock: socket.socket,
@@ -128,7 +199,8 @@ class Connection:
         remote_addr: str,
         stats: Stats | None = None,
     ) -> None:
-        """`stats`: where the reader and writer count what they do (the Hub's)."""
+        """`stats`: where the reader and writer count what they do (the Hub's). `sock` and
+        `ws` may be None for a connection that never leaves CONNECTING (tests of the chat)."""
         self.id = "c" + secrets.token_hex(6)
         self.args = args  # the handshake's query parameters
         self.remote_addr = remote_addr
@@ -136,6 +208,8 @@ class Connection:
         self.data: dict[str, Any] = {}
         self.info: dict[str, Any] = {"id": self.id}  # what others see of it; the app may add
         self.last_seen = monotonic()  # when the peer last sent anything (reader writes it)
+        self.closed_by_peer = False  # the peer's close frame came first (its code and reason)
+        self.state = CONNECTING
         self._sock = sock
         self._ws = ws
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -144,58 +218,52 @@ class Connection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._config = config
         self._stats = stats or Stats()
-        # permessage-deflate for what we send, when the handshake agreed it (WS_DEFLATE=1 and the
-        # client offered) with our full 32 KB window (a client may ask for a smaller one: then
-        # we send uncompressed, as RFC 7692 allows). wsproto keeps the agreed extensions in its
-        # frame protocol, and has no public getter.
-        self._deflate = ws is not None and any(
-            isinstance(e, PerMessageDeflate) and e.server_max_window_bits == 15 for e in ws._proto.extensions
-        )
+        self._deflate = ws is not None and _deflate_agreed(ws)
         self._queue = SendQueue(config.send_queue_size)
-        # Before the writer starts (while the connect handler runs), what is sent to this client
-        # alone (`send`: the welcome) waits in `_first`, what the Hub offers in `_greeting`;
-        # the writer writes `_first` first. None once the writer runs.
-        self._first: list[Batch] = []
-        self._greeting: list[Batch] | None = []
-        self._close_request: tuple[int, str, bytes | None] | None = None
-        self.closed_by_peer = False  # the peer's close frame came first (its code and reason)
-        self._floor: int | None = None  # skip events with seq <= this (set by skip_through)
-        self._peer_closed = Event()
-        self._writer: Any = None  # the running writer greenlet (gevent.spawn_raw), if any
-        self._writer_idle = Event()  # set while no writer runs
-        self._writer_idle.set()
-        self._dead = False  # the writer is over for good (socket shut down or reset): no more writers
+        self._held_sent: list[Outgoing] = []  # CONNECTING: what `send` gave (the welcome)
+        self._held_offered: list[Outgoing] = []  # CONNECTING: what the Hub offered
+        self._close: CloseRequest | None = None
+        self._seen_through: int | None = None  # the client has the events numbered up to this
+        self._peer_closed = Event()  # the peer's close frame came, or its end of the socket closed
+        self._writer: gevent.Greenlet | None = None  # the running writer, if any
 
     def __repr__(self) -> str:
-        return f"<Connection {self.id} {self.remote_addr}>"
+        return f"<Connection {self.id} {self.remote_addr} {self.state.name}>"
+
+    def _move(self, to: State) -> None:
+        if to not in _NEXT[self.state]:
+            expected = " or ".join(state.name for state in _NEXT[self.state]) or "nothing"
+            raise RuntimeError(f"{self!r}: cannot go to {to.name}; from {self.state.name} only to {expected}")
+        self.state = to
 
     # -- any greenlet -----------------------------------------------------------------------
-    def offer(self, item: Batch | object) -> bool:
-        """Queue a Batch (or PING, or a pong) without blocking. False when the queue was full:
-        the client is then closing with 1013 (too slow) and should be forgotten by its rooms."""
-        if self._dead:  # the socket is gone; the reader is ending, and unregisters it
-            return True
-        try:
-            if self._greeting is None:
+    def offer(self, item: Outgoing) -> bool:
+        """Queue an item without blocking (a Batch or PING from the Hub, `send`'s and `echo`'s,
+        the reader's pongs). False when it did not fit: the client is then closing with 1013
+        (too slow) and should be forgotten by its rooms. Dropped quietly once closing."""
+        state = self.state
+        if state is OPEN:
+            try:
                 self._queue.put_nowait(item)
-                if self._writer is None and not self._dead:
-                    self._start_writer([])
-            elif item is PING:
-                pass  # the writer has not started yet: nothing to ping about
-            elif self._held() < self._config.send_queue_size:
-                self._greeting.append(item)  # type: ignore[arg-type]
-            else:
-                raise Full
-        except Full:
-            if not self.closing:
-                log.info(
-                    "drop %s: its send queue is full",
-                    self.id,
-                    extra={"event": "drop", "conn": self.id, "addr": self.remote_addr, "cause": "slow"},
-                )
-            self.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.TOO_SLOW, "you read too slowly")
-            return False
+            except Full:
+                return self._too_slow()
+            if self._writer is None:
+                self._run_writer()
+        elif state is CONNECTING and item is not PING:  # nothing is out yet to ping about
+            if self._held() >= self._config.send_queue_size:
+                return self._too_slow()
+            self._held_offered.append(item)
         return True
+
+    def _too_slow(self) -> bool:
+        if self._close is None:
+            self._log_drop("slow", "its send queue is full")
+        self.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.TOO_SLOW, "you read too slowly")
+        return False
+
+    def _log_drop(self, cause: str, why: str) -> None:
+        extra = {"event": "drop", "conn": self.id, "addr": self.remote_addr, "cause": cause}
+        log.info("drop %s: %s", self.id, why, extra=extra)
 
     def echo(self, message: str | bytes) -> None:
         """Send `message` back as it came: a text or a binary frame of its own, compressed when
@@ -203,11 +271,7 @@ class Connection:
         queue and writer as chat events)."""
         binary = not isinstance(message, str)
         payload = message if binary else message.encode()
-        if self._deflate:
-            frame = deflated_frame(payload, binary)
-        else:
-            frame = binary_frame(payload) if binary else text_frame(payload)
-        self.offer(_Echo(frame))
+        self.offer(_Echo(message_frame(payload, binary=binary, deflate=self._deflate)))
 
     def send(self, event: dict[str, Any]) -> None:
         """Send one event to this client only. Sent from the connect handler, it goes out
@@ -215,49 +279,41 @@ class Connection:
         if event.get("type") == "error":
             ERRORS.labels(event.get("code", "")).inc()
         batch = Batch([encode(event)])
-        if self._greeting is not None and self._held() < self._config.send_queue_size:
-            self._first.append(batch)
+        if self.state is CONNECTING and self._held() < self._config.send_queue_size:
+            self._held_sent.append(batch)
         else:
-            self.offer(batch)  # queued; or, before the writer starts, over the bound: too slow
+            self.offer(batch)  # queued; or, over the bound while connecting: too slow
 
     def _held(self) -> int:
-        """Batches held before the writer starts; they count against SEND_QUEUE_SIZE."""
-        return len(self._first) + len(self._greeting or ())
+        """Items held while CONNECTING; they count against SEND_QUEUE_SIZE."""
+        return len(self._held_sent) + len(self._held_offered)
 
     def skip_through(self, seq: int) -> None:
         """This client already has every event of its room numbered up to `seq` (say, from
         history sent in its welcome): drop such events still on their way, or published late by
-        another worker. Set once, before the writer starts."""
-        self._floor = seq
-
-    def error(self, code: ErrorCode, detail: str) -> None:
-        self.send(error_event(code, detail))
+        another worker. Only while CONNECTING (from the connect handler)."""
+        if self.state is not CONNECTING:
+            raise RuntimeError(f"{self!r}: skip_through is for the connect handler (CONNECTING)")
+        self._seen_through = seq
 
     def close(self, code: int, error: ErrorCode | None = None, detail: str = "") -> None:
         """End the connection: the writer sends what is queued (nothing when the client was too
         slow), then the `error` event if given, then a close frame with `code` and `detail`.
         The first request wins."""
-        if self._close_request is not None:
+        if self._close is not None:
             return
         farewell = None
         if error is not None:
             farewell = encode(error_event(error, detail))
             ERRORS.labels(str(error)).inc()
-        self._close_request = (code, detail, farewell)
-        if code == CloseCode.TRY_AGAIN_LATER:
-            self._queue.clear()  # the client cannot take them anyway
-            if self._greeting:
-                self._greeting.clear()
-            self._first.clear()
-        if self._greeting is not None:
-            return  # the writer has not started; it will see the request first thing
-        if self._writer is None and not self._dead:
-            self._start_writer([])
-        else:
-            try:
-                self._queue.put_nowait(_WAKE)
-            except Full:
-                pass  # the writer is busy with a full queue and will see the request after it
+        self._close = CloseRequest(code, detail, farewell)
+        if code == CloseCode.TRY_AGAIN_LATER:  # the client cannot take them anyway
+            self._queue.clear()
+            self._held_sent.clear()
+            self._held_offered.clear()
+        if self.state is OPEN:  # CONNECTING: start_writer acts on it; CLOSED: too late
+            self._move(CLOSING)
+            self._run_writer()
 
     @property
     def queued(self) -> int:
@@ -266,36 +322,50 @@ class Connection:
 
     @property
     def closing(self) -> bool:
-        return self._close_request is not None
+        """A close was asked for. Not merely CLOSED: a writer that failed on a reset socket
+        leaves the peer's last messages to the reader, which still hands them on."""
+        return self._close is not None
+
+    @property
+    def writing(self) -> bool:
+        """A writer greenlet runs."""
+        return self._writer is not None
 
     @property
     def close_reason(self) -> tuple[int, str] | None:
         """The close code and reason asked for (by us, or echoed to the peer), if any."""
-        return None if self._close_request is None else self._close_request[:2]
+        return None if self._close is None else (self._close.code, self._close.reason)
 
     # -- the writer greenlet ------------------------------------------------------------------
     def start_writer(self) -> None:
-        """End the connect phase: what was sent to this client alone goes out first, then what
-        the Hub offered meanwhile, in one frame."""
-        greeting = self._first + (self._greeting or [])
-        self._first, self._greeting = [], None
-        if greeting or self._close_request is not None:
-            self._start_writer(greeting)
+        """End the connect phase (the request's greenlet, after the connect handler): what was
+        sent to this client alone goes out first, then what the Hub offered meanwhile."""
+        self._move(OPEN if self._close is None else CLOSING)
+        held = self._held_sent + self._held_offered
+        self._held_sent, self._held_offered = [], []
+        for item in held:
+            self._queue.put_nowait(item)  # it fits: held were at most SEND_QUEUE_SIZE
+        if held or self.state is CLOSING:
+            self._run_writer()
 
-    def _start_writer(self, greeting: list[Batch]) -> None:
-        self._writer_idle.clear()
-        self._writer = gevent.spawn_raw(self._write_pump, greeting)
+    def _run_writer(self) -> None:
+        """Have a writer see what is new: start one when none runs (the one place that starts
+        writers), else wake the running one should it wait."""
+        if self._writer is None:
+            self._writer = gevent.spawn(self._write_pump)
+        else:
+            self._queue.wake()
 
-    def _write_pump(self, greeting: list[Batch]) -> None:
+    def _write_pump(self) -> None:
         """The writer: the only code that writes this socket. Ends after a ping interval with
-        nothing to write (the next offer starts another), or for good after the close frame, on
-        a write error or timeout, or when the peer has been silent too long; then it shuts the
-        socket down so the reader wakes up too. Not when the peer reset the connection: the
-        kernel wakes the reader then, and it must first read what the peer sent before it went
-        (a last message and a close: a shutdown here would throw them away)."""
+        nothing to write (OPEN: the next offer starts another), or for good (CLOSED) after the
+        close frame, on a write error or timeout, or when the peer has been silent too long;
+        then it shuts the socket down so the reader wakes up too. Not when the peer reset the
+        connection: the kernel wakes the reader then, and it must first read what the peer
+        sent before it went (a last message and a close: a shutdown here would throw them away)."""
         over, shutdown = True, True
         try:
-            over = self._write_loop(greeting)
+            over = self._write_loop()
         except ConnectionError as exc:  # reset or broken pipe: the peer is gone
             log.debug("%r: write failed: %r", self, exc)
             shutdown = False
@@ -305,94 +375,75 @@ class Connection:
         except Exception:
             log.exception("%r: writer failed", self)
         finally:
+            self._writer = None
             if over:
-                self._dead = True
+                self._move(CLOSED)
                 if shutdown:
                     self._shutdown_socket()
-            self._writer = None
-            self._writer_idle.set()
 
-    def _write_loop(self, greeting: list[Batch]) -> bool:
-        """Write until the client has been idle for a ping interval (False: this writer ends,
-        the next offer starts another) or the connection is over (True)."""
+    def _write_loop(self) -> bool:
+        """Write until the connection is over (True), or, while OPEN, until a PING finds that
+        nothing was written since the one before (False: this writer ends)."""
         queue = self._queue
         silence_limit = self._config.ping_interval + self._config.pong_timeout
-        items: list[object] = greeting.copy()
-        greeting.clear()  # held by the caller's frame for the writer's life: keep nothing in it
         wrote = True  # since the last PING
         while True:
-            # no timer: the Hub's ticker sends PING
-            items += queue.take(wait=not items and self._close_request is None)
+            # Waits only while OPEN, for an item or a wake (no timer: the Hub's ticker sends
+            # PING). Between here and the write below nothing switches, so what is queued now
+            # goes out in this write, and a close request seen below comes after all of it.
+            items = queue.take(wait=self.state is OPEN)
             data = self._render(items)
             events, idle = bool(data), False
             if PING in items:
                 silent = monotonic() - self.last_seen
                 if silent > silence_limit:
-                    log.info(
-                        "drop %s: no answer for %.0f s",
-                        self.id,
-                        silent,
-                        extra={"event": "drop", "conn": self.id, "addr": self.remote_addr, "cause": "silent"},
-                    )
+                    self._log_drop("silent", f"no answer for {silent:.0f} s")
                     return True
                 idle, wrote = not (wrote or events), False  # idle: nothing for a ping interval
-                if self._ws.state is ConnectionState.OPEN:
+                if self._ws.state is WSState.OPEN:
                     data += self._ws.send(Ping())
                     self._stats.frames += 1
             wrote = wrote or events
-            request = self._close_request
-            if request is not None and queue.empty():
-                code, detail, farewell = request
-                if farewell is not None:
-                    data += text_frame(farewell)
-                    self._stats.frames += 1
-                if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-                    data += self._ws.send(CloseConnection(code, detail or None))
-                    self._stats.frames += 1
-                self._write(data)
+            if self.state is CLOSING:
+                self._write(data + self._closing_frames())
                 self._peer_closed.wait(CLOSE_TIMEOUT)
                 return True
             if data:
-                self._write(data)
-            if idle and queue.empty() and self._close_request is None:
+                self._write(data)  # may switch: more may be queued, or a close asked for, meanwhile
+            if idle and queue.empty() and self.state is OPEN:
                 return False
-            items, data = [], b""  # while it waits, a writer holds no frame (the welcome is big)
+            del items, data  # while it waits, a writer holds no frame (the welcome is big)
 
-    def _render(self, items: list[object]) -> bytes:
-        """Turn queued items into bytes: all events in one frame (one line each), then pongs."""
-        batches = [item for item in items if type(item) is Batch]
-        if self._floor is not None:
-            batches = self._above_floor(batches)
-        if len(batches) == 1:  # framed once for every member of the room
-            data = batches[0].deflated if self._deflate else batches[0].frame
-        elif batches:
-            payload = b"\n".join(batch.payload for batch in batches)
-            data = deflated_frame(payload) if self._deflate else text_frame(payload)
-        else:
-            data = b""
-        frames = 1 if data else 0
-        for item in items:
-            if type(item) is _Pong and self._ws.state is ConnectionState.OPEN:
-                data += self._ws.send(Pong(item.payload))
+    def _render(self, items: list[Outgoing]) -> bytes:
+        """Queued items as bytes: all events in one frame (framing.render), then pongs and echoes."""
+        batches: list[Batch] = []
+        controls, frames = b"", 0  # pongs and echoes: frames of their own
+        for item in items:  # one pass, on the type alone: a writer in a busy room runs it for each batch
+            kind = type(item)
+            if kind is Batch:
+                batches.append(item)  # type: ignore[arg-type]
+            elif kind is _Pong and self._ws.state is WSState.OPEN:
+                controls += self._ws.send(Pong(item.payload))  # type: ignore[union-attr]
                 frames += 1
-            elif type(item) is _Echo:
-                data += item.frame
+            elif kind is _Echo:
+                controls += item.frame  # type: ignore[union-attr]
                 frames += 1
-        self._stats.frames += frames
+        data = render(batches, self._deflate, self._seen_through) if batches else b""
+        self._stats.frames += frames + (1 if data else 0)
+        return data + controls if controls else data
+
+    def _closing_frames(self) -> bytes:
+        """The farewell error event, if any, and our close frame, unless the close handshake is over."""
+        assert self._close is not None
+        code, reason, farewell = self._close
+        data = b""
+        if farewell is not None:
+            data += frame(Opcode.TEXT, farewell)
+            self._stats.frames += 1
+        if self._ws.state in (WSState.OPEN, WSState.REMOTE_CLOSING):
+            data += self._ws.send(CloseConnection(code, reason or None))
+            self._stats.frames += 1
         return data
-
-    def _above_floor(self, batches: list[Batch]) -> list[Batch]:
-        """The batches without events numbered up to the floor."""
-        floor = self._floor
-        kept = []
-        for batch in batches:
-            if batch.seqs is None or batch.low > floor:
-                kept.append(batch)
-            else:
-                events = [e for e, seq in zip(batch.events, batch.seqs, strict=True) if seq is None or seq > floor]
-                if events:
-                    kept.append(Batch(events))
-        return kept
 
     def _write(self, data: bytes) -> None:
         """Write all of `data` or fail: one non-blocking send first (the usual case: the
@@ -452,8 +503,8 @@ class Connection:
                     # Still OPEN: wsproto found a protocol violation (event.code: 1002, 1007), and
                     # we fail the connection without waiting for an answer (RFC 6455 7.1.7).
                     # Otherwise it is the peer's close frame: answered now, if ours is not out.
-                    violation = ws.state is ConnectionState.OPEN
-                    self.closed_by_peer = not violation and self._close_request is None
+                    violation = ws.state is WSState.OPEN
+                    self.closed_by_peer = not violation and self._close is None
                     self._peer_closed.set()
                     self.close(event.code, detail=event.reason or ("protocol error" if violation else ""))
                     return
@@ -461,6 +512,10 @@ class Connection:
     def end(self) -> None:
         """After the reader has returned: let the writer finish (bounded), then drop the socket."""
         self.close(CloseCode.NORMAL)
-        if not self._writer_idle.wait(self._config.write_timeout + CLOSE_TIMEOUT):
-            gevent.kill(self._writer, block=False)
+        if self.state is CONNECTING:  # start_writer never ran: it sends what was held, then the close
+            self.start_writer()
+        writer = self._writer
+        if writer is not None:
+            writer.join(self._config.write_timeout + CLOSE_TIMEOUT)
+            writer.kill(block=False)  # if it is still there
         self._shutdown_socket()

@@ -12,7 +12,7 @@ is never started (`_NoThread`), and our reader and writer (client.py) take over 
 and wsproto connection. permessage-deflate is off unless WS_DEFLATE=1: the client's offer is
 removed before the handshake. With it on, simple-websocket accepts the offer (wsproto then
 inflates what the client sends) and our writer sends each room's frame compressed once, on
-its own (protocol.deflated_frame); only a writer that joins several batches into one frame
+its own (framing.message_frame); only a writer that joins several batches into one frame
 compresses that frame for its client alone. When our handler returns,
 flask-sock ends the request under gunicorn by raising StopIteration, gunicorn's own signal
 to close the connection, which gunicorn 27's async worker catches and logs at debug level.

@@ -4,8 +4,7 @@ Concurrency story (one worker process, gevent greenlets, no threads):
 
 - One Hub greenlet runs `Hub.run`. It is the only code that changes `rooms`, `connections`
   and each connection's `rooms` set, so none of them needs a lock. Everything else asks it
-  through `inbox` (register, unregister, join, leave, publish, tell_all, close_all, ping_all),
-  in order.
+  through `inbox` with one command object each (Register, Join, Publish...), taken in order.
   Other greenlets may read `rooms` (gevent switches only at blocking calls, so a read sees a
   consistent state), never write it.
 - Each round the Hub takes every command waiting (up to MAX_ROUND). Publishes to one room are
@@ -25,13 +24,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from itertools import islice
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from gevent.event import Event
 from gevent.queue import Queue
 
+from .framing import Batch
 from .metrics import Stats
-from .protocol import CloseCode, ErrorCode, deflated_frame, text_frame
+from .protocol import CloseCode, ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -39,39 +39,14 @@ MAX_ROUND = 512  # commands handled per round: bounds a round's latency and a ba
 ACK_TIMEOUT = 5.0  # seconds a joiner waits for the Hub before giving up (the Hub is stuck)
 
 
-class Batch:
-    """Events for one room from one Hub round: the payload is joined once and framed once.
+class PingTick:
+    """The queue item that asks a client's writer to ping its peer (after checking that the
+    peer answered the last one). One ticker sends it to everyone, so idle writers need no timers."""
 
-    `seqs` holds each event's sequence number within the room (None for events without one),
-    or is None when no event has one; a client that has just been sent history uses them to
-    skip what it already has (Connection.skip_through)."""
+    __slots__ = ()
 
-    __slots__ = ("_deflated", "_frame", "events", "low", "payload", "seqs")
 
-    def __init__(self, events: list[bytes], seqs: list[int | None] | None = None) -> None:
-        self.events = events
-        numbered = [seq for seq in seqs if seq is not None] if seqs is not None else []
-        self.seqs = seqs if numbered else None
-        # the lowest seq, so that a client's floor check is one comparison per batch (-1: some
-        # events have no seq, and the batch must be looked at event by event)
-        self.low = min(numbered) if numbered and len(numbered) == len(events) else -1
-        self.payload = b"\n".join(events)
-        self._frame: bytes | None = None
-        self._deflated: bytes | None = None
-
-    @property
-    def frame(self) -> bytes:
-        """The whole WebSocket frame, built by the first writer that needs it."""
-        if self._frame is None:
-            self._frame = text_frame(self.payload)
-        return self._frame
-
-    @property
-    def deflated(self) -> bytes:
-        """The frame compressed, for clients with permessage-deflate; built once too."""
-        if self._deflated is None:
-            self._deflated = deflated_frame(self.payload)
-        return self._deflated
+PING = PingTick()
 
 
 class Member(Protocol):
@@ -81,16 +56,53 @@ class Member(Protocol):
     rooms: set[str]  # owned by the Hub greenlet
     info: dict  # what others see of it (presence)
 
-    def offer(self, item: Batch | object) -> bool: ...
+    def offer(self, item: Batch | PingTick) -> bool: ...
 
     def close(self, code: CloseCode, error: ErrorCode | None = None, detail: str = "") -> None: ...
 
 
-_REGISTER, _UNREGISTER, _JOIN, _LEAVE, _PUBLISH, _TELL_ALL, _CLOSE_ALL, _PING_ALL = range(8)
+# -- the inbox's commands -----------------------------------------------------------------------
+class Register(NamedTuple):
+    conn: Member
 
-# A queue item that asks a client's writer to ping its peer (after checking that the peer
-# answered the last one). One ticker sends it to everyone, so idle writers need no timers.
-PING = object()
+
+class Unregister(NamedTuple):
+    conn: Member
+
+
+class Join(NamedTuple):
+    conn: Member
+    room: str
+    done: Event  # set by the Hub once it is done (or has failed)
+
+
+class Leave(NamedTuple):
+    conn: Member
+    room: str
+
+
+class Publish(NamedTuple):
+    room: str
+    event: bytes  # serialised once, by the publisher
+    seq: int | None  # orders the event within its room (a message id)
+
+
+class TellAll(NamedTuple):
+    event: bytes
+
+
+class PingAll(NamedTuple):
+    pass
+
+
+class CloseAll(NamedTuple):
+    code: CloseCode
+    error: ErrorCode
+    detail: str
+    refuse_new: bool
+
+
+Command = Register | Unregister | Join | Leave | Publish | TellAll | PingAll | CloseAll
 
 
 class HubStuck(RuntimeError):
@@ -99,7 +111,7 @@ class HubStuck(RuntimeError):
 
 class Hub:
     def __init__(self) -> None:
-        self._inbox: Queue = Queue()  # unbounded: publishers never block on the Hub
+        self._inbox: Queue[Command] = Queue()  # unbounded: publishers never block on the Hub
         self.rooms: dict[str, dict[str, Member]] = {}
         self.connections: dict[str, Member] = {}
         self.closing: tuple[CloseCode, ErrorCode, str] | None = None  # set: refuse newcomers
@@ -107,41 +119,41 @@ class Hub:
 
     # -- asked from any greenlet ------------------------------------------------------------
     def register(self, conn: Member) -> None:
-        self._inbox.put((_REGISTER, conn))
+        self._inbox.put(Register(conn))
 
     def unregister(self, conn: Member) -> None:
-        self._inbox.put((_UNREGISTER, conn))
+        self._inbox.put(Unregister(conn))
 
     def join(self, conn: Member, room: str) -> None:
         """Put `conn` in `room`; returns once the Hub has done it, so every event published
         after this call returns reaches `conn`."""
         done = Event()
-        self._inbox.put((_JOIN, conn, room, done))
+        self._inbox.put(Join(conn, room, done))
         if not done.wait(ACK_TIMEOUT):
             raise HubStuck(f"the hub did not answer a join within {ACK_TIMEOUT} s")
         if room not in conn.rooms:  # unregistered, dropped, or the join failed
             raise HubStuck(f"{conn.id} could not join {room}")
 
     def leave(self, conn: Member, room: str) -> None:
-        self._inbox.put((_LEAVE, conn, room))
+        self._inbox.put(Leave(conn, room))
 
     def publish(self, room: str, event: bytes, seq: int | None = None) -> None:
         """Deliver one serialised event to every member of `room` (non-blocking). `seq`, if
         given, orders the event within the room (a message id)."""
-        self._inbox.put((_PUBLISH, room, event, seq))
+        self._inbox.put(Publish(room, event, seq))
 
     def ping_all(self) -> None:
         """Ask every connection's writer to ping its peer."""
-        self._inbox.put((_PING_ALL,))
+        self._inbox.put(PingAll())
 
     def tell_all(self, event: bytes) -> None:
         """Send one serialised event to every connection of this worker, in any room."""
-        self._inbox.put((_TELL_ALL, event))
+        self._inbox.put(TellAll(event))
 
     def close_all(self, code: CloseCode, error: ErrorCode, detail: str, refuse_new: bool = False) -> None:
         """Close every connection (after what is queued for it); with `refuse_new`, close
         every later one too, at once."""
-        self._inbox.put((_CLOSE_ALL, code, error, detail, refuse_new))
+        self._inbox.put(CloseAll(code, error, detail, refuse_new))
 
     def shutdown(self) -> None:
         """Close every connection with 1001 and refuse new ones."""
@@ -170,65 +182,69 @@ class Hub:
             except Exception:  # a bug here must not end delivery for everyone
                 log.exception("hub round failed")
 
-    def handle_round(self, commands: Iterable[tuple]) -> None:
+    def handle_round(self, commands: Iterable[Command]) -> None:
+        """One round: each room's publishes joined into one batch, delivered at the end of the
+        round, or before a command that changes who gets them."""
         pending: dict[str, tuple[list[bytes], list[int | None]]] = {}  # room: (events, seqs)
         for command in commands:
-            op = command[0]
-            if op == _PUBLISH:
-                entry = pending.get(command[1])
+            if type(command) is Publish:  # the fast path: most commands are publishes
+                room, event, seq = command
+                entry = pending.get(room)
                 if entry is None:
-                    entry = pending[command[1]] = ([], [])
-                entry[0].append(command[2])
-                entry[1].append(command[3])
+                    entry = pending[room] = ([], [])
+                entry[0].append(event)
+                entry[1].append(seq)
                 continue
-            if op == _JOIN or op == _LEAVE:
-                touched: Iterable[str] = (command[2],)
-            elif op == _UNREGISTER:
-                touched = list(command[1].rooms)  # a flush below may drop it from them
-            elif op == _CLOSE_ALL or op == _TELL_ALL:
-                touched = list(pending)
-            else:
-                touched = ()
             try:
-                for room in touched:
-                    if room in pending:
-                        self._fan_out(room, *pending.pop(room))
-                self._apply(command)
+                self._apply(command, pending)
             except Exception:  # one bad command must not cost the round's other events
-                log.exception("hub command %r failed", command[:2])
-                if op == _JOIN:
-                    command[3].set()  # the joiner stops waiting; it is not in the room
+                log.exception("hub command %s failed", type(command).__name__)
+                if type(command) is Join:
+                    command.done.set()  # the joiner stops waiting; it is not in the room
         for room, (events, seqs) in pending.items():
             self._fan_out(room, events, seqs)
 
-    def _apply(self, command: tuple) -> None:
-        op, args = command[0], command[1:]
-        if op == _REGISTER:
-            (conn,) = args
-            self.connections[conn.id] = conn
-            if self.closing:
-                conn.close(*self.closing)
-        elif op == _UNREGISTER:
-            (conn,) = args
-            self._remove(conn)
-            self.connections.pop(conn.id, None)
-        elif op == _JOIN:
-            conn, room, done = args
-            if conn.id in self.connections:  # not if it was dropped or unregistered meanwhile
-                self.rooms.setdefault(room, {})[conn.id] = conn
-                conn.rooms.add(room)
-            done.set()
-        elif op == _LEAVE:
-            conn, room = args
-            self._leave(conn, room)
-        elif op == _TELL_ALL or op == _PING_ALL:
-            self._offer_all(self.connections.values(), Batch([args[0]]) if op == _TELL_ALL else PING)
-        elif op == _CLOSE_ALL:
-            code, error, detail, refuse_new = args
-            if refuse_new:
-                self.closing = (code, error, detail)
-            for conn in self.connections.values():
-                conn.close(code, error, detail)
+    def _apply(self, command: Command, pending: dict[str, tuple[list[bytes], list[int | None]]]) -> None:
+        """Any command but a publish. One that changes who is in a room first delivers what
+        was published to it before (`_deliver`), so a joiner never gets older events and a
+        leaver misses none."""
+        match command:
+            case Register(conn):
+                self.connections[conn.id] = conn
+                if self.closing:
+                    conn.close(*self.closing)
+            case Unregister(conn):
+                self._deliver(pending, list(conn.rooms))  # a delivery may drop it from its rooms
+                self._remove(conn)
+                self.connections.pop(conn.id, None)
+            case Join(conn, room, done):
+                self._deliver(pending, (room,))
+                if conn.id in self.connections:  # not if it was dropped or unregistered meanwhile
+                    conn.rooms.add(room)
+                    self.rooms.setdefault(room, {})[conn.id] = conn
+                done.set()
+            case Leave(conn, room):
+                self._deliver(pending, (room,))
+                self._leave(conn, room)
+            case TellAll(event):
+                self._deliver(pending, list(pending))
+                self._offer_all(self.connections.values(), Batch([event]))
+            case PingAll():
+                self._offer_all(self.connections.values(), PING)
+            case CloseAll(code, error, detail, refuse_new):
+                self._deliver(pending, list(pending))
+                if refuse_new:
+                    self.closing = (code, error, detail)
+                for conn in self.connections.values():
+                    conn.close(code, error, detail)
+            case _:
+                raise TypeError(f"not a hub command: {command!r}")
+
+    def _deliver(self, pending: dict[str, tuple[list[bytes], list[int | None]]], rooms: Iterable[str]) -> None:
+        """Fan out now what this round published to `rooms` so far."""
+        for room in rooms:
+            if room in pending:
+                self._fan_out(room, *pending.pop(room))
 
     def _fan_out(self, room: str, events: list[bytes], seqs: list[int | None]) -> None:
         members = self.rooms.get(room)
@@ -236,7 +252,7 @@ class Hub:
             return
         self._offer_all(members.values(), Batch(events, seqs))
 
-    def _offer_all(self, conns: Iterable[Member], item: Batch | object) -> None:
+    def _offer_all(self, conns: Iterable[Member], item: Batch | PingTick) -> None:
         """Offer `item` to each; one too slow (closed itself with 1013) or broken leaves its rooms."""
         gone, offered, slow = [], 0, 0
         for conn in conns:

@@ -1,4 +1,4 @@
-"""Wire protocol v1 of the realtime layer: events, error codes, close codes, and framing.
+"""Wire protocol v1 of the realtime layer: events, error codes, close codes (frames: framing.py).
 
 Client to server: each text frame is one JSON object with a string `type`.
 Server to client: each text frame holds one or more events, one compact JSON object per line.
@@ -9,20 +9,18 @@ events and clients can split on it.
 from __future__ import annotations
 
 import json
-import struct
-import zlib
 from collections.abc import Mapping
 from enum import IntEnum, StrEnum
 from typing import Any
 
 
 class CloseCode(IntEnum):
-    """WebSocket close codes this server sends (RFC 6455, section 7.4)."""
+    """WebSocket close codes this server chooses (RFC 6455, section 7.4). A protocol violation
+    (1002) or a text frame that is not UTF-8 (1007) is found by wsproto, whose code the reader
+    passes on."""
 
     NORMAL = 1000
     GOING_AWAY = 1001  # server shutting down: reconnect at once
-    PROTOCOL_ERROR = 1002
-    INVALID_DATA = 1007  # e.g. a text frame that is not UTF-8
     POLICY = 1008  # bad parameters, flood
     TOO_BIG = 1009  # a message over MAX_FRAME_BYTES
     INTERNAL = 1011
@@ -88,39 +86,3 @@ def decode(text: str) -> dict[str, Any]:
     if not isinstance(kind, str) or not kind:
         raise ProtocolError(ErrorCode.BAD_TYPE, "an event needs a string field 'type'")
     return event
-
-
-def split_frame(payload: str) -> list[dict[str, Any]]:
-    """What a client does with a server frame: one event per line."""
-    return [json.loads(line) for line in payload.split("\n")]
-
-
-def text_frame(payload: bytes) -> bytes:
-    """A whole, unmasked, final WebSocket text frame (server to client) holding `payload`."""
-    return _frame(0x81, payload)
-
-
-def binary_frame(payload: bytes) -> bytes:
-    """A whole, unmasked, final binary frame (only the echo route sends them)."""
-    return _frame(0x82, payload)
-
-
-def deflated_frame(payload: bytes, binary: bool = False) -> bytes:
-    """`text_frame` (or `binary_frame`), compressed (permessage-deflate, RFC 7692: RSV1 set).
-    Compressed on its own, with no reference to earlier messages, which a server may always
-    do: the same bytes are right for every client that negotiated deflate with our 32 KB
-    window, so a room's frame is compressed once."""
-    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
-    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
-    return _frame(0xC2 if binary else 0xC1, data[:-4])  # without the 00 00 ff ff that ends a sync flush
-
-
-def _frame(first: int, data: bytes) -> bytes:
-    size = len(data)
-    if size < 126:
-        header = bytes((first, size))
-    elif size < 1 << 16:
-        header = struct.pack("!BBH", first, 126, size)
-    else:
-        header = struct.pack("!BBQ", first, 127, size)
-    return header + data

@@ -129,7 +129,7 @@ def chat(tmp_path):
 
 
 def socketless(chat: Chat, room: str, name: str = "x") -> Connection:
-    """A registered connection without a socket: what the Hub offers it waits in its greeting."""
+    """A registered connection without a socket: it stays CONNECTING, holding what it is sent."""
     conn = Connection(None, None, chat.config, {"room": room, "name": name}, "test")  # type: ignore[arg-type]
     chat.rt._hub.register(conn)  # as a session does
     return conn
@@ -151,7 +151,7 @@ def test_posts_that_arrive_together_share_one_commit_and_go_out_in_id_order(chat
     gevent.joinall(jobs, timeout=10, raise_error=True)
     assert len(commits) == 1
     member(chat, "other")  # the Hub takes commands in order: every publish before this is done
-    seqs = [seq for batch in conn._greeting for seq in batch.seqs]
+    seqs = [seq for batch in conn._held_offered for seq in batch.seqs]
     assert seqs == sorted(seqs) and len(seqs) == 10
     assert sorted(int(job.value[0]["id"]) for job in jobs) == seqs
 
@@ -173,7 +173,7 @@ def test_a_leave_comes_after_the_leavers_last_messages(chat: Chat) -> None:
     chat.disconnect(ann)
     chat.post("r", {"id": "bot:b", "name": "b"}, "after", None)  # queued behind the leave: it is out
     member(chat, "other")  # and the Hub has fanned out all of it
-    events = [json.loads(e) for batch in watcher._greeting for e in batch.events]
+    events = [json.loads(e) for batch in watcher._held_offered for e in batch.events]
     assert [(e["type"], e.get("text")) for e in events] == [
         ("join", None),
         ("message", "m0"),
@@ -187,7 +187,7 @@ def test_a_leave_comes_after_the_leavers_last_messages(chat: Chat) -> None:
 def test_a_welcome_lists_some_members_of_a_big_room_and_counts_them_all(chat: Chat) -> None:
     joined = [member(chat, "big") for _ in range(WELCOME_MEMBERS + 2)]
     late = joiner(chat, "big", "late")
-    welcome = json.loads(late._first[0].events[0])
+    welcome = json.loads(late._held_sent[0].events[0])
     assert welcome["member_count"] == len(joined) + 1
     assert [m["id"] for m in welcome["members"]] == [conn.id for conn in joined[:WELCOME_MEMBERS]]
 
@@ -209,7 +209,7 @@ def test_a_big_room_gets_member_counts_instead_of_each_join_and_leave(chat: Chat
     chat.count_big_rooms()
     chat.post("big", {"id": "bot:b", "name": "b"}, "after", None)  # behind the leaves in the poster
     member(chat, "other")  # the Hub is through with all of it
-    events = [json.loads(e) for batch in watcher._greeting for e in batch.events]
+    events = [json.loads(e) for batch in watcher._held_offered for e in batch.events]
     joins = [e["user"]["name"] for e in events if e["type"] == "join"]
     assert joins == ["watcher", *(f"m{i}" for i in range(WELCOME_MEMBERS - 1))]  # the last one made it big
     assert not [e for e in events if e["type"] == "leave"]
@@ -224,8 +224,8 @@ def test_a_room_that_grew_big_elsewhere_is_counted_here_too(chat: Chat) -> None:
         member(chat, "grew")
     chat.count_big_rooms()
     member(chat, "sync")
-    events = [json.loads(e) for batch in watcher._greeting for e in batch.events]
+    events = [json.loads(e) for batch in watcher._held_offered for e in batch.events]
     assert events == [{"type": "presence", "room": "grew", "member_count": WELCOME_MEMBERS + 1}]
     chat.count_big_rooms()  # unchanged: nothing more
     member(chat, "sync")
-    assert len([e for batch in watcher._greeting for e in batch.events]) == 1
+    assert len([e for batch in watcher._held_offered for e in batch.events]) == 1

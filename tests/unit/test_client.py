@@ -1,48 +1,37 @@
-"""A connection's writer side (no socket): its send queue, coalescing and skip_through."""
+"""One connection on a socket pair, its peer read by wsproto's client side: its send queue,
+its states, and what its writer sends when."""
 
 from __future__ import annotations
 
+import socket
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
 import gevent
+import gevent.socket
 import pytest
 from gevent.queue import Full
+from wsproto.connection import Connection as WSConnection
+from wsproto.connection import ConnectionType
+from wsproto.events import CloseConnection, Event, Ping, TextMessage
 
 from chatapp.config import Config
-from chatapp.realtime.client import Connection, SendQueue
-from chatapp.realtime.hub import Batch
-from chatapp.realtime.protocol import text_frame
+from chatapp.realtime.client import CLOSED, CLOSING, CONNECTING, OPEN, Connection, SendQueue
+from chatapp.realtime.framing import Batch, Opcode, frame
+from chatapp.realtime.hub import PING
+from chatapp.realtime.protocol import CloseCode, ErrorCode, encode
+from tests.helpers import TIMEOUT, events_of
 
 
-def connection() -> Connection:
-    return Connection(None, None, Config(), {}, "test")  # type: ignore[arg-type]
-
-
-def test_one_batch_is_written_as_its_shared_frame() -> None:
-    batch = Batch([b"a", b"b"])
-    assert connection()._render([batch]) is batch.frame
-
-
-def test_several_batches_are_coalesced_into_one_frame() -> None:
-    assert connection()._render([Batch([b"a"]), Batch([b"b", b"c"])]) == text_frame(b"a\nb\nc")
-
-
-def test_skip_through_drops_events_up_to_the_floor_whenever_they_come() -> None:
-    conn = connection()
-    conn.skip_through(5)
-    mixed = Batch([b"m4", b"join", b"m5"], [4, None, 5])
-    newer = Batch([b"m6", b"m7"], [6, 7])
-    assert conn._render([mixed, newer]) == text_frame(b"join\nm6\nm7")
-    assert conn._render([newer]) is newer.frame  # nothing to drop: the shared frame
-    late = Batch([b"m3", b"m8"], [3, 8])  # another worker published m3 late
-    assert conn._render([late]) == text_frame(b"m8")
-    assert conn._render([Batch([b"m2"], [2])]) == b""
-
-
+# -- the send queue ---------------------------------------------------------------------------------
 def test_send_queue_is_bounded_and_hands_everything_over_in_order() -> None:
     queue = SendQueue(3)
     for item in "abc":
-        queue.put_nowait(item)
+        queue.put_nowait(item)  # type: ignore[arg-type]
     with pytest.raises(Full):
-        queue.put_nowait("d")
+        queue.put_nowait("d")  # type: ignore[arg-type]
     assert queue.take(wait=False) == ["a", "b", "c"]
     assert queue.take(wait=False) == [] and queue.empty()
 
@@ -52,9 +41,17 @@ def test_send_queue_wakes_its_waiting_taker() -> None:
     taker = gevent.spawn(queue.take, True)
     gevent.sleep(0)  # the taker now waits
     assert not taker.ready()
-    queue.put_nowait("x")
-    queue.put_nowait("y")
+    queue.put_nowait("x")  # type: ignore[arg-type]
+    queue.put_nowait("y")  # type: ignore[arg-type]
     assert taker.get(timeout=5) == ["x", "y"]
+
+
+def test_send_queue_wake_lets_its_taker_return_with_nothing() -> None:
+    queue = SendQueue(8)
+    taker = gevent.spawn(queue.take, True)
+    gevent.sleep(0)
+    queue.wake()
+    assert taker.get(timeout=5) == []
 
 
 def test_send_queue_wakes_the_next_taker_after_one_was_killed_while_waiting() -> None:
@@ -65,5 +62,209 @@ def test_send_queue_wakes_the_next_taker_after_one_was_killed_while_waiting() ->
     assert taker.dead
     second = gevent.spawn(queue.take, True)
     gevent.sleep(0)
-    queue.put_nowait("x")
+    queue.put_nowait("x")  # type: ignore[arg-type]
     assert second.get(timeout=5) == ["x"]
+
+
+# -- a connection and its peer ------------------------------------------------------------------------
+class Peer:
+    """The client's end of the socket pair: what the server wrote, read by wsproto."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.pending: list[Event] = []
+
+    def next(self, timeout: float = TIMEOUT) -> Event:
+        """The next whole frame: a TextMessage, a Ping or a CloseConnection."""
+        while not self.pending:
+            with gevent.Timeout(timeout):
+                data = self.sock.recv(65536)
+            if not data:
+                raise EOFError("the server closed the socket")
+            self.ws.receive_data(data)
+            self.pending += self.ws.events()
+        event = self.pending.pop(0)
+        assert not isinstance(event, TextMessage) or event.message_finished, "a frame split in parts"
+        return event
+
+    def lines(self) -> list[dict[str, Any]]:
+        """The events of the next text frame (pings skipped)."""
+        while not isinstance(event := self.next(), TextMessage):
+            assert isinstance(event, Ping), event
+        return events_of(event.data)
+
+    def until_close(self) -> tuple[list[dict[str, Any]], int]:
+        """The events of every frame up to the close frame, and its code."""
+        events: list[dict[str, Any]] = []
+        while not isinstance(event := self.next(), CloseConnection):
+            if isinstance(event, TextMessage):
+                events += events_of(event.data)
+        return events, event.code
+
+
+Open = Callable[..., tuple[Connection, Peer]]
+
+
+@pytest.fixture
+def open_() -> Iterator[Open]:
+    """Open connections on socket pairs (on TCP with `tcp`), with their readers running unless
+    `reader=False`; when the test is over, each peer goes and the connection ends as under
+    realtime.py."""
+    opened: list[tuple[Connection, Peer, socket.socket]] = []
+
+    def make(reader: bool = True, tcp: bool = False, **settings: Any) -> tuple[Connection, Peer]:
+        ours, theirs = tcp_pair() if tcp else gevent.socket.socketpair()
+        conn = Connection(ours, WSConnection(ConnectionType.SERVER), replace(Config(), **settings), {}, "test")
+        conn.data["received"] = []
+        if reader:
+            gevent.spawn(conn.read_pump, lambda conn, message: conn.data["received"].append(message))
+        opened.append((conn, Peer(theirs), ours))
+        return conn, opened[-1][1]
+
+    yield make
+    for conn, peer, ours in opened:
+        peer.sock.close()
+        conn.end()
+        assert not conn.writing and conn.state is CLOSED
+        ours.close()
+
+
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    with gevent.socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        theirs = gevent.socket.create_connection(listener.getsockname())
+        return listener.accept()[0], theirs
+
+
+def room_event(text: str, seq: int | None = None) -> Batch:
+    return Batch([encode({"type": "message", "text": text})], [seq])
+
+
+def test_the_welcome_goes_out_first_and_with_what_the_hub_offered_meanwhile_in_one_frame(open_: Open) -> None:
+    conn, peer = open_()
+    assert conn.offer(room_event("before the welcome")) and conn.offer(PING)
+    conn.send({"type": "welcome"})
+    assert conn.state is CONNECTING and not conn.writing and conn.queued == 2  # PING is not held
+    conn.start_writer()
+    assert conn.state is OPEN
+    assert peer.lines() == [{"type": "welcome"}, {"type": "message", "text": "before the welcome"}]
+
+
+def test_what_is_held_while_connecting_counts_against_the_queue_size(open_: Open) -> None:
+    conn, peer = open_(send_queue_size=3)
+    conn.send({"type": "welcome"})
+    assert conn.offer(room_event("1")) and conn.offer(room_event("2"))
+    assert not conn.offer(room_event("3"))  # the fourth: too slow
+    assert conn.close_reason == (CloseCode.TRY_AGAIN_LATER, "you read too slowly") and conn.queued == 0
+    conn.start_writer()
+    assert conn.state is CLOSING
+    events, code = peer.until_close()
+    assert (events, code) == ([{"type": "error", "code": "too_slow", "detail": "you read too slowly"}], 1013)
+
+
+def test_a_full_queue_closes_with_1013_and_what_was_queued_is_dropped(open_: Open) -> None:
+    conn, peer = open_(send_queue_size=4)
+    conn.start_writer()
+    assert all(conn.offer(room_event(str(n))) for n in range(4))  # the writer has not run yet
+    assert not conn.offer(room_event("one too many"))
+    assert conn.offer(room_event("after the close"))  # dropped quietly: the Hub forgot it already
+    events, code = peer.until_close()
+    assert code == CloseCode.TRY_AGAIN_LATER and [e["type"] for e in events] == ["error"]
+
+
+def test_the_first_close_request_wins_and_goes_out_after_what_was_queued(open_: Open) -> None:
+    conn, peer = open_()
+    conn.start_writer()
+    conn.offer(room_event("last"))
+    conn.close(CloseCode.GOING_AWAY, ErrorCode.SHUTTING_DOWN, "restarting")
+    conn.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.TOO_SLOW, "too slow")  # too late: ignored
+    events, code = peer.until_close()
+    assert code == CloseCode.GOING_AWAY
+    assert [e.get("text") or e.get("code") for e in events] == ["last", "shutting_down"]
+
+
+def test_an_idle_writer_ends_at_a_ping_after_a_quiet_interval_and_an_offer_starts_the_next(open_: Open) -> None:
+    conn, peer = open_()
+    started = count_writers(conn)
+    conn.send({"type": "welcome"})
+    conn.start_writer()
+    assert peer.lines() == [{"type": "welcome"}]
+    conn.offer(PING)  # something was written since the writer started: it stays
+    assert isinstance(peer.next(), Ping)
+    assert conn.writing
+    conn.offer(PING)  # nothing since the last PING: it pings, then ends
+    assert isinstance(peer.next(), Ping)
+    gevent.idle()
+    assert not conn.writing and conn.state is OPEN
+    for n in range(3):  # the first starts a writer; the others find it there
+        conn.offer(room_event(str(n)))
+    assert [e["text"] for e in peer.lines()] == ["0", "1", "2"]
+    conn.close(CloseCode.NORMAL)  # the writer waits: it is woken, no other starts
+    assert peer.until_close() == ([], CloseCode.NORMAL)
+    assert started == [2, 1]  # two writers in all, never two at once
+
+
+def test_a_peer_silent_past_the_pong_timeout_is_dropped_without_a_close_frame(open_: Open) -> None:
+    conn, peer = open_(ping_interval=1.0, pong_timeout=1.0)
+    conn.start_writer()
+    conn.last_seen -= 2.5
+    conn.offer(PING)
+    with pytest.raises(EOFError):
+        peer.next()
+    assert conn.state is CLOSED and conn.offer(room_event("late")) and conn.queued == 0  # dropped
+
+
+def test_skip_through_drops_the_events_the_welcome_had_already(open_: Open) -> None:
+    conn, peer = open_()
+    conn.skip_through(5)
+    conn.offer(Batch([b'{"n":4}', b'{"n":6}'], [4, 6]))
+    conn.send({"type": "welcome"})
+    conn.start_writer()
+    conn.offer(Batch([b'{"n":5}', b'{"n":7}'], [5, 7]))  # published late by another worker
+    assert peer.lines() == [{"type": "welcome"}, {"n": 6}, {"n": 7}]
+    with pytest.raises(RuntimeError, match="CONNECTING"):
+        conn.skip_through(9)
+
+
+def test_each_change_of_state_is_checked(open_: Open) -> None:
+    conn, _ = open_()
+    conn.start_writer()
+    with pytest.raises(RuntimeError, match="cannot go to OPEN; from OPEN only to CLOSING or CLOSED"):
+        conn.start_writer()
+
+
+def test_a_writer_that_failed_on_a_reset_leaves_the_peers_last_message_to_the_reader(open_: Open) -> None:
+    """The connection is CLOSED, and the reader still hands on what came before the reset."""
+    conn, peer = open_(reader=False, tcp=True)
+    conn.start_writer()
+    peer.sock.sendall(frame(Opcode.TEXT, b"my last words", mask=True))
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.sock.close()  # with a reset
+    gevent.sleep(0.05)  # the reset arrives
+    conn.offer(room_event("to nobody"))
+    gevent.idle()
+    assert conn.state is CLOSED  # the write failed
+    received = conn.data["received"]
+    with gevent.Timeout(TIMEOUT):
+        conn.read_pump(lambda conn, message: received.append(message))
+    assert received == ["my last words"]
+
+
+def count_writers(conn: Connection) -> list[int]:
+    """[writers started, most at once] for `conn` from now on."""
+    counts, running = [0, 0], [0]
+    pump = conn._write_pump
+
+    def counted() -> None:
+        counts[0] += 1
+        running[0] += 1
+        counts[1] = max(counts[1], running[0])
+        try:
+            pump()
+        finally:
+            running[0] -= 1
+
+    conn._write_pump = counted  # type: ignore[method-assign]
+    return counts

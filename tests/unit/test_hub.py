@@ -6,8 +6,9 @@ import gevent
 import pytest
 from gevent.queue import Queue
 
-from chatapp.realtime.hub import PING, Batch, Hub
-from chatapp.realtime.protocol import CloseCode, ErrorCode, text_frame
+from chatapp.realtime.framing import Batch, message_frame
+from chatapp.realtime.hub import PING, Hub, HubStuck, PingTick, Publish
+from chatapp.realtime.protocol import CloseCode, ErrorCode
 
 
 class FakeMember:
@@ -20,7 +21,7 @@ class FakeMember:
         self.received: Queue = Queue()
         self.closed: tuple[CloseCode, ErrorCode | None] | None = None
 
-    def offer(self, item: Batch | object) -> bool:
+    def offer(self, item: Batch | PingTick) -> bool:
         if self.received.qsize() >= self.capacity:
             self.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.TOO_SLOW)
             return False
@@ -77,7 +78,7 @@ def test_a_round_joins_a_rooms_events_into_one_batch_shared_by_all(hub: Hub) -> 
     batch_a, batch_b = a.received.get(timeout=2), b.received.get(timeout=2)
     assert batch_a is batch_b  # serialised and framed once for everyone
     assert batch_a.payload == b"0\n1\n2\n3\n4" and len(batch_a.events) == 5
-    assert batch_a.frame == text_frame(b"0\n1\n2\n3\n4")
+    assert batch_a.frame == message_frame(b"0\n1\n2\n3\n4")
 
 
 def test_join_takes_effect_in_order_with_publishes(hub: Hub) -> None:
@@ -167,3 +168,23 @@ def test_tell_all_reaches_every_connection_and_close_all_spares_newcomers(hub: H
     joined(hub, "r", late)
     assert a.closed == lonely.closed == (CloseCode.SERVICE_RESTART, ErrorCode.RESYNC)
     assert late.closed is None  # close_all without refuse_new: newcomers are welcome
+
+
+def test_a_join_that_fails_frees_the_joiner_at_once_and_the_round_goes_on(hub: Hub) -> None:
+    a, broken = FakeMember("a"), FakeMember("broken")
+    broken.rooms = frozenset()  # type: ignore[assignment]  # the Hub's add fails
+    joined(hub, "r", a)
+    hub.register(broken)
+    hub.publish("r", b"same round")
+    with gevent.Timeout(1), pytest.raises(HubStuck):  # not after ACK_TIMEOUT
+        hub.join(broken, "r")
+    assert a.events() == [b"same round"]
+    assert [m.id for m in hub.members("r", 10)[0]] == ["a"]  # nothing half done
+
+
+def test_what_is_not_a_command_fails_alone_and_is_logged(hub: Hub, caplog: pytest.LogCaptureFixture) -> None:
+    a = FakeMember("a")
+    joined(hub, "r", a)
+    hub.handle_round([Publish("r", b"1", None), ("publish", "r", b"2"), Publish("r", b"3", None)])  # type: ignore[list-item]
+    assert a.events() == [b"1", b"3"]
+    assert "hub command tuple failed" in caplog.text

@@ -1,0 +1,132 @@
+"""WebSocket framing (RFC 6455, permessage-deflate of RFC 7692): the one frame encoder, for
+the server's frames and for the clients of the tests and bench/ (masked); the Batch that a
+room's events travel in; and the rendering of queued batches into one frame for one client.
+A server frame holds one or more events, one per line (protocol.py says why that is safe).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from enum import IntEnum
+
+
+class Opcode(IntEnum):
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+
+FIN, RSV1, MASKED = 0x80, 0x40, 0x80
+
+
+def frame(opcode: int, payload: bytes, *, fin: bool = True, rsv1: bool = False, mask: bool = False) -> bytes:
+    """One whole frame. A server's frames are unmasked; a client's must be masked (`mask`: a
+    random key, as RFC 6455 asks of clients). `rsv1` marks a compressed message."""
+    first = (FIN if fin else 0) | (RSV1 if rsv1 else 0) | opcode
+    size = len(payload)
+    masked = MASKED if mask else 0
+    if size < 126:
+        header = bytes((first, masked | size))
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", first, masked | 126, size)
+    else:
+        header = struct.pack("!BBQ", first, masked | 127, size)
+    if not mask:
+        return header + payload
+    key = os.urandom(4)
+    keys = (key * (size // 4 + 1))[:size]  # XOR as one big integer: far faster than byte by byte
+    return header + key + (int.from_bytes(payload, "big") ^ int.from_bytes(keys, "big")).to_bytes(size, "big")
+
+
+def header(data: bytes | bytearray, pos: int = 0) -> tuple[int, int, int] | None:
+    """The frame that starts at `pos`: (its first byte, where its payload starts, where it
+    ends), or None while `data` is too short to tell. A masked payload starts after its key."""
+    left = len(data) - pos
+    if left < 2:
+        return None
+    size, start = data[pos + 1] & 0x7F, pos + 2
+    if size == 126:
+        if left < 4:
+            return None
+        size, start = int.from_bytes(data[pos + 2 : pos + 4], "big"), pos + 4
+    elif size == 127:
+        if left < 10:
+            return None
+        size, start = int.from_bytes(data[pos + 2 : pos + 10], "big"), pos + 10
+    if data[pos + 1] & MASKED:
+        start += 4
+    return data[pos], start, start + size
+
+
+def message_frame(payload: bytes, *, binary: bool = False, deflate: bool = False) -> bytes:
+    """A whole server data frame holding one message; with `deflate`, compressed on its own,
+    with no reference to earlier messages, which a server may always do: the same bytes are
+    right for every client that agreed permessage-deflate with our 32 KB window, so a room's
+    frame is compressed once."""
+    opcode = Opcode.BINARY if binary else Opcode.TEXT
+    if not deflate:
+        return frame(opcode, payload)
+    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return frame(opcode, data[:-4], rsv1=True)  # without the 00 00 ff ff that ends a sync flush
+
+
+class Batch:
+    """Events for one room from one Hub round: the payload is joined once and framed once,
+    and every member gets the same object (nobody changes it after it is made).
+
+    `seqs` holds each event's sequence number within the room (None for events without one),
+    or is None when no event has one; `render` uses them to drop what a client already has."""
+
+    __slots__ = ("_deflated", "_frame", "events", "low", "payload", "seqs")
+
+    def __init__(self, events: list[bytes], seqs: list[int | None] | None = None) -> None:
+        self.events = events
+        numbered = [seq for seq in seqs if seq is not None] if seqs is not None else []
+        self.seqs = seqs if numbered else None
+        # the lowest seq, so that most batches need one comparison in `after` (-1: some events
+        # have no seq, and the batch must be looked at event by event)
+        self.low = min(numbered) if numbered and len(numbered) == len(events) else -1
+        self.payload = b"\n".join(events)
+        self._frame: bytes | None = None
+        self._deflated: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        """The whole frame, built by the first writer that needs it."""
+        if self._frame is None:
+            self._frame = message_frame(self.payload)
+        return self._frame
+
+    @property
+    def deflated(self) -> bytes:
+        """The frame compressed, for clients with permessage-deflate; built once too."""
+        if self._deflated is None:
+            self._deflated = message_frame(self.payload, deflate=True)
+        return self._deflated
+
+    def after(self, seen_through: int) -> Batch | None:
+        """This batch without its events numbered up to `seen_through`: itself when it has
+        none, None when nothing is left."""
+        if self.seqs is None or self.low > seen_through:
+            return self
+        events = [e for e, seq in zip(self.events, self.seqs, strict=True) if seq is None or seq > seen_through]
+        return Batch(events) if events else None
+
+
+def render(batches: list[Batch], deflate: bool, seen_through: int | None = None) -> bytes:
+    """Queued batches as one frame for one client (b"" when no event is left): the events of
+    all of them, one per line, without those numbered up to `seen_through`. A batch that goes
+    out alone goes as its shared frame, built once for the whole room."""
+    if seen_through is not None:
+        batches = [kept for batch in batches if (kept := batch.after(seen_through)) is not None]
+    if len(batches) == 1:
+        return batches[0].deflated if deflate else batches[0].frame
+    if not batches:
+        return b""
+    return message_frame(b"\n".join(batch.payload for batch in batches), deflate=deflate)
