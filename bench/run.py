@@ -68,6 +68,7 @@ class ServerProcess:
             "ADDRESS_RATE_LIMIT": "0",
             "ANNOUNCE_LIMIT": "0",
             "CONNECT_RATE_LIMIT": "0",
+            "FRAME_RATE_LIMIT": "0",
         }
         if kind == "plain":
             # stock gunicorn settings (-c /dev/null: not the chat's gunicorn.conf.py), 20,000 connections

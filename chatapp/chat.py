@@ -68,6 +68,8 @@ MAX_NAME = 32
 MAX_CID = 64
 RATE_WINDOW = 10.0  # RATE_LIMIT counts messages per this many seconds
 TYPING_EVERY = 2.0  # at most one `typing` per client per this many seconds; more are dropped
+WELCOME_BYTES = 256 * 1024  # history in one welcome, at most (the newest messages; `more` says some were left)
+MESSAGE_OVERHEAD = 200  # bytes a message weighs in JSON besides its text (ids, names, time)
 WELCOME_MEMBERS = 100  # members listed in a welcome; member_count has them all (a big room is not N^2)
 PRESENCE_EVERY = 2.0  # seconds between `presence` counts of a big room
 POST_QUEUE = 1024  # messages checked but not yet stored; past this, senders wait
@@ -285,7 +287,7 @@ class Chat:
         # before the read but still on its way to the Hub would come twice; skip_through
         # drops it from the live stream.
         history = self.store.read(room, since, epoch, self.config.history_on_join)
-        messages = history.messages
+        messages, more = _newest_within(history.messages, WELCOME_BYTES)
         seen = int(messages[-1]["id"]) if messages else (None if history.truncated else since)
         if seen is not None:
             conn.skip_through(seen)
@@ -300,6 +302,7 @@ class Chat:
                 "member_count": count,
                 "history": messages,
                 "truncated": history.truncated,
+                "more": more,
                 "epoch": history.epoch,
                 "reset": history.reset,
             }
@@ -369,6 +372,18 @@ class Chat:
         if conn.data["typing"].allow():
             room = conn.data["room"]
             self.rt.emit(room, {"type": "typing", "room": room, "user": conn.info})
+
+
+def _newest_within(messages: list[Message], budget: int) -> tuple[list[Message], bool]:
+    """The newest of `messages` (oldest first) whose texts fit in `budget` bytes, and whether
+    some older ones were left out (a welcome's bound: the client pages the rest from the API)."""
+    kept = len(messages)
+    for message in reversed(messages):
+        budget -= len(message["text"].encode()) + MESSAGE_OVERHEAD
+        if budget < 0:
+            break
+        kept -= 1
+    return messages[kept:], kept > 0
 
 
 def _fields(user: dict[str, str], text: str, cid: str | None) -> dict[str, Any]:

@@ -38,12 +38,14 @@ class Config:
     history_idle_days: float = 30.0  # a room's history goes after this many days without a message (0: kept)
     history_on_join: int = 50
     send_queue_size: int = 256
+    send_queue_bytes: int = 1024 * 1024  # what one client's queue may hold, in payload bytes (past it: 1013)
     # The writer pings every PING_INTERVAL seconds (under the 55 s idle timeout of PaaS
     # routers); a peer silent for PING_INTERVAL + PONG_TIMEOUT is taken as gone.
     ping_interval: float = 25.0
     pong_timeout: float = 20.0
     write_timeout: float = 10.0
     rate_limit: int = 20  # chat messages per 10 s per connection
+    frame_rate_limit: int = 100  # frames of any kind per 10 s per connection (0: no limit); past it 1008
     address_rate_limit: int = 200  # chat messages per 10 s per client address, on one worker (0: no limit)
     announce_limit: int = 10  # joins (and their leaves) told per 10 s per client address; more are silent
     # Open WebSockets per client address on one worker (0: no cap); past it, HTTP 429 before
@@ -96,7 +98,9 @@ class Config:
             ("history_on_join", 0),
             ("history_idle_days", 0),
             ("send_queue_size", 1),
+            ("send_queue_bytes", 1024),
             ("rate_limit", 1),
+            ("frame_rate_limit", 0),
             ("address_rate_limit", 0),
             ("announce_limit", 0),
             ("max_connections_per_ip", 0),
@@ -225,10 +229,12 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "history_idle_days": _number,
     "history_on_join": _integer,
     "send_queue_size": _integer,
+    "send_queue_bytes": _integer,
     "ping_interval": _number,
     "pong_timeout": _number,
     "write_timeout": _number,
     "rate_limit": _integer,
+    "frame_rate_limit": _integer,
     "address_rate_limit": _integer,
     "announce_limit": _integer,
     "max_connections_per_ip": _integer,

@@ -235,6 +235,8 @@
       addSystem("The server's history was reset; this is what it holds now.");
     } else if (event.truncated && lastId !== null) {
       addSystem("Some messages from while you were away are no longer kept.");
+    } else if (event.more && lastId !== null) {  // the welcome carries a bounded number of bytes
+      addSystem("More came while you were away than fits here: the oldest of it is not shown.");
     }
     // On a resume the history is what came while we were away: it counts as unread. On a first
     // join, what came since this room was last in view gets the "New messages" rule.

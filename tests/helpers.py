@@ -87,6 +87,7 @@ class Server:
             "ADDRESS_RATE_LIMIT": "0",
             "ANNOUNCE_LIMIT": "0",
             "CONNECT_RATE_LIMIT": "0",
+            "FRAME_RATE_LIMIT": "0",
             **(env or {}),
         }
         for own in ("PORT", "PROMETHEUS_MULTIPROC_DIR", "CHATAPP_OWN_METRICS_DIR"):  # each server its own

@@ -42,6 +42,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from wsproto.extensions import PerMessageDeflate
 
 from ..config import Config
+from ..ratelimit import RateLimiter
 from .framing import Batch, Opcode, frame, message_frame, render
 from .hub import PING, PingTick
 from .metrics import ERRORS, Stats
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 
 RECV_BYTES = 65536
 CLOSE_TIMEOUT = 2.0  # seconds to wait for the peer's close frame after ours
+FRAME_WINDOW = 10.0  # FRAME_RATE_LIMIT counts a client's frames per this many seconds
+TURN_EVERY = 16  # frames the reader handles before it lets the other greenlets run
 
 
 class State(Enum):
@@ -71,19 +74,21 @@ _NEXT = {CONNECTING: (OPEN, CLOSING), OPEN: (CLOSING, CLOSED), CLOSING: (CLOSED,
 class _Pong:
     """A queue item: answer the peer's ping."""
 
-    __slots__ = ("payload",)
+    __slots__ = ("payload", "size")
 
     def __init__(self, payload: bytes) -> None:
         self.payload = payload
+        self.size = len(payload)
 
 
 class _Echo:
     """A queue item: a whole frame written as it is, never joined with others (the echo route's)."""
 
-    __slots__ = ("frame",)
+    __slots__ = ("frame", "size")
 
     def __init__(self, frame: bytes) -> None:
         self.frame = frame
+        self.size = len(frame)
 
 
 Outgoing = Batch | PingTick | _Pong | _Echo  # what a send queue holds
@@ -109,21 +114,27 @@ class WriteTimeout(Exception):
 
 class SendQueue:
     """A client's bounded send queue: any greenlet puts (never blocking), one greenlet (the
-    writer) takes. Built on gevent's Waiter rather than gevent.queue.Queue, which serves any
-    number of getters and putters: a handoff to a waiting writer costs about 4 us here against
-    8-10 us, and a message to a room of 1,000 is 1,000 handoffs."""
+    writer) takes. Bounded in items and in bytes (the payloads it holds: a batch grows with
+    load, so a count alone would let a client that never reads pin any amount). Built on
+    gevent's Waiter rather than gevent.queue.Queue, which serves any number of getters and
+    putters: a handoff to a waiting writer costs about 4 us here against 8-10 us, and a
+    message to a room of 1,000 is 1,000 handoffs."""
 
-    __slots__ = ("_items", "_limit", "_waiter")
+    __slots__ = ("_bytes", "_items", "_limit", "_limit_bytes", "_waiter")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, limit_bytes: int) -> None:
         self._items: deque[Outgoing] = deque()
         self._limit = limit
+        self._limit_bytes = limit_bytes
+        self._bytes = 0  # the sizes of what it holds
         self._waiter: Waiter | None = None  # set while the writer waits
 
     def put_nowait(self, item: Outgoing) -> None:
-        """Queue `item`, or raise gevent.queue.Full."""
-        if len(self._items) >= self._limit:
+        """Queue `item`, or raise gevent.queue.Full (past the count, or past the bytes unless
+        it is alone: one batch bigger than the bound still goes to a client that reads)."""
+        if len(self._items) >= self._limit or (self._bytes + item.size > self._limit_bytes and self._items):
             raise Full
+        self._bytes += item.size
         self._items.append(item)
         waiter = self._waiter
         if waiter is not None:  # `wake`, inlined: this is the fan-out's hot path
@@ -148,10 +159,12 @@ class SendQueue:
                 self._waiter = None
         items = list(self._items)
         self._items.clear()
+        self._bytes = 0
         return items
 
     def clear(self) -> None:
         self._items.clear()
+        self._bytes = 0
 
     def empty(self) -> bool:
         return not self._items
@@ -219,7 +232,7 @@ class Connection:
         self._config = config
         self._stats = stats or Stats()
         self._deflate = ws is not None and _deflate_agreed(ws)
-        self._queue = SendQueue(config.send_queue_size)
+        self._queue = SendQueue(config.send_queue_size, config.send_queue_bytes)
         self._held_sent: list[Outgoing] = []  # CONNECTING: what `send` gave (the welcome)
         self._held_offered: list[Outgoing] = []  # CONNECTING: what the Hub offered
         self._close: CloseRequest | None = None
@@ -466,10 +479,16 @@ class Connection:
     # -- the reader (the request's greenlet) --------------------------------------------------------
     def read_pump(self, on_message: Callable[[Connection, str | bytes], None]) -> None:
         """The reader: the only code that reads this socket. Hands each whole message to
-        `on_message`; answers pings through the writer; returns when the connection is over."""
+        `on_message`; answers pings through the writer; returns when the connection is over.
+
+        Fair to the others: every frame the client sends (a message, a ping, anything) counts
+        against FRAME_RATE_LIMIT per FRAME_WINDOW, and one past it is told `flood` and closed
+        (1008), its other frames never parsed; and every TURN_EVERY frames the reader lets the
+        Hub and the writers run, so a client that streams cheap frames delays no one."""
         sock, ws, limit = self._sock, self._ws, self._config.max_frame_bytes
+        budget = RateLimiter(self._config.frame_rate_limit, FRAME_WINDOW) if self._config.frame_rate_limit else None
         parts: list[Any] = []
-        size = 0
+        size = handled = 0
         while True:
             try:
                 data = sock.recv(RECV_BYTES)
@@ -483,6 +502,13 @@ class Connection:
             gevent.sleep(0)  # a client sending fast must not keep the Hub and writers waiting
             ws.receive_data(data)
             for event in ws.events():
+                handled += 1
+                if handled % TURN_EVERY == 0:
+                    gevent.sleep(0)
+                if budget is not None and not budget.allow() and not isinstance(event, CloseConnection):
+                    window = f"{self._config.frame_rate_limit} frames per {FRAME_WINDOW:.0f} s"
+                    self.close(CloseCode.POLICY, ErrorCode.FLOOD, f"at most {window}")
+                    return  # the rest it sent is never read
                 if isinstance(event, (TextMessage, BytesMessage)):
                     if self.closing:
                         continue  # closing: only the peer's close frame matters now

@@ -83,7 +83,7 @@ class Batch:
     `seqs` holds each event's sequence number within the room (None for events without one),
     or is None when no event has one; `render` uses them to drop what a client already has."""
 
-    __slots__ = ("_deflated", "_frame", "events", "low", "payload", "seqs")
+    __slots__ = ("_deflated", "_frame", "events", "low", "payload", "seqs", "size")
 
     def __init__(self, events: list[bytes], seqs: list[int | None] | None = None) -> None:
         self.events = events
@@ -93,6 +93,7 @@ class Batch:
         # have no seq, and the batch must be looked at event by event)
         self.low = min(numbered) if numbered and len(numbered) == len(events) else -1
         self.payload = b"\n".join(events)
+        self.size = len(self.payload)  # what it weighs in a send queue (SEND_QUEUE_BYTES)
         self._frame: bytes | None = None
         self._deflated: bytes | None = None
 

@@ -44,6 +44,7 @@ class PingTick:
     peer answered the last one). One ticker sends it to everyone, so idle writers need no timers."""
 
     __slots__ = ()
+    size = 0  # what it weighs in a send queue
 
 
 PING = PingTick()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import secrets
 import struct
+import threading
+import time
 import zlib
 
-from tests.helpers import Client, RawClient
+from tests.helpers import TIMEOUT, Client, RawClient
 
 PING, PONG, CLOSE, TEXT = 0x9, 0xA, 0x8, 0x1
 
@@ -36,6 +38,37 @@ def test_a_client_that_never_reads_is_dropped_with_1013_and_others_get_everythin
             assert len([e for e in events if e["type"] == "message"]) < total
     finally:
         stuck.close()
+
+
+def test_a_client_that_never_reads_pins_no_more_than_the_queues_bytes(make_server) -> None:
+    """6,000 messages of 1.5 KB sent at once: the poster stores them 256 at a time and the Hub
+    joins each lot into one batch, so a bound on batches alone held all of them (9 MB) for a
+    client that never reads, and never dropped it. Bounded in bytes (SEND_QUEUE_BYTES, 1 MiB),
+    it is dropped with 1013, while the sender, reading, gets every message."""
+    server = make_server({"RATE_LIMIT": "100000"})
+    room = "pinned-" + secrets.token_hex(3)
+    stuck = RawClient(server, f"/ws?room={room}&name=stuck", rcvbuf=4096)
+    sender = RawClient(server, f"/ws?room={room}&name=sender")
+    total = 6000
+    frames = b"".join(
+        masked_frame(0x81, json.dumps({"type": "message", "text": f"{n:05d} " + "x" * 1500}).encode())
+        for n in range(total)
+    )
+    blast = threading.Thread(target=sender.sock.sendall, args=(frames,))
+    peak = worker_peak_rss(server)
+    try:
+        blast.start()
+        seen = 0
+        while seen < total:  # the sender reads its echoes (it must not be the slow one)
+            opcode, payload = sender.read_frame(timeout=30)
+            seen += payload.count(b'"type":"message"')
+        print(f"worker peak RSS grew by {(worker_peak_rss(server) - peak) / 2**20:.1f} MB")
+        code, events = stuck.read_until_close(timeout=15)
+        assert code == 1013 and events[-1]["code"] == "too_slow"
+    finally:
+        blast.join(TIMEOUT)
+        stuck.close()
+        sender.close()
 
 
 def test_pings_keep_an_answering_client_and_drop_a_silent_one(make_server) -> None:
@@ -233,4 +266,51 @@ def test_half_a_frame_then_silence_is_dropped_after_the_pong_timeout(make_server
     except EOFError:
         pass  # dropped without a close frame: as good
     finally:
+        raw.close()
+
+
+def test_a_client_streaming_cheap_frames_is_closed_and_delays_no_one(make_server) -> None:
+    """Typing events and pings as fast as a client can send them (each one dropped or answered
+    at little cost): past FRAME_RATE_LIMIT frames in 10 s, it is told `flood` and closed 1008,
+    and meanwhile a pair in another room talks as usual. The pair's delays are printed (-s):
+    bench/ measures them; the test asserts what can fail without the rule."""
+    server = make_server({"FRAME_RATE_LIMIT": "100", "RATE_LIMIT": "1000"})
+    typing = json.dumps({"type": "typing"}).encode()
+    flooders = [RawClient(server, f"/ws?room=flood&name=f{n}") for n in range(2)]
+    stop = threading.Event()
+
+    def flood(raw: RawClient, opcode: int, payload: bytes) -> None:
+        burst = b"".join(masked_frame(0x80 | opcode, payload) for _ in range(200))
+        try:
+            while not stop.is_set():
+                raw.sock.sendall(burst)
+        except OSError:
+            pass  # closed by the server, as it should be
+
+    threads = [
+        threading.Thread(target=flood, args=(flooders[0], 0x1, typing)),
+        threading.Thread(target=flood, args=(flooders[1], 0x9, b"ping")),
+    ]
+    with Client(server, "calm", "ann") as ann, Client(server, "calm", "bob") as bob:
+        ann.expect("welcome")
+        bob.expect("welcome")
+        for thread in threads:
+            thread.start()
+        delays = []
+        try:
+            for n in range(100):
+                sent = time.monotonic()
+                ann.say(f"m{n}")
+                bob.expect("message", text=f"m{n}")
+                delays.append(time.monotonic() - sent)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(TIMEOUT)
+        delays.sort()
+        print(f"bystander delays: p50 {delays[49] * 1000:.1f} ms, p99 {delays[98] * 1000:.1f} ms")
+    for raw in flooders:
+        raw.sock.settimeout(TIMEOUT)
+        code, events = raw.read_until_close()
+        assert code == 1008 and events[-1]["code"] == "flood"
         raw.close()

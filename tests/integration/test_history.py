@@ -96,6 +96,26 @@ def test_an_unknown_or_pruned_since_is_truncated(make_server) -> None:
     assert 5 <= len(kept) < 10 and kept == sent[-len(kept) :]
 
 
+def test_a_welcome_carries_a_bounded_number_of_bytes(make_server) -> None:
+    """A resume after 300 messages of 2,000 characters (600 KB): the welcome holds the newest
+    that fit in WELCOME_BYTES (256 KB) and says `more`; the rest is the API's to page."""
+    server = make_server({"RATE_LIMIT": "100000", "HISTORY_ON_JOIN": "1000"})
+    r = room()
+    with Client(server, r, "writer") as writer:
+        since = writer.expect("welcome")
+        writer.say("first")
+        first = writer.expect("message")
+        texts = say_all(writer, [f"{n:03d}" + "x" * 1997 for n in range(300)])
+    with Client(server, r, "back", since=first["id"], epoch=since["epoch"]) as back:
+        welcome = back.expect("welcome")
+        history = welcome["history"]
+        assert welcome["more"] is True and welcome["truncated"] is False
+        assert 100 < len(history) < 300 and history == texts[-len(history) :]  # the newest, up to the last
+        assert sum(len(json.dumps(m)) for m in history) <= 256 * 1024
+    with Client(server, r, "new") as new:
+        assert new.expect("welcome")["more"] is True  # the last HISTORY_ON_JOIN (1000) would be 600 KB too
+
+
 def test_a_bad_since_is_refused(server: Server) -> None:
     with Client(server, room(), "x", since="yesterday") as client:
         code, reason, events = client.closed()

@@ -26,28 +26,49 @@ from tests.helpers import TIMEOUT, events_of
 
 
 # -- the send queue ---------------------------------------------------------------------------------
+def batches(*texts: str) -> list[Batch]:
+    return [Batch([text.encode()]) for text in texts]
+
+
 def test_send_queue_is_bounded_and_hands_everything_over_in_order() -> None:
-    queue = SendQueue(3)
-    for item in "abc":
-        queue.put_nowait(item)  # type: ignore[arg-type]
+    queue = SendQueue(3, 1024)
+    a, b, c, d = batches("a", "b", "c", "d")
+    for item in (a, b, c):
+        queue.put_nowait(item)
     with pytest.raises(Full):
-        queue.put_nowait("d")  # type: ignore[arg-type]
-    assert queue.take(wait=False) == ["a", "b", "c"]
+        queue.put_nowait(d)
+    assert queue.take(wait=False) == [a, b, c]
     assert queue.take(wait=False) == [] and queue.empty()
 
 
+def test_send_queue_is_bounded_in_bytes_too() -> None:
+    """Batches grow with load: a client that never reads must not pin more than the bytes."""
+    queue = SendQueue(256, 3000)
+    big = batches("x" * 1500, "y" * 1500, "z" * 1500)
+    queue.put_nowait(big[0])
+    queue.put_nowait(big[1])
+    with pytest.raises(Full):
+        queue.put_nowait(big[2])  # 4,500 bytes > 3,000
+    queue.take(wait=False)
+    huge = Batch([b"h" * 5000])
+    queue.put_nowait(huge)  # alone, one batch over the bound still goes to a client that reads
+    with pytest.raises(Full):
+        queue.put_nowait(big[2])
+
+
 def test_send_queue_wakes_its_waiting_taker() -> None:
-    queue = SendQueue(8)
+    queue = SendQueue(8, 1024)
     taker = gevent.spawn(queue.take, True)
     gevent.sleep(0)  # the taker now waits
     assert not taker.ready()
-    queue.put_nowait("x")  # type: ignore[arg-type]
-    queue.put_nowait("y")  # type: ignore[arg-type]
-    assert taker.get(timeout=5) == ["x", "y"]
+    x, y = batches("x", "y")
+    queue.put_nowait(x)
+    queue.put_nowait(y)
+    assert taker.get(timeout=5) == [x, y]
 
 
 def test_send_queue_wake_lets_its_taker_return_with_nothing() -> None:
-    queue = SendQueue(8)
+    queue = SendQueue(8, 1024)
     taker = gevent.spawn(queue.take, True)
     gevent.sleep(0)
     queue.wake()
@@ -55,15 +76,16 @@ def test_send_queue_wake_lets_its_taker_return_with_nothing() -> None:
 
 
 def test_send_queue_wakes_the_next_taker_after_one_was_killed_while_waiting() -> None:
-    queue = SendQueue(8)
+    queue = SendQueue(8, 1024)
     taker = gevent.spawn(queue.take, True)
     gevent.sleep(0)
     taker.kill(timeout=5)  # as a writer is, at shutdown
     assert taker.dead
     second = gevent.spawn(queue.take, True)
     gevent.sleep(0)
-    queue.put_nowait("x")  # type: ignore[arg-type]
-    assert second.get(timeout=5) == ["x"]
+    (x,) = batches("x")
+    queue.put_nowait(x)
+    assert second.get(timeout=5) == [x]
 
 
 # -- a connection and its peer ------------------------------------------------------------------------
