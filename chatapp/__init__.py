@@ -41,9 +41,9 @@ def create_app(config: Config | None = None) -> Flask:
     hosts.init_app(app, config.allowed_hosts)  # first: a request for another name goes no further
     clients = backends.Clients(config)  # one Redis client, shared by the three
     realtime = Realtime(config, backends.backplane(config, clients), backends.presence(config, clients))
-    realtime.init_app(app, path="/ws")
     store = backends.store(config, clients, os.path.join(app.instance_path, "chat.sqlite3"))
-    app.extensions["chat"] = Chat(realtime, store, config)
+    app.extensions["chat"] = Chat(realtime, store, config)  # its handlers first: init_app routes by them
+    realtime.init_app(app, path="/ws")
     errors.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)

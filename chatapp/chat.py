@@ -198,6 +198,7 @@ class Chat:
         rt.on("typing")(self.typing)
         rt.on_presence_expired(self.member_left)
         rt.on_presence_restored(self.member_back)
+        rt.serve_text(parse=lambda line: {"type": "message", "text": line}, render=as_text)
 
     def post(self, room: str, user: dict[str, str], text: str, cid: str | None) -> tuple[Message, bool]:
         """Store a message, then emit it to the room, and wait for that. A resend (a cid the
@@ -372,6 +373,26 @@ class Chat:
         if conn.data["typing"].allow():
             room = conn.data["room"]
             self.rt.emit(room, {"type": "typing", "room": room, "user": conn.info})
+
+
+def as_text(event: dict[str, Any]) -> str | None:
+    """An event as the plain-text endpoint (/ws/text) shows it: lines as a terminal or the seed's
+    page shows them, `alice: hello`, `* bob joined`; None for what it does not show (typing)."""
+    kind = event.get("type")
+    if kind == "message":
+        return f"{event['user']['name']}: {event['text']}"
+    if kind == "join":
+        return f"* {event['user']['name']} joined"
+    if kind == "leave":
+        return f"* {event['user']['name']} left"
+    if kind == "welcome":
+        here = f"* you are {event['you']['name']} in #{event['room']}, {event['member_count']} here"
+        return "\n".join([here, *(as_text(message) or "" for message in event["history"])])
+    if kind == "presence":
+        return f"* {event['member_count']} here"
+    if kind == "error":
+        return f"! {event['detail'] or event['code']}"
+    return None
 
 
 def _newest_within(messages: list[Message], budget: int) -> tuple[list[Message], bool]:

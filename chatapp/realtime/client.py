@@ -43,7 +43,7 @@ from wsproto.extensions import PerMessageDeflate
 
 from ..config import Config
 from ..ratelimit import RateLimiter
-from .framing import Batch, Opcode, frame, message_frame, render
+from .framing import Batch, Opcode, frame, message_frame, render, render_lines
 from .hub import PING, PingTick
 from .metrics import ERRORS, Stats
 from .protocol import CloseCode, ErrorCode, encode, error_event
@@ -239,6 +239,8 @@ class Connection:
         self._seen_through: int | None = None  # the client has the events numbered up to this
         self._peer_closed = Event()  # the peer's close frame came, or its end of the socket closed
         self._writer: gevent.Greenlet | None = None  # the running writer, if any
+        # A plain-text client's: each event as a line (None: not shown), set before it opens.
+        self.lines: Callable[[bytes], str | None] | None = None
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} {self.remote_addr} {self.state.name}>"
@@ -441,7 +443,12 @@ class Connection:
             elif kind is _Echo:
                 controls += item.frame  # type: ignore[union-attr]
                 frames += 1
-        data = render(batches, self._deflate, self._seen_through) if batches else b""
+        if not batches:
+            data = b""
+        elif self.lines is not None:
+            data = render_lines(batches, self.lines, self._seen_through)
+        else:
+            data = render(batches, self._deflate, self._seen_through)
         self._stats.frames += frames + (1 if data else 0)
         return data + controls if controls else data
 
@@ -450,6 +457,8 @@ class Connection:
         assert self._close is not None
         code, reason, farewell = self._close
         data = b""
+        if farewell is not None and self.lines is not None:
+            farewell = (self.lines(farewell) or "").encode() or None
         if farewell is not None:
             data += frame(Opcode.TEXT, farewell)
             self._stats.frames += 1

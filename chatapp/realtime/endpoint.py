@@ -59,7 +59,8 @@ class _NoThread:
 
 
 def blueprint(path: str, config: Config, hooks: list[Hook], sessions: Sessions) -> Blueprint:
-    """The WebSocket endpoint at `path` (and `path`/echo with CHAT_ECHO_ROUTE=1): `hooks` run
+    """The WebSocket endpoint at `path` (and `path`/text for plain-text clients when the app
+    serves them, `path`/echo with CHAT_ECHO_ROUTE=1): `hooks` run
     in order before each upgrade; `sessions` serves each connection after it."""
     bp = Blueprint("realtime", __name__)
     sock = Sock()
@@ -107,7 +108,13 @@ def blueprint(path: str, config: Config, hooks: list[Hook], sessions: Sessions) 
     def serve_echo(ws: Any) -> None:
         sessions.serve_echo(*_take_over(ws), g.realtime_upgrade)
 
+    def serve_text(ws: Any) -> None:
+        """The plain-text endpoint: the same as `serve`, in lines of text (Realtime.serve_text)."""
+        sessions.serve(*_take_over(ws), g.realtime_upgrade, request.args.to_dict(), text=True)
+
     _route(bp, sock, path, serve)
+    if sessions.serves_text:
+        _route(bp, sock, path + "/text", serve_text)
     if config.chat_echo_route:
         _route(bp, sock, path + "/echo", serve_echo)
     return bp

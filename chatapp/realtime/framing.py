@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from enum import IntEnum
 
 
@@ -118,6 +119,18 @@ class Batch:
             return self
         events = [e for e, seq in zip(self.events, self.seqs, strict=True) if seq is None or seq > seen_through]
         return Batch(events) if events else None
+
+
+def render_lines(
+    batches: list[Batch], line_of: Callable[[bytes], str | None], seen_through: int | None = None
+) -> bytes:
+    """Queued batches as one frame of plain-text lines for one client (a terminal's): each event
+    (not numbered up to `seen_through`) as `line_of` renders it, those it renders as None left
+    out; b"" when no line is left. Per client: such clients are few."""
+    if seen_through is not None:
+        batches = [kept for batch in batches if (kept := batch.after(seen_through)) is not None]
+    lines = [line for batch in batches for event in batch.events if (line := line_of(event)) is not None]
+    return message_frame("\n".join(lines).encode()) if lines else b""
 
 
 def render(batches: list[Batch], deflate: bool, seen_through: int | None = None) -> bytes:

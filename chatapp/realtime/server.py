@@ -36,7 +36,7 @@ from .hub import Hub
 from .lifecycle import Lifecycle
 from .presence import HubPresence, Info, Presence
 from .protocol import CloseCode, ErrorCode, ProtocolError, encode, error_event
-from .session import ConnectHandler, Handler, Handlers, Sessions
+from .session import ConnectHandler, Handler, Handlers, Sessions, TextCodec
 
 PresenceHandler = Callable[[str, Info], None]
 CONNECT_WINDOW = 10.0  # CONNECT_RATE_LIMIT counts upgrades per this many seconds
@@ -100,6 +100,14 @@ class Realtime:
         """`handler(conn)` runs once a client whose connect handler succeeded is gone."""
         self._handlers.disconnect = handler
         return handler
+
+    def serve_text(
+        self, parse: Callable[[str], dict[str, Any]], render: Callable[[dict[str, Any]], str | None]
+    ) -> None:
+        """Serve plain-text clients too, at the path + `/text` (a terminal with websocat, the
+        seed's page): each text frame they send becomes the event `parse(frame)`, each event
+        they are sent the line `render(event)` (None: not shown). Call before init_app."""
+        self._handlers.text = TextCodec(parse, render)
 
     def on_presence_expired(self, handler: PresenceHandler) -> PresenceHandler:
         """`handler(room, info)` runs once for a member that went without a disconnect (its

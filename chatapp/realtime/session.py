@@ -6,6 +6,7 @@ and logged.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 from collections.abc import Callable
@@ -44,6 +45,16 @@ class Handlers:
     events: dict[str, Handler] = field(default_factory=dict)  # by event type
     connect: ConnectHandler | None = None
     disconnect: ConnectHandler | None = None
+    text: TextCodec | None = None  # the plain-text endpoint's (Realtime.serve_text), if any
+
+
+@dataclass(frozen=True)
+class TextCodec:
+    """How a plain-text client talks (a terminal, the seed's page): each text frame it sends is
+    made an event by `parse`; each event it is sent becomes a line by `render` (None: not shown)."""
+
+    parse: Callable[[str], dict[str, Any]]
+    render: Callable[[dict[str, Any]], str | None]
 
 
 class Sessions:
@@ -59,12 +70,23 @@ class Sessions:
         self._handlers = handlers
         self._start = start
 
-    def serve(self, sock: socket.socket, frames: WSConnection, upgrade: Upgrade, args: dict[str, str]) -> None:
+    @property
+    def serves_text(self) -> bool:
+        """Whether the app has a plain-text codec (Realtime.serve_text)."""
+        return self._handlers.text is not None
+
+    def serve(
+        self, sock: socket.socket, frames: WSConnection, upgrade: Upgrade, args: dict[str, str], text: bool = False
+    ) -> None:
         """A client's whole life, from its socket and wsproto connection after the handshake:
         returns when it is over. `args` are the handshake's query parameters; `upgrade.data`,
-        what the before-upgrade hooks learnt, becomes `conn.data`."""
+        what the before-upgrade hooks learnt, becomes `conn.data`. `text`: a plain-text client
+        (the app's TextCodec turns its lines into events and events into lines)."""
         self._start()
         conn = self._open(sock, frames, self._config, args, upgrade)
+        codec = self._handlers.text if text else None
+        if codec is not None:
+            conn.lines = lambda event: codec.render(json.loads(event))
         conn.data.update(upgrade.data)
         strikes = RateLimiter(STRIKES, STRIKE_WINDOW)
         self._hub.register(conn)
@@ -81,7 +103,7 @@ class Sessions:
                 conn.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.UNAVAILABLE, str(exc))
             finally:
                 conn.start_writer()
-            conn.read_pump(lambda conn, message: self._dispatch(conn, message, strikes))
+            conn.read_pump(lambda conn, message: self._dispatch(conn, message, strikes, codec))
         except Exception:
             log.exception("%r: handler failed", conn)
             conn.close(CloseCode.INTERNAL, ErrorCode.INTERNAL, "internal error")
@@ -126,14 +148,16 @@ class Sessions:
         )
         return conn
 
-    def _dispatch(self, conn: Connection, message: str | bytes, strikes: RateLimiter) -> None:
+    def _dispatch(
+        self, conn: Connection, message: str | bytes, strikes: RateLimiter, codec: TextCodec | None = None
+    ) -> None:
         """Hand one client frame to its handler. An error goes to this client only, with the
         event's `cid` when it had one, so the client knows which of its events failed."""
         cid = None
         try:
             if not isinstance(message, str):
-                raise ProtocolError(ErrorCode.BAD_TYPE, "binary frames are not accepted; send JSON text")
-            event = decode(message)
+                raise ProtocolError(ErrorCode.BAD_TYPE, "binary frames are not accepted; send text")
+            event = decode(message) if codec is None else codec.parse(message)
             cid = event.get("cid") if isinstance(event.get("cid"), str) else None
             handler = self._handlers.events.get(event["type"])
             if handler is None:

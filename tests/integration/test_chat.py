@@ -327,3 +327,33 @@ def test_a_new_room_past_the_cap_is_refused_and_the_open_ones_still_work(make_se
             d.expect("welcome")
             d.say("in")
             assert a.expect("message")["text"] == "in"
+
+
+def test_a_plain_text_client_and_a_v1_client_see_each_other(server: Server) -> None:
+    """/ws/text: what a terminal (websocat) or the seed's page speaks. Each text frame it sends
+    is a message; it is sent lines of text, several per frame; same rooms and history as /ws."""
+    from websockets.sync.client import connect
+
+    r = "text-" + secrets.token_hex(3)
+    with Client(server, r, "ann") as ann:
+        ann.expect("welcome")
+        ann.say("before the terminal came")
+        ann.expect("message")
+        url = f"ws://{server.host}/ws/text?room={r}&name=term"
+        with connect(url, open_timeout=TIMEOUT, close_timeout=TIMEOUT) as term:
+            lines = term.recv(timeout=TIMEOUT).split("\n")
+            assert lines[:2] == [f"* you are term in #{r}, 2 here", "ann: before the terminal came"]
+            while "* term joined" not in lines:  # its own join, as everyone's (maybe in the same frame)
+                lines += term.recv(timeout=TIMEOUT).split("\n")
+            assert ann.expect("join")["user"]["name"] == "term"
+            term.send("hello from a terminal")
+            assert ann.expect("message")["text"] == "hello from a terminal"
+            ann.say("hi, terminal")
+            seen = []
+            while "ann: hi, terminal" not in seen:
+                seen += term.recv(timeout=TIMEOUT).split("\n")
+            assert seen == ["term: hello from a terminal", "ann: hi, terminal"]  # its own, as the room saw it
+            ann.send({"type": "typing"})
+            term.send("   ")  # nothing visible: an error, as a line
+            assert term.recv(timeout=TIMEOUT) == "! a message needs some visible text"
+        assert ann.expect("leave")["user"]["name"] == "term"
