@@ -78,6 +78,7 @@ class RedisBackplane:
         self._on_change: OnChange = lambda healthy, recovered: None
         self._in_use: InUse = lambda room: True
         self.healthy = False  # until the listener's first pong
+        self._lost = False  # the connection was lost since it was first made (the listener's)
         self._listener: gevent.Greenlet | None = None
         self._pubsub: redis.client.PubSub | None = None  # the listener's connection, while it has one
         self._writing = Semaphore()
@@ -102,8 +103,9 @@ class RedisBackplane:
 
     def subscribe(self, room: str) -> None:
         """Listen to `room` from now on; returns once Redis has confirmed it, or raises
-        Unavailable: at once while Redis is away, else after SUBSCRIBE_WAIT."""
-        if not self.healthy:  # the listener is connecting again: the client had better retry
+        Unavailable: at once while Redis is away (after a loss), else after SUBSCRIBE_WAIT (a
+        worker just started waits for its first connection)."""
+        if self._lost and not self.healthy:  # the listener is connecting again: the client had better retry
             raise Unavailable("the backplane (Redis) cannot be reached now; try again")
         confirmed = self._rooms.get(room)
         if confirmed is None:
@@ -152,7 +154,7 @@ class RedisBackplane:
         """The listener greenlet: the only reader of the connection. Hands each event to
         `deliver` (the Hub); on a lost or silent connection, reports it and connects again
         with capped backoff."""
-        backoff, lost = BACKOFF_FIRST, False
+        backoff = BACKOFF_FIRST
         while True:
             pubsub = self._redis.pubsub()
             try:
@@ -167,7 +169,7 @@ class RedisBackplane:
                             confirmed.set()
                     elif kind == "pong" and not self.healthy:  # after every SUBSCRIBE sent before it
                         self.healthy, backoff = True, BACKOFF_FIRST
-                        if lost:
+                        if self._lost:
                             log.warning("backplane: connected to Redis again")
                             self._on_change(True, True)
             except redis.RedisError as exc:
@@ -179,8 +181,8 @@ class RedisBackplane:
                 for confirmed in self._rooms.values():
                     confirmed.clear()
                 pubsub.close()
-            if self.healthy or not lost:
-                self.healthy, lost = False, True
+            if self.healthy or not self._lost:
+                self.healthy, self._lost = False, True
                 self._on_change(False, False)
             gevent.sleep(backoff * (0.5 + random.random() / 2))
             backoff = min(backoff * 2, BACKOFF_CAP)
