@@ -43,7 +43,7 @@ from gevent.queue import Queue
 
 from .config import Config
 from .metrics import MESSAGES, STORE_SECONDS
-from .ratelimit import KeyedRateLimiter, RateLimiter
+from .ratelimit import KeyedRateLimiter, RateLimiter, address_key
 from .realtime import Connection, ErrorCode, ProtocolError, Realtime, error_event
 from .store import Message, Store
 from .unavailable import Unavailable
@@ -281,7 +281,7 @@ class Chat:
             typing=RateLimiter(1, TYPING_EVERY),
             # its join and leave are told, unless its address comes and goes too often (a storm
             # of reconnects must not fill the room with lines); a leave only if the join was
-            announced=self._announced is None or self._announced.allow(conn.remote_addr),
+            announced=self._announced is None or self._announced.allow(address_key(conn.remote_addr)),
         )
         self.rt.join(conn, room)
         # Joined first, history second: nothing falls between the two. A message stored
@@ -321,13 +321,24 @@ class Chat:
 
     def member_left(self, room: str, user: dict[str, Any]) -> None:
         """A member left: by closing, or by vanishing with its worker (presence expiry)."""
-        if room not in self._counted_rooms:  # in a big room, the next count tells
+        if not self._is_big(room):  # in a big room, the next count tells
             self.rt.emit(room, {"type": "leave", "room": room, "user": user, "ts": time.time()})
 
     def member_back(self, room: str, user: dict[str, Any]) -> None:
         """A member taken for gone (its `leave` told) was there after all: the room is told."""
-        if room not in self._counted_rooms:
+        if not self._is_big(room):
             self.rt.emit(room, {"type": "join", "room": room, "user": user, "ts": time.time()})
+
+    def _is_big(self, room: str) -> bool:
+        """Whether `room` gets counts, not each join and leave: counted here, or big on every
+        worker (a sweep of a dead worker's members runs on a worker that may have nobody there:
+        its thousand leaves must not go out one by one)."""
+        if room in self._counted_rooms:
+            return True
+        try:
+            return self.rt.counts([room]).get(room, 0) > WELCOME_MEMBERS
+        except Unavailable:
+            return False
 
     def _count_loop(self) -> None:
         """The counter greenlet: a round of counts every PRESENCE_EVERY, whatever fails."""
@@ -362,7 +373,7 @@ class Chat:
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED, f"at most {self.config.rate_limit} messages per {RATE_WINDOW:.0f} s"
             )
-        if self._per_address is not None and not self._per_address.allow(conn.remote_addr):
+        if self._per_address is not None and not self._per_address.allow(address_key(conn.remote_addr)):
             limit = self.config.address_rate_limit
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED, f"at most {limit} messages per {RATE_WINDOW:.0f} s from one address"
@@ -379,8 +390,8 @@ def as_text(event: dict[str, Any]) -> str | None:
     """An event as the plain-text endpoint (/ws/text) shows it: lines as a terminal or the seed's
     page shows them, `alice: hello`, `* bob joined`; None for what it does not show (typing)."""
     kind = event.get("type")
-    if kind == "message":
-        return f"{event['user']['name']}: {event['text']}"
+    if kind == "message":  # its own lines indented: a line of it cannot pass for another event
+        return f"{event['user']['name']}: " + event["text"].replace("\n", "\n  ")
     if kind == "join":
         return f"* {event['user']['name']} joined"
     if kind == "leave":

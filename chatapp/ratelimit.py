@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
 from time import monotonic
+
+
+def address_key(address: str) -> str:
+    """What a per-address limit counts by: the address, or for IPv6 its /64 (one host or home
+    network usually has a whole /64, and could take a new address per connection)."""
+    if ":" not in address:
+        return address
+    try:
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    except ValueError:
+        return address
 
 
 class RateLimiter:

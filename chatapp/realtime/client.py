@@ -265,7 +265,7 @@ class Connection:
             if self._writer is None:
                 self._run_writer()
         elif state is CONNECTING and item is not PING:  # nothing is out yet to ping about
-            if self._held() >= self._config.send_queue_size:
+            if not self._can_hold(item):
                 return self._too_slow()
             self._held_offered.append(item)
         return True
@@ -294,7 +294,7 @@ class Connection:
         if event.get("type") == "error":
             ERRORS.labels(event.get("code", "")).inc()
         batch = Batch([encode(event)])
-        if self.state is CONNECTING and self._held() < self._config.send_queue_size:
+        if self.state is CONNECTING and self._can_hold(batch):
             self._held_sent.append(batch)
         else:
             self.offer(batch)  # queued; or, over the bound while connecting: too slow
@@ -302,6 +302,14 @@ class Connection:
     def _held(self) -> int:
         """Items held while CONNECTING; they count against SEND_QUEUE_SIZE."""
         return len(self._held_sent) + len(self._held_offered)
+
+    def _can_hold(self, item: Outgoing) -> bool:
+        """Whether `item` may be held while CONNECTING: what is held goes into the send queue
+        at once when it opens, so it keeps to the queue's bounds, items and bytes (the first
+        item alone may be bigger, as in the queue)."""
+        held = self._held_sent + self._held_offered
+        weight = sum(h.size for h in held) + item.size
+        return len(held) < self._config.send_queue_size and (weight <= self._config.send_queue_bytes or not held)
 
     def skip_through(self, seq: int) -> None:
         """This client already has every event of its room numbered up to `seq` (say, from
@@ -359,7 +367,7 @@ class Connection:
         held = self._held_sent + self._held_offered
         self._held_sent, self._held_offered = [], []
         for item in held:
-            self._queue.put_nowait(item)  # it fits: held were at most SEND_QUEUE_SIZE
+            self._queue.put_nowait(item)  # it fits: held kept to the same bounds (_can_hold)
         if held or self.state is CLOSING:
             self._run_writer()
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..ratelimit import KeyedRateLimiter
+from ..ratelimit import KeyedRateLimiter, address_key
 
 
 class Refused(Exception):
@@ -122,7 +122,7 @@ class PerAddressRate:
         self._upgrades = KeyedRateLimiter(limit, per) if limit else None
 
     def __call__(self, upgrade: Upgrade) -> None:
-        if self._upgrades is not None and not self._upgrades.allow(upgrade.address):
+        if self._upgrades is not None and not self._upgrades.allow(address_key(upgrade.address)):
             raise Refused(
                 429,
                 "too_many_connects",
@@ -146,7 +146,7 @@ class PerAddressCap:
     def __call__(self, upgrade: Upgrade) -> None:
         if not self.limit:
             return
-        address = upgrade.address
+        address = address_key(upgrade.address)
         if self.open.get(address, 0) >= self.limit:
             raise Refused(
                 429,

@@ -106,6 +106,8 @@ class SQLiteStore:
             "SELECT room FROM messages WHERE id IN (SELECT max(id) FROM messages GROUP BY room) AND ts < ?", (before,)
         ).fetchall()
         self._db.executemany("DELETE FROM messages WHERE room = ?", idle)
+        for (room,) in idle:
+            self._appends.pop(room, None)
         return len(idle)
 
     def _insert(self, room: str, message: Message) -> tuple[Message, bool]:

@@ -8,9 +8,9 @@ import sqlite3
 import gevent
 import pytest
 
-from chatapp.chat import WELCOME_MEMBERS, Chat, parse_message, parse_name, parse_room
+from chatapp.chat import WELCOME_MEMBERS, Chat, as_text, parse_message, parse_name, parse_room
 from chatapp.config import Config
-from chatapp.ratelimit import KeyedRateLimiter, RateLimiter
+from chatapp.ratelimit import KeyedRateLimiter, RateLimiter, address_key
 from chatapp.realtime import Realtime
 from chatapp.realtime.client import Connection
 from chatapp.realtime.protocol import ErrorCode, ProtocolError
@@ -229,3 +229,17 @@ def test_a_room_that_grew_big_elsewhere_is_counted_here_too(chat: Chat) -> None:
     chat.count_big_rooms()  # unchanged: nothing more
     member(chat, "sync")
     assert len([e for batch in watcher._held_offered for e in batch.events]) == 1
+
+
+def test_an_ipv6_client_is_counted_by_its_64() -> None:
+    """A host or home network has a whole /64: a new address per connection must not reset the
+    per-address limits."""
+    assert address_key("2001:db8:1:2::1") == address_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
+    assert address_key("203.0.113.7") == "203.0.113.7" and address_key("") == ""
+
+
+def test_a_plain_text_line_of_a_message_cannot_pass_for_another_event() -> None:
+    forged = {"type": "message", "user": {"id": "c1", "name": "eve"}, "text": "hi\n* admin joined"}
+    assert as_text(forged) == "eve: hi\n  * admin joined"
+    assert as_text({"type": "typing", "user": {"id": "c1", "name": "eve"}}) is None

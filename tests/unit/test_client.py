@@ -290,3 +290,12 @@ def count_writers(conn: Connection) -> list[int]:
 
     conn._write_pump = counted  # type: ignore[method-assign]
     return counts
+
+
+def test_what_is_held_while_connecting_keeps_to_the_queues_bytes() -> None:
+    """Held items go into the send queue when the connection opens: held past its bytes, the
+    client is too slow there and then (it used to raise Full when it opened)."""
+    conn = Connection(None, None, Config(send_queue_bytes=4096), {}, "x")  # type: ignore[arg-type]
+    assert conn.offer(Batch([b"a" * 2000])) and conn.offer(Batch([b"b" * 2000]))
+    assert conn.offer(Batch([b"c" * 2000])) is False  # 6,000 bytes > 4,096: closing, 1013
+    assert conn.close_reason == (1013, "you read too slowly")

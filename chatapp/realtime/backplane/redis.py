@@ -6,14 +6,19 @@ Subscriptions, and the listener greenlet that owns the connection:
 - `subscribe(room)` is called before a client joins a room (Realtime.join). It returns once
   Redis has confirmed the subscription, so every event published after it returns reaches this
   worker; the client's history is read after that, and nothing falls between the two (an event
-  in both is dropped by the client's seq floor). Subscriptions asked for together (a restart
-  that rejoins 10,000 rooms) go out as one SUBSCRIBE.
+  in both is dropped by the client's seq floor). The listener sends what was asked for at its
+  next tick (every TICK s at most), all in one SUBSCRIBE: a restart that rejoins 10,000 rooms
+  takes one round trip, not 10,000.
 - A room this worker no longer has clients in (`in_use`, the Hub's rooms) is kept for LINGER
   seconds (a reload must not churn subscriptions), then unsubscribed; it is taken out of the
   wanted rooms before the UNSUBSCRIBE goes, so a join meanwhile subscribes again, after it.
-- Only the listener greenlet reads the connection. Writes (SUBSCRIBE, UNSUBSCRIBE, the
-  listener's PING) come from several greenlets and take `_writing` first, so commands are
-  never interleaved on the socket.
+- Only the listener greenlet uses the connection, to read and to write (SUBSCRIBE,
+  UNSUBSCRIBE, PING): others only ask, through `_unasked`. So a failed write is the
+  listener's, and goes through its loss path; and should redis-py connect again behind its
+  back (it does, on some errors), the listener takes that for a loss too: events sent to
+  the old connection are gone, and clients must resume.
+- It lets the other greenlets run every TURN_EVERY messages: a busy channel must not stall
+  the worker.
 - A lost connection clears every confirmation; the listener connects again with capped
   backoff, subscribes every wanted room in one SUBSCRIBE and pings: Redis answers in order, so
   the pong says all are in place. Then it is healthy again, and `on_change(True, True)` (the
@@ -39,7 +44,6 @@ from time import monotonic
 import gevent
 import redis
 from gevent.event import Event
-from gevent.lock import Semaphore
 
 from ...unavailable import Unavailable
 from . import Deliver, InUse, OnChange, unattached
@@ -51,6 +55,8 @@ BACKOFF_CAP = 5.0
 PING_EVERY = 1.0  # seconds between the listener's pings
 HANG_AFTER = 4.0  # seconds without a word from Redis before the connection counts as lost
 SUBSCRIBE_WAIT = 5.0  # seconds a joiner waits for Redis to confirm a room's subscription
+TICK = 0.05  # seconds at most between the listener's looks at what was asked for
+TURN_EVERY = 64  # messages the listener hands on before it lets the other greenlets run
 LINGER = 30.0  # seconds a room without clients here stays subscribed
 # Always subscribed, though nothing is published there: a connection with no subscription
 # is not in pub/sub mode, where Redis answers a PING with a pong message the listener reads.
@@ -67,6 +73,16 @@ def _room_of(name: bytes) -> str:
     return name.decode().removeprefix("chat:{").removesuffix("}:events")
 
 
+class _Reconnects:
+    """The connects of one subscription connection after its first: redis-py's, behind our back."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def connected(self, connection: redis.connection.AbstractConnection) -> None:
+        self.count += 1
+
+
 class Silent(redis.ConnectionError):
     """Redis said nothing, not even a pong, for HANG_AFTER seconds."""
 
@@ -80,8 +96,7 @@ class RedisBackplane:
         self.healthy = False  # until the listener's first pong
         self._lost = False  # the connection was lost since it was first made (the listener's)
         self._listener: gevent.Greenlet | None = None
-        self._pubsub: redis.client.PubSub | None = None  # the listener's connection, while it has one
-        self._writing = Semaphore()
+        self._reconnects = _Reconnects()  # of the listener's current connection
         # Rooms wanted -> set once Redis confirmed them on the current connection. Changed by
         # any greenlet (subscribe), the listener (confirmations, losses) and the linger sweep.
         self._rooms: dict[str, Event] = {}
@@ -110,9 +125,7 @@ class RedisBackplane:
         confirmed = self._rooms.get(room)
         if confirmed is None:
             confirmed = self._rooms[room] = Event()
-            self._unasked.add(room)
-            if len(self._unasked) == 1:  # the first of a burst: the others join its SUBSCRIBE
-                gevent.spawn(self._flush)
+            self._unasked.add(room)  # the listener's next tick sends it, with any others asked for
         self._unused_since.pop(room, None)
         if not confirmed.wait(SUBSCRIBE_WAIT):
             raise Unavailable("the backplane (Redis) did not confirm the room's subscription in time")
@@ -128,19 +141,6 @@ class RedisBackplane:
     def start(self) -> None:
         if self._listener is None:
             self._listener = gevent.spawn(self._listen)
-
-    def _flush(self) -> None:
-        """Send every room asked for and not yet sent, in one SUBSCRIBE (if connected: else the
-        listener sends them all when it connects)."""
-        rooms, self._unasked = self._unasked, set()
-        pubsub = self._pubsub
-        if pubsub is None or not rooms:
-            return
-        try:
-            with self._writing:
-                pubsub.subscribe(*(channel(room) for room in rooms))
-        except redis.RedisError as exc:  # the listener sees the loss, and sends them again
-            log.warning("backplane: subscribing to %d rooms failed: %s", len(rooms), exc)
 
     def _received(self, message: dict) -> None:
         room = _room_of(message["channel"])
@@ -177,7 +177,6 @@ class RedisBackplane:
             except Exception:  # a bug must not end delivery for good
                 log.exception("backplane: listener failed; retrying in %.1f s", backoff)
             finally:
-                self._pubsub = None
                 for confirmed in self._rooms.values():
                     confirmed.clear()
                 pubsub.close()
@@ -189,27 +188,35 @@ class RedisBackplane:
 
     def _connect(self, pubsub: redis.client.PubSub) -> None:
         """A new connection: every wanted room in one SUBSCRIBE, then a PING, whose pong says
-        they are all in place."""
-        with self._writing:
-            self._unasked.clear()
-            pubsub.subscribe(ALWAYS, *(channel(room) for room in self._rooms))
-            pubsub.ping()
-            self._pubsub = pubsub
+        they are all in place. Any later connect of it is redis-py's, not ours: a loss."""
+        self._unasked.clear()
+        pubsub.subscribe(ALWAYS, *(channel(room) for room in self._rooms))
+        pubsub.ping()
+        self._reconnects = _Reconnects()
+        pubsub.connection.register_connect_callback(self._reconnects.connected)  # held weakly: we keep it
 
     def _heard(self, pubsub: redis.client.PubSub) -> Iterator[dict]:
         """What Redis sends (confirmations, events, pongs), pinging it every PING_EVERY and
         letting go of unused rooms; raises Silent when it has said nothing for HANG_AFTER s."""
         heard = next_ping = monotonic()
+        handed = 0
         while True:
+            if self._reconnects.count:
+                raise redis.ConnectionError("the subscription's connection was made again: events may be lost")
             now = monotonic()
+            if self._unasked:
+                rooms, self._unasked = self._unasked, set()
+                pubsub.subscribe(*(channel(room) for room in rooms))
             if now >= next_ping:
-                with self._writing:
-                    pubsub.ping()  # answered by a pong, after whatever Redis sent before it
+                pubsub.ping()  # answered by a pong, after whatever Redis sent before it
                 next_ping = now + PING_EVERY
                 self._let_go(pubsub, now)
-            message = pubsub.get_message(timeout=max(next_ping - now, 0.0))
+            message = pubsub.get_message(timeout=max(min(next_ping - now, TICK), 0.0))
             if message is not None:
                 heard = monotonic()
+                handed += 1
+                if handed % TURN_EVERY == 0:
+                    gevent.sleep(0)  # get_message does not switch while Redis has sent more
                 yield message
             elif monotonic() - heard > HANG_AFTER:
                 raise Silent(f"no answer from Redis for {HANG_AFTER:.0f} s")
@@ -223,7 +230,6 @@ class RedisBackplane:
             elif now - self._unused_since.setdefault(room, now) >= LINGER:
                 gone.append(room)
         if gone:
-            for room in gone:  # first: a join from now on subscribes again, after the UNSUBSCRIBE
+            for room in gone:  # a join from now on subscribes again, after this UNSUBSCRIBE
                 del self._rooms[room], self._unused_since[room]
-            with self._writing:
-                pubsub.unsubscribe(*(channel(room) for room in gone))
+            pubsub.unsubscribe(*(channel(room) for room in gone))
