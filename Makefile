@@ -56,6 +56,7 @@ bench: install
 	$(BIN)/python bench/run.py fanout --n 100 --servers plain,chat
 	$(BIN)/python bench/run.py latency --n 1000 --rate 20
 	$(BIN)/python bench/run.py storm --n 1000
+	$(BIN)/python bench/run.py flood --rate 10 --servers chat,chat+limits
 	$(BIN)/python bench/run.py idle --n 5000 --room-size 0
 	$(BIN)/python bench/run.py idle --n 10000 --room-size 0
 	$(BIN)/python bench/run.py fanout --n 1000 --servers plain+deflate,chat+deflate

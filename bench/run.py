@@ -9,8 +9,11 @@ the figures in the README come from.
     .venv/bin/python bench/run.py storm --n 1000
     .venv/bin/python bench/run.py idle --n 10000 --room-size 0
     .venv/bin/python bench/run.py fanout --n 1000 --servers plain+deflate,chat+deflate
+    .venv/bin/python bench/run.py flood --rate 10 --servers chat,chat+limits
 
-Modes. latency: a fixed rate into one room of N. storm: N clients at once (handshakes/s, time
+Modes. flood: a pair talks at --rate while two clients stream typing events as fast as they
+can (`chat+limits`: with the default per-connection frame budget).
+latency: a fixed rate into one room of N. storm: N clients at once (handshakes/s, time
 until all are welcomed). idle: N idle connections (server memory per connection, after
 --settle seconds idle), then one broadcast that must reach them all; one room, or rooms of
 --room-size (chat). A `+deflate` server (plain+deflate, chat+deflate): clients offer
@@ -22,6 +25,7 @@ arrive with p99 latency <= 250 ms. The figure of a server is its best passing st
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import shutil
@@ -29,6 +33,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -52,7 +57,10 @@ class ServerProcess:
         self.kind = kind
         # `+deflate`: clients offer permessage-deflate, as browsers do, and the chat turns it on
         self.deflate = kind.endswith("+deflate")
-        kind = kind.removesuffix("+deflate")
+        # `+limits`: the chat's per-connection frame budget at its default (off for the other
+        # modes, whose senders send far more than a person)
+        limits = kind.endswith("+limits")
+        kind = kind.removesuffix("+deflate").removesuffix("+limits")
         self.port = free_port()
         cores = "0,1" if kind.endswith("-2w") else "0"
         pin = ["taskset", "-c", cores] if shutil.which("taskset") else []
@@ -68,7 +76,7 @@ class ServerProcess:
             "ADDRESS_RATE_LIMIT": "0",
             "ANNOUNCE_LIMIT": "0",
             "CONNECT_RATE_LIMIT": "0",
-            "FRAME_RATE_LIMIT": "0",
+            **({} if limits else {"FRAME_RATE_LIMIT": "0"}),
         }
         if kind == "plain":
             # stock gunicorn settings (-c /dev/null: not the chat's gunicorn.conf.py), 20,000 connections
@@ -281,6 +289,51 @@ def broadcast(
     return time.monotonic() - start
 
 
+def flood(kind: str, rate: float, seconds: float, folder: str) -> dict:
+    """Two clients stream typing events as fast as they can (cheap for them, and each one work
+    for the server) while a pair in another room talks at `rate` messages/s: the pair's latency,
+    and what became of the flooders (`chat+limits`: the default frame budget closes them)."""
+    server = ServerProcess(kind, folder, None)
+    stop, sent, closed = threading.Event(), [0, 0], [False, False]
+    typing = b'{"type":"typing"}'
+    burst = bytes((0x81, 0x80 | len(typing))) + b"\0\0\0\0" + typing  # masked with zeros
+
+    def flooder(n: int) -> None:
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            f"GET /ws?room=flood&name=f{n} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        sock.recv(4096)
+        try:
+            while not stop.is_set():
+                sock.sendall(burst * 200)
+                sent[n] += 200
+        except OSError:
+            closed[n] = True  # the server closed it
+        finally:
+            sock.close()
+
+    try:
+        loop = Loop()
+        pair = server.connect(loop, server.path, 2, 2, at_once=2)  # both talk, each within the frame budget
+        loop.wait_quiet(pair, still=0.5, limit=10)
+        threads = [threading.Thread(target=flooder, args=(n,), daemon=True) for n in (0, 1)]
+        for thread in threads:
+            thread.start()
+        row = step(server, loop, pair, 2, rate, seconds)
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        row.update(flood_frames_sent=sum(sent), flooders_closed=sum(closed))
+        print(format_row(kind, 2, row), f"flood: {sum(sent)} frames sent, {sum(closed)} of 2 closed", flush=True)
+        loop.close(pair)
+        return {"server": kind, "n": 2, "senders": 2, "steps": [row], "best": row if row["passed"] else None}
+    finally:
+        server.stop()
+
+
 def wait_ready(server: ServerProcess, loop: Loop, clients: list[BenchClient]) -> None:
     """Wait until the server delivers to every client. The chat has once it welcomed them; the
     baseline says nothing when its handler has put a new socket in its set, some time after
@@ -367,7 +420,7 @@ def start_redis(folder: str) -> tuple[subprocess.Popen[bytes], str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=["fanout", "latency", "storm", "idle"])
+    parser.add_argument("mode", choices=["fanout", "latency", "storm", "idle", "flood"])
     parser.add_argument("--n", type=int, default=1000, help="clients")
     parser.add_argument("--senders", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=4.0, help="length of one step")
@@ -380,7 +433,7 @@ def main() -> None:
     if shutil.which("taskset"):
         os.sched_setaffinity(0, {1})
     results = []
-    if args.mode in ("fanout", "latency"):
+    if args.mode in ("fanout", "latency", "flood"):
         print(HEADER, flush=True)
     with tempfile.TemporaryDirectory() as folder:
         redis_proc, redis_url = start_redis(folder) if "redis" in args.servers else (None, None)
@@ -392,6 +445,8 @@ def main() -> None:
                     results.append(latency(kind, args.n, args.senders, args.rate, 10.0, folder, redis_url))
                 elif args.mode == "storm":
                     results.append(storm(kind, args.n, folder, redis_url))
+                elif args.mode == "flood":
+                    results.append(flood(kind, args.rate, 10.0, folder))
                 else:
                     results.append(idle(kind, args.n, args.room_size, args.settle, folder, redis_url))
         finally:
