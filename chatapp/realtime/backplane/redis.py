@@ -97,10 +97,10 @@ class RedisBackplane:
         self._lost = False  # the connection was lost since it was first made (the listener's)
         self._listener: gevent.Greenlet | None = None
         self._reconnects = _Reconnects()  # of the listener's current connection
-        # Rooms wanted -> set once Redis confirmed them on the current connection. Changed by
-        # any greenlet (subscribe), the listener (confirmations, losses) and the linger sweep.
+        # Rooms wanted -> set once Redis confirmed them on the current connection. Added to by
+        # any greenlet (subscribe); confirmed, cleared on a loss and let go by the listener.
         self._rooms: dict[str, Event] = {}
-        self._unasked: set[str] = set()  # wanted, not yet sent: the next flush sends them together
+        self._unasked: set[str] = set()  # wanted, not yet sent: the listener's next tick sends them together
         self._unused_since: dict[str, float] = {}  # rooms without clients here, since (monotonic)
 
     def attach(self, deliver: Deliver, on_change: OnChange, in_use: InUse) -> None:
