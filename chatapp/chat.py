@@ -316,25 +316,28 @@ class Chat:
             self._counter = gevent.spawn(self._count_loop)
 
     def disconnect(self, conn: Connection) -> None:
-        if conn.data["announced"]:
-            self._enqueue(partial(self.member_left, conn.data["room"], conn.info))  # after its messages
+        if conn.data["announced"]:  # after its messages; its room is counted here if it is big
+            self._enqueue(partial(self._tell, "leave", conn.data["room"], conn.info))
 
     def member_left(self, room: str, user: dict[str, Any]) -> None:
-        """A member left: by closing, or by vanishing with its worker (presence expiry)."""
-        if not self._is_big(room):  # in a big room, the next count tells
-            self.rt.emit(room, {"type": "leave", "room": room, "user": user, "ts": time.time()})
+        """A member vanished with its worker (presence expiry, on whichever worker sweeps)."""
+        if not self._big_everywhere(room):
+            self._tell("leave", room, user)
 
     def member_back(self, room: str, user: dict[str, Any]) -> None:
         """A member taken for gone (its `leave` told) was there after all: the room is told."""
-        if not self._is_big(room):
-            self.rt.emit(room, {"type": "join", "room": room, "user": user, "ts": time.time()})
+        if not self._big_everywhere(room):
+            self._tell("join", room, user)
 
-    def _is_big(self, room: str) -> bool:
-        """Whether `room` gets counts, not each join and leave: counted here, or big on every
-        worker (a sweep of a dead worker's members runs on a worker that may have nobody there:
-        its thousand leaves must not go out one by one)."""
-        if room in self._counted_rooms:
-            return True
+    def _tell(self, kind: str, room: str, user: dict[str, Any]) -> None:
+        """A `join` or `leave` line, unless the room is counted here (the next count tells)."""
+        if room not in self._counted_rooms:
+            self.rt.emit(room, {"type": kind, "room": room, "user": user, "ts": time.time()})
+
+    def _big_everywhere(self, room: str) -> bool:
+        """Whether `room` is big on every worker: a sweep of a dead worker's members runs on a
+        worker that may have nobody there, and its thousand leaves must not go out one by one.
+        (A disconnect needs no such look: its room is counted on its own worker.)"""
         try:
             return self.rt.counts([room]).get(room, 0) > WELCOME_MEMBERS
         except Unavailable:
