@@ -180,7 +180,10 @@ def test_redis_subscriptions_asked_for_together_go_as_one_subscribe(start_redis_
     joiners = [gevent.spawn(worker.join, f"{room}-{n}") for n in range(500)]
     gevent.joinall(joiners, timeout=10, raise_error=True)
     assert worker.backplane.subscriptions == 500
-    assert calls() - before <= 2  # one, or two should the listener's tick fall among the joins
+    # Not one per room: one, or a few where the listener's ticks fall among the joins (gevent
+    # lets the loop run between callbacks after its switch interval, on a loaded machine too)
+    # or another test's worker on this shared Redis subscribes meanwhile.
+    assert calls() - before <= 10
 
 
 def test_redis_a_subscription_connection_killed_is_a_loss_even_when_redis_py_reconnects(
