@@ -178,6 +178,11 @@ class Realtime:
         """Rooms with clients on this worker, and how many of this worker's clients each has."""
         return {room: len(members) for room, members in self._hub.rooms.items()}
 
+    @property
+    def local_room_count(self) -> int:
+        """How many rooms have clients on this worker."""
+        return len(self._hub.rooms)
+
     # -- the worker -------------------------------------------------------------------------
     def start(self) -> None:
         """Start this worker's greenlets of the layer (once; in the worker: lifecycle.py)."""
