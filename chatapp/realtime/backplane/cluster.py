@@ -81,3 +81,8 @@ class ClusterNodes:
 
     def publish(self, channel: str, payload: bytes) -> None:
         self._cluster.spublish(channel, payload)
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.connection_pool.disconnect()  # a pool given to a client is not closed with it
+        self._clients.clear()

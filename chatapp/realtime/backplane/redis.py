@@ -112,6 +112,10 @@ class Nodes(Protocol):
 
     def publish(self, channel: str, payload: bytes) -> None: ...
 
+    def close(self) -> None:
+        """Close the connections made for the links (not those of the client given)."""
+        ...
+
 
 class OneRedis:
     """One Redis serves every room."""
@@ -141,6 +145,9 @@ class OneRedis:
 
     def publish(self, channel: str, payload: bytes) -> None:
         self._client.publish(channel, payload)
+
+    def close(self) -> None:
+        pass  # the links use the client given
 
 
 class _Reconnects:
@@ -228,6 +235,7 @@ class RedisBackplane:
         for link in list(self._links.values()):
             link.retire()
         gevent.killall([link.greenlet for link in self._links.values() if link.greenlet is not None])
+        self._nodes.close()
 
     # -- called by the links' listeners -------------------------------------------------------
     def _link(self, name: str) -> _Link:
