@@ -19,6 +19,8 @@ A new backend (a Postgres store, say) is its module, and its opener in a table h
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -27,11 +29,13 @@ from .realtime.backplane import Backplane
 from .realtime.presence import Presence
 from .store import Store
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 Opener = Callable[[str, Config, "Clients"], T]  # (url, config, clients) -> the backend
 
 REDIS_CONNECTIONS = 50  # per worker; one is the backplane listener's for good
 REDIS_POOL_WAIT = 5.0  # seconds a command may wait for a connection, then Unavailable
+CLUSTER_RETRY = 1.0  # seconds between a starting worker's tries to reach REDIS_URL's cluster node
 SQLITE_PREFIX = "sqlite:///"  # then a path: relative, or absolute with its own slash (sqlite:////var/chat.db)
 
 
@@ -182,6 +186,21 @@ def _redis_client(url: str, tls_verify: bool, cluster: bool) -> Any:
     # A pool that makes a greenlet wait for a free connection: redis-py's default pool refuses
     # the 101st concurrent command (MaxConnectionsError), which a connect burst reaches at once.
     pool = {"max_connections": REDIS_CONNECTIONS, "timeout": REDIS_POOL_WAIT}
-    if cluster:  # a pool per node; redis-py asks the node for the cluster's slots at once
-        return redis.RedisCluster.from_url(url, connection_pool_class=redis.BlockingConnectionPool, **pool, **options)
+    if cluster:
+        return _cluster_client(url, {"connection_pool_class": redis.BlockingConnectionPool, **pool, **options})
     return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url, **pool, **options))
+
+
+def _cluster_client(url: str, options: dict[str, Any]) -> Any:
+    """A RedisCluster (a pool per node), which asks `url`'s node for the cluster's slots at
+    once: until it answers, the worker waits here, before it serves. It must not fail: a
+    worker that fails to boot stops the whole gunicorn server, while one that waits past
+    gunicorn's timeout is killed and started again, the others serving on."""
+    import redis
+
+    while True:
+        try:
+            return redis.RedisCluster.from_url(url, **options)
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+            log.warning("REDIS_URL: the cluster cannot be reached (%s); trying again in %.0f s", exc, CLUSTER_RETRY)
+            time.sleep(CLUSTER_RETRY)

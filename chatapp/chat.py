@@ -248,6 +248,9 @@ class Chat:
             return
         MESSAGES.inc(sum(1 for result in stored if not isinstance(result, Exception) and result[1]))
         for post, result in zip(batch, stored, strict=True):
+            if isinstance(result, Unavailable):  # its room's part of the store is away (a failover)
+                _fail(post, result, ErrorCode.UNAVAILABLE, str(result))
+                continue
             if isinstance(result, Exception):  # this message alone was refused
                 log.error("storing a message in %r failed: %r", post.room, result)
                 _fail(post, result, ErrorCode.INTERNAL, "the message could not be stored")

@@ -41,7 +41,7 @@ class RedisClusterServers:
 
     def start(self) -> RedisClusterServers:
         for node in self.nodes:
-            node.start("--cluster-enabled", "yes", "--cluster-node-timeout", str(NODE_TIMEOUT_MS))
+            self.start_node(node)
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
         subprocess.run(
             [REDIS_CLI, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
@@ -67,6 +67,10 @@ class RedisClusterServers:
                 return
             assert time.monotonic() < deadline, "the replicas did not sync"
             time.sleep(0.1)  # a replica syncing: no event to await from outside
+
+    def start_node(self, node: RedisServer) -> None:
+        """Start (or start again: its folder keeps its cluster config and data) one node."""
+        node.start("--cluster-enabled", "yes", "--cluster-node-timeout", str(NODE_TIMEOUT_MS))
 
     def cli(self, node: RedisServer, *args: str) -> str:
         result = subprocess.run(

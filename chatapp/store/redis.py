@@ -38,13 +38,26 @@ from typing import Any
 
 import gevent
 import redis
+from redis.exceptions import RedisClusterException
 
 from ..realtime.protocol import encode
-from ..unavailable import unavailable_on
+from ..unavailable import Unavailable, unavailable_on
 from . import History, Message, sender
 
 log = logging.getLogger(__name__)
-_unavailable = unavailable_on("the message store (Redis)", redis.RedisError)
+_unavailable = unavailable_on("the message store (Redis)", redis.RedisError, RedisClusterException)
+# What says a Redis (or one master) is away, or a slot is on the move, rather than refusing the
+# message: each becomes Unavailable for the messages of its room, which the page sends again.
+_AWAY = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.AskError,
+    redis.exceptions.TryAgainError,
+    RedisClusterException,
+)
 
 # A batch of one room's messages (KEYS: seq, messages, cids, epoch, and the channel when it
 # publishes; ARGV: history limit, idle seconds, PUBLISH or SPUBLISH or '', the body's prefix,
@@ -124,11 +137,14 @@ REPLICA_WAIT_MS = 100
 UNREPLICATED_FOR = 60.0  # seconds a master whose replica did not answer in time is not waited for
 
 
-# A cluster node's answers that a slot is served elsewhere, or is moving
-_REDIRECTED = (redis.exceptions.AskError, redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
-
-
 Appended = list[tuple[Message, bool]]  # a room's batch: each message as stored, and whether it is new
+
+
+def _told(outcome: Appended | Exception) -> Appended | Exception:
+    """What the chat is told of a room's batch: an outage is Unavailable (sent again later)."""
+    if isinstance(outcome, _AWAY):
+        return Unavailable("the message store (Redis) cannot be reached now; try again")
+    return outcome
 
 
 def _appended(reply: list[bytes]) -> Appended:
@@ -189,10 +205,10 @@ class RedisStore:
         return keys, args
 
     def _run(self, calls: list[tuple[tuple[str, ...], list[Any]]]) -> list[Appended | Exception]:
-        """Run the append script once per room; one round trip per node (a script that fails
-        fails alone: the others are stored)."""
+        """Run the append script once per room; one round trip per node. A room's batch that
+        fails fails alone (the others are stored): Unavailable where its Redis or master is away."""
         if not self._cluster:
-            return self._pipelined(self._redis, calls)
+            return [_told(outcome) for outcome in self._pipelined(self._redis, calls)]
         # redis-py refuses scripts in a cluster pipeline: a plain pipeline per master, all at once
         by_node: dict[str, list[int]] = {}
         for index, (keys, _args) in enumerate(calls):
@@ -200,23 +216,26 @@ class RedisStore:
         outcomes: list[Appended | Exception] = [Exception()] * len(calls)
 
         def node(name: str, indexes: list[int]) -> None:
-            client = self._redis.get_redis_connection(self._redis.get_node(node_name=name))
             wait = monotonic() >= self._unreplicated.get(name, 0.0)
             try:
+                client = self._redis.get_redis_connection(self._redis.get_node(node_name=name))
                 replies = self._pipelined(client, [calls[i] for i in indexes], wait)
-            except redis.ConnectionError as exc:  # a failover: the cluster client finds the new master
-                replies = [exc] * len(indexes)
-                wait = False
+            except (redis.RedisError, RedisClusterException) as exc:  # the master is away: a failover?
+                replies, wait = [exc] * len(indexes), False
             if wait and not replies.pop():  # no replica has it in time: at risk, and not waited for a while
                 self._unreplicated[name] = monotonic() + UNREPLICATED_FOR
                 log.warning(
                     "store: no replica of %s confirmed a batch in %d ms: lost if it fails now", name, REPLICA_WAIT_MS
                 )
             for index, outcome in zip(indexes, replies, strict=True):
-                if isinstance(outcome, _REDIRECTED + (redis.ConnectionError,)):
-                    # a slot moved (a resharding, a failover): the cluster client follows it
+                # The cluster client follows a slot that moved (a resharding, a failover). After
+                # a redirect the script did not run; after a lost connection it may have, so
+                # only a batch whose every message has a cid (stored once, however often sent)
+                # is sent again.
+                moved = isinstance(outcome, redis.exceptions.AskError | redis.exceptions.TryAgainError)
+                if moved or (isinstance(outcome, _AWAY) and all(calls[index][1][4::2])):
                     outcome = self._one(calls[index])
-                outcomes[index] = outcome
+                outcomes[index] = _told(outcome)
 
         gevent.joinall([gevent.spawn(node, name, indexes) for name, indexes in by_node.items()], raise_error=True)
         return outcomes
@@ -235,10 +254,11 @@ class RedisStore:
         return appended + replies[len(calls) :]
 
     def _one(self, call: tuple[tuple[str, ...], list[Any]]) -> Appended | Exception:
-        """One call through the cluster client, which follows a moved slot."""
+        """One call through the cluster client, which follows a moved slot (answered without
+        waiting for a replica: a rare case, at risk in a failover like an unreplicated batch)."""
         try:
             return _appended(self._append(keys=call[0], args=call[1]))
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             return exc
 
     @_unavailable

@@ -51,6 +51,7 @@ from typing import Protocol
 import gevent
 import redis
 from gevent.event import Event
+from redis.exceptions import RedisClusterException
 
 from ...unavailable import Unavailable
 from . import Deliver, InUse, OnChange, unattached
@@ -194,8 +195,10 @@ class RedisBackplane:
 
     @property
     def healthy(self) -> bool:
-        """Every link is connected (and has been, once started)."""
-        return self._started and all(link.healthy for link in self._links.values())
+        """Redis answers: the one Redis, or some master of a cluster (the rooms of a master
+        that does not are told `degraded`; a whole fleet out of its balancer's rotation
+        because one master failed would be worse)."""
+        return self._started and (not self._links or any(link.healthy for link in self._links.values()))
 
     @property
     def subscriptions(self) -> int:
@@ -289,8 +292,7 @@ class RedisBackplane:
         for room, link in list(self._where.items()):
             name = self._nodes.node_of(channel(room))
             if link.retired or link.name != name:
-                confirmed = link.rooms.pop(room)
-                link.unasked.discard(room)
+                confirmed = link.forget(room)
                 if confirmed.is_set():
                     self._report_lost((room,))
                     confirmed.clear()
@@ -319,7 +321,8 @@ class _Link:
         self.name = name
         self._nodes = nodes
         # Rooms filed here -> set once Redis confirmed them on the current connection. Added
-        # to by any greenlet (RedisBackplane._file); confirmed, cleared and let go by the listener.
+        # to by any greenlet (RedisBackplane._file); confirmed, cleared and let go by the
+        # listener; moved off (`forget`) by whichever listener replans after a loss or a move.
         self.rooms: dict[str, Event] = {}
         self.unasked: set[str] = set()  # filed, not yet sent: the next tick sends them together
         self.healthy = False  # until the listener's first pong
@@ -329,6 +332,7 @@ class _Link:
         self._reconnects = _Reconnects()  # of the current connection
         self._leaving: dict[str, int] = {}  # UNSUBSCRIBEs sent, by channel, not yet confirmed
         self._back: set[str] = set()  # rooms confirmed again, reported when the burst is over
+        self._backoff = BACKOFF_FIRST  # before the next connect after a loss
 
     @property
     def confirmed(self) -> int:
@@ -340,35 +344,44 @@ class _Link:
     def retire(self) -> None:
         self.retired = True
 
+    def forget(self, room: str) -> Event:
+        """Take `room` off this link (to be filed on another); its confirmation, as it was."""
+        self.unasked.discard(room)
+        self._back.discard(room)
+        return self.rooms.pop(room)
+
     def _listen(self) -> None:
         """The listener: hands each event to the backplane; on a lost or silent connection,
-        reports its rooms lost and connects again with capped backoff."""
-        backoff = BACKOFF_FIRST
+        reports its rooms lost and connects again with capped backoff (from the first step
+        again once it is back)."""
         while not self.retired:
-            pubsub = self._nodes.client(self.name).pubsub()
+            pubsub = None
             try:
+                pubsub = self._nodes.client(self.name).pubsub()
                 self._connect(pubsub)
                 for message in self._heard(pubsub):
                     self._handle(message)
-            except redis.RedisError as exc:
+            except (redis.RedisError, RedisClusterException) as exc:
                 if not self.retired:
-                    log.warning("backplane: Redis connection lost (%s); retrying in %.1f s", exc, backoff)
+                    log.warning("backplane: Redis connection lost (%s); retrying in %.1f s", exc, self._backoff)
             except Exception:  # a bug must not end delivery for good
-                log.exception("backplane: listener failed; retrying in %.1f s", backoff)
+                log.exception("backplane: listener failed; retrying in %.1f s", self._backoff)
             finally:
                 for confirmed in self.rooms.values():
                     confirmed.clear()
-                pubsub.close()
+                self._back.clear()
+                if pubsub is not None:
+                    pubsub.close()
             if self.retired:
                 return
             if self.healthy or not self.lost:
                 self.healthy, self.lost = False, True
                 self._backplane._report_lost(self.rooms)
-            gevent.sleep(backoff * (0.5 + random.random() / 2))
-            backoff = min(backoff * 2, BACKOFF_CAP)
+            gevent.sleep(self._backoff * (0.5 + random.random() / 2))
+            self._backoff = min(self._backoff * 2, BACKOFF_CAP)
             try:
                 self._backplane._replan()  # a failover: some rooms (or all) are served elsewhere now
-            except redis.RedisError as exc:
+            except (redis.RedisError, RedisClusterException) as exc:  # no node answers: the next round asks again
                 log.warning("backplane: cannot ask Redis where rooms are served (%s)", exc)
 
     def _connect(self, pubsub: redis.client.PubSub) -> None:
@@ -394,7 +407,7 @@ class _Link:
         elif kind in ("unsubscribe", "sunsubscribe"):
             self._unsubscribed(message["channel"])
         elif kind == "pong" and not self.healthy:  # after every SUBSCRIBE sent before it
-            self.healthy = True
+            self.healthy, self._backoff = True, BACKOFF_FIRST
             if self.lost:
                 log.warning("backplane: connected to Redis again")
         if self._back and self.healthy and kind in (None, "pong"):  # the burst of confirmations is over
@@ -436,7 +449,11 @@ class _Link:
                 pubsub.ping()  # answered by a pong, after whatever Redis sent before it
                 next_ping = now + PING_EVERY
                 self._let_go(pubsub, now)
-            message = pubsub.get_message(timeout=max(min(next_ping - now, TICK), 0.0))
+            try:
+                message = pubsub.get_message(timeout=max(min(next_ping - now, TICK), 0.0))
+            except redis.exceptions.AskError as exc:  # MOVED: an (S)SUBSCRIBE for a slot served elsewhere now
+                self._moved(exc.slot_id)
+                continue
             if message is not None:
                 heard = monotonic()
                 handed += 1
@@ -445,6 +462,18 @@ class _Link:
             elif monotonic() - heard > HANG_AFTER:
                 raise Silent(f"no answer from Redis for {HANG_AFTER:.0f} s")
             yield message
+
+    def _moved(self, slot: int) -> None:
+        """A slot this worker had not heard had moved: its rooms here (not yet confirmed: an
+        (S)SUBSCRIBE was refused) are filed where it is now, or asked for here again should
+        Redis not say so yet. The link and its other rooms are not disturbed."""
+        log.warning("backplane: slot %d is served by another node now", slot)
+        for name in [name for name in self._leaving if self._nodes.slot(name) == slot]:
+            del self._leaving[name]  # refused too: no confirmation will come
+        self._backplane._replan()
+        for room, confirmed in self.rooms.items():
+            if not confirmed.is_set() and self._nodes.slot(channel(room)) == slot:
+                self.unasked.add(room)
 
     def _let_go(self, pubsub: redis.client.PubSub, now: float) -> None:
         """Unsubscribe the rooms without clients here for LINGER s."""

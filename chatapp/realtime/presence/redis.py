@@ -24,6 +24,7 @@ from time import monotonic
 
 import gevent
 import redis
+from redis.exceptions import RedisClusterException
 
 from ...unavailable import unavailable_on
 from ..hub import Hub
@@ -50,7 +51,7 @@ def _key(room: str) -> str:
     return f"chat:{{{room}}}:presence"
 
 
-_unavailable = unavailable_on("presence (Redis)", redis.RedisError)
+_unavailable = unavailable_on("presence (Redis)", redis.RedisError, RedisClusterException)
 
 BEATS = 4  # heartbeats per PRESENCE_TTL
 LIFETIME = 0.75  # an entry's deadline, in PRESENCE_TTLs after its renewal: LIFETIME + 1/BEATS = 1
@@ -82,12 +83,21 @@ class RedisPresence:
     @_unavailable
     def add(self, room: str, conn_id: str, info: Info) -> None:
         member = json.dumps(info, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-        self._redis.zadd(_key(room), {member: time.time() + self.lifetime})
-        try:  # the list of rooms is on one node of a cluster: joins do not wait for it
-            self._redis.sadd(ROOMS, room)
-        except redis.RedisError as exc:  # the next heartbeat lists it
-            log.warning("presence: %s not listed yet (%s)", room, exc)
+        if isinstance(self._redis, redis.RedisCluster):  # the list of rooms is on another master: not waited for
+            self._redis.zadd(_key(room), {member: time.time() + self.lifetime})
+            gevent.spawn(self._list, room)
+        else:
+            with self._redis.pipeline(transaction=False) as pipe:  # one round trip
+                pipe.zadd(_key(room), {member: time.time() + self.lifetime})
+                pipe.sadd(ROOMS, room)
+                pipe.execute()
         self._local.setdefault(conn_id, {})[room] = member  # after: a renewal meanwhile would report it restored
+
+    def _list(self, room: str) -> None:
+        try:
+            self._redis.sadd(ROOMS, room)
+        except (redis.RedisError, RedisClusterException) as exc:  # the next heartbeat lists it
+            log.warning("presence: %s not listed yet (%s)", room, exc)
 
     @_unavailable
     def remove(self, room: str, conn_id: str) -> None:
@@ -138,7 +148,7 @@ class RedisPresence:
             try:
                 if self.renew():
                     self.sweep()
-            except redis.RedisError as exc:
+            except (redis.RedisError, RedisClusterException) as exc:
                 self._steady_since = None
                 log.warning("presence: Redis unavailable (%s)", exc)
             except Exception:
