@@ -62,6 +62,7 @@ class Loop:
         self.last_frame = time.monotonic()  # when any client last got a frame
         self.scratch = memoryview(bytearray(RECV_SIZE))  # every recv lands here: no allocation per call
         self.sample = LATENCY_SAMPLE  # one frame in this many per client is timed (1: every one)
+        self.pings = 0  # pings the server sent (each answered)
 
     def run(self, until: Callable[[], bool], timeout: float, tick: float = 0.05) -> bool:
         deadline = time.monotonic() + timeout
@@ -258,6 +259,7 @@ class BenchClient:
                 else:
                     self._plain(payload, arrived)
             elif opcode == 0x9:  # ping: pong with the same payload
+                self.loop.pings += 1
                 self.send(frame(Opcode.PONG, payload, mask=True))
             elif opcode == 0x8:
                 self.open = False

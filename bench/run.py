@@ -17,8 +17,8 @@ Modes. rooms: the shape of a real chat, N clients in rooms of --room-size, each 
 one message every --period seconds (the rooms' turns spread evenly over the period), and with
 --big a room of that many more clients at --rate messages/s; per worker, the backplane events
 it received against those of rooms it has clients in, and per Redis node its commands/s.
- flood: a pair talks at --rate while two clients stream typing events as fast as they
-can (`chat+limits`: with the default per-connection frame budget).
+flood: a pair talks at --rate while two clients stream typing events as fast as they can
+(`chat+limits`: with the default per-connection frame budget).
 latency: a fixed rate into one room of N. storm: N clients at once (handshakes/s, time
 until all are welcomed). idle: N idle connections (server memory per connection, after
 --settle seconds idle), then one broadcast that must reach them all; one room, or rooms of
@@ -132,7 +132,9 @@ class ServerProcess:
             if "cluster" in kind:
                 env["REDIS_CLUSTER"] = "1"
         self.protocol = "plain" if kind == "plain" else "chat"
-        self.proc = subprocess.Popen([*pin, *command], cwd=self.code, env=env, stderr=subprocess.DEVNULL)
+        self.log = Path(folder) / f"server-{self.port}.log"  # its stderr, for when it fails
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen([*pin, *command], cwd=self.code, env=env, stderr=log)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -144,7 +146,7 @@ class ServerProcess:
                 break  # the baseline answers 400 to plain HTTP on /ws: it is up
             except OSError:
                 if time.monotonic() > deadline:
-                    raise SystemExit(f"{kind} did not start") from None
+                    raise SystemExit(f"{kind} did not start; its log's end:\n{self.log_tail()}") from None
                 time.sleep(0.1)
 
     def path(self, i: int, room_size: int = 0) -> str:
@@ -155,6 +157,9 @@ class ServerProcess:
 
     def connect(self, loop: Loop, path: Callable[[int], str], n: int, senders: int, at_once: int) -> list[BenchClient]:
         return connect_all(loop, "127.0.0.1", self.port, path, self.protocol, n, senders, at_once, self.deflate)
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def workers(self) -> list[int]:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
@@ -475,7 +480,7 @@ def rooms(
             client.lat = []
             client.dups = client.gaps = 0
         base = [client.delivered for client in clients]
-        received, frames = sum(c.received for c in clients), sum(c.frames for c in clients)
+        received, frames, pings = sum(c.received for c in clients), sum(c.frames for c in clients), loop.pings
         small_total, big_total = int(seconds * rooms / period), int(seconds * rate) if big else 0
         sent = [0] * len(members)  # per room
         done = [0, 0]  # small rooms' messages, the big room's
@@ -532,12 +537,16 @@ def rooms(
             "max_ms": (latencies[-1] if latencies else float("nan")) * 1e3,
             "latency_samples": len(latencies),
             "frames": sum(c.frames for c in clients) - frames,
+            # the server pings every client every PING_INTERVAL (25 s), all in one round per worker:
+            # a step of 15 s has one round or none; with 10,000 clients on a worker, a stall
+            "pings": loop.pings - pings,
             "bytes_per_delivery": (sum(c.received for c in clients) - received) / max(1, delivered),
             "server_cpu_pct": 100 * sum(cpu.values()) / elapsed,
             "redis_cpu_pct": 100 * sum(map(redis_cpu, info1)) / elapsed - 100 * sum(map(redis_cpu, info0)) / elapsed,
             "bench_cpu_pct": 100 * own / elapsed,
-            # other work on the machine: the server's time runnable but not running, and the
-            # time some task anywhere waited for a CPU (/proc/pressure/cpu)
+            # contention: the server's workers' time runnable but not running (summed: they share
+            # CPU 0 with each other and Redis, and with other work), and the time some task
+            # anywhere waited for a CPU (/proc/pressure/cpu)
             "server_cpu_wait_pct": 100 * wait / elapsed,
             "cpu_pressure_pct": 100 * pressure / elapsed,
             "server_rss_mb": server.rss_mb(),
@@ -620,7 +629,7 @@ def worker_counts(metrics_dir: str, pid: int) -> dict[str, float]:
     return found
 
 
-def health_of_workers(server: ServerProcess, workers: int, limit: float = 60.0) -> dict[int, dict]:
+def health_of_workers(server: ServerProcess, workers: int, limit: float = 120.0) -> dict[int, dict]:
     """/healthz of every worker: asked until each has answered healthy (a new connection each
     time, taken by whichever worker accepts first). SystemExit if some do not within `limit` s."""
     seen: dict[int, dict] = {}
@@ -631,14 +640,18 @@ def health_of_workers(server: ServerProcess, workers: int, limit: float = 60.0) 
                 body = json.loads(response.read())
         except urllib.error.HTTPError as exc:  # 503: a worker not yet connected to Redis
             body = json.loads(exc.read())
-        if body.get("status") == "ok":
-            seen[body["pid"]] = body
-        if len(seen) >= workers or time.monotonic() > deadline:
+        seen[body["pid"]] = body
+        if sum(1 for b in seen.values() if b["status"] == "ok") >= workers or time.monotonic() > deadline:
             break
         time.sleep(0.01)
-    if len(seen) < workers:
-        raise SystemExit(f"{server.kind}: only {len(seen)} of {workers} workers answered /healthz healthy")
-    return seen
+    healthy = {pid: body for pid, body in seen.items() if body["status"] == "ok"}
+    if len(healthy) < workers:
+        answers = ", ".join(f"{pid}: {body['status']}" for pid, body in sorted(seen.items()))
+        raise SystemExit(
+            f"{server.kind}: {len(healthy)} of {workers} workers answered /healthz healthy in {limit:.0f} s"
+            f" ({answers}; workers now: {server.workers()}); its log's end:\n{server.log_tail()}"
+        )
+    return healthy
 
 
 def workers_of(server: ServerProcess, clients: list[BenchClient]) -> list[int]:
@@ -771,9 +784,12 @@ def print_rooms(workers: list[dict], nodes: list[dict], row: dict) -> None:
         )
     if nodes:
         print(f"  redis CPU in all: {row['redis_cpu_pct']:.0f}%")
+    clients = sum(w["clients"] for w in workers)
+    print(f"  pings from the server during the step: {row['pings']:,} (its clients: {clients:,})")
     print(
-        f"  server waited for a CPU {row['server_cpu_wait_pct']:.0f}% of the step; CPU pressure"
-        f" (some task waiting, any process) {row['cpu_pressure_pct']:.0f}%",
+        f"  server's workers runnable but waiting for a CPU (for each other, Redis or other work):"
+        f" {row['server_cpu_wait_pct']:.0f}% of the step, summed; machine's CPU pressure (some task"
+        f" waiting): {row['cpu_pressure_pct']:.0f}%",
         flush=True,
     )
 
