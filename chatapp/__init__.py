@@ -11,6 +11,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import api, backends, errors, hosts, logs, views
 from .chat import Chat
 from .config import Config, ConfigError
+from .listing import Listing
 from .realtime import Realtime
 
 __all__ = ["Config", "ConfigError", "create_app"]
@@ -43,6 +44,7 @@ def create_app(config: Config | None = None) -> Flask:
     realtime = Realtime(config, backends.backplane(config, clients), backends.presence(config, clients))
     store = backends.store(config, clients, os.path.join(app.instance_path, "chat.sqlite3"))
     app.extensions["chat"] = Chat(realtime, store, config)  # its handlers first: init_app routes by them
+    app.extensions["listing"] = Listing(realtime, store)
     realtime.init_app(app, path="/ws")
     errors.init_app(app)
     app.register_blueprint(views.bp)

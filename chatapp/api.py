@@ -8,10 +8,12 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from .chat import Chat, parse_epoch, parse_message, parse_name, parse_room, parse_since
 from .errors import json_error
+from .listing import Listing
 from .realtime import ErrorCode, ProtocolError
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
+NAMED = 20  # rooms one call to /api/rooms may name
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
 
@@ -70,12 +72,13 @@ def publish(room: str) -> tuple[Response, int] | Response:
 
 @bp.get("/rooms")
 def rooms() -> Response:
-    """The rooms with members now (on every worker), with their member and message counts."""
-    chat = _chat()
-    online = chat.rt.rooms()
-    counts = chat.store.counts(list(online))
-    listed = [{"room": room, "members": n, "messages": counts.get(room, 0)} for room, n in sorted(online.items())]
-    return jsonify(rooms=listed)
+    """The rooms with people now: each named by `room=` (up to NAMED, counted now), and the
+    busiest of this worker's (listing.py), with their member and message counts."""
+    named = request.args.getlist("room")
+    if len(named) > NAMED:
+        return json_error(400, "bad_field", f"name at most {NAMED} rooms")
+    listing: Listing = current_app.extensions["listing"]
+    return jsonify(rooms=listing.rooms([parse_room(room) for room in dict.fromkeys(named)]))
 
 
 def _limit(raw: str | None) -> int:

@@ -45,7 +45,7 @@ class Clients:
     def redis(self, url: str) -> Any:
         """The redis.Redis of `url`."""
         if url not in self._redis:
-            self._redis[url] = _redis_client(url, self._config.redis_tls_verify)
+            self._redis[url] = _redis_client(url, self._config.redis_tls_verify, self._config.redis_cluster)
         return self._redis[url]
 
 
@@ -172,7 +172,8 @@ PRESENCES: dict[str, Opener[Presence]] = {
 }
 
 
-def _redis_client(url: str, tls_verify: bool) -> Any:
+def _redis_client(url: str, tls_verify: bool, cluster: bool) -> Any:
+    """A client of `url`: of the one Redis, or (REDIS_CLUSTER=1) of the cluster `url` is a node of."""
     import redis
 
     options: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0, "health_check_interval": 10}
@@ -180,7 +181,7 @@ def _redis_client(url: str, tls_verify: bool) -> Any:
         options["ssl_cert_reqs"] = "none"  # REDIS_TLS_VERIFY=0: managed Redis with a self-signed chain
     # A pool that makes a greenlet wait for a free connection: redis-py's default pool refuses
     # the 101st concurrent command (MaxConnectionsError), which a connect burst reaches at once.
-    pool = redis.BlockingConnectionPool.from_url(
-        url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT, **options
-    )
-    return redis.Redis(connection_pool=pool)
+    pool = {"max_connections": REDIS_CONNECTIONS, "timeout": REDIS_POOL_WAIT}
+    if cluster:  # a pool per node; redis-py asks the node for the cluster's slots at once
+        return redis.RedisCluster.from_url(url, connection_pool_class=redis.BlockingConnectionPool, **pool, **options)
+    return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url, **pool, **options))

@@ -22,6 +22,7 @@ class Config:
 
     port: int = 8000
     redis_url: str | None = None
+    redis_cluster: bool = False  # 1: REDIS_URL names a node of a Redis Cluster (sharded pub/sub)
     redis_tls_verify: bool = True  # 0: accept a rediss:// server's self-signed certificate chain
     ws_deflate: bool = False  # 1: permessage-deflate with clients that offer it (see README: off is faster)
     database_path: str | None = None  # None: chat.sqlite3 in Flask's instance folder
@@ -114,7 +115,9 @@ class Config:
         if self.proxy_hops < 0:
             raise ConfigError("PROXY_HOPS must be 0 or more")
         if self.redis_url is not None:
-            _check_redis_url(self.redis_url)
+            _check_redis_url(self.redis_url, self.redis_cluster)
+        elif self.redis_cluster:
+            raise ConfigError("REDIS_CLUSTER=1 needs REDIS_URL: any node of the cluster, like redis://10.0.0.1:6379")
         if self.database_url and self.database_path:
             raise ConfigError("DATABASE_URL and DATABASE_PATH both name the store: set one of them")
         if self.history_on_join > self.history_limit:
@@ -185,7 +188,7 @@ def _origins(raw: str) -> tuple[str, ...]:
     return origins
 
 
-def _check_redis_url(url: str) -> None:
+def _check_redis_url(url: str, cluster: bool) -> None:
     """Refuse a REDIS_URL that redis-py could not use, before a worker tries (with its own words:
     redis-py's parser, plus the database number it would silently ignore). Its scheme is
     backends.check's."""
@@ -207,6 +210,10 @@ def _check_redis_url(url: str) -> None:
     database = parts.path.lstrip("/") if parts.scheme != "unix" else ""
     if database and not (database.isascii() and database.isdigit()):
         raise ConfigError(f"REDIS_URL: the database must be a number, not {database!r}")
+    if cluster and (parts.scheme == "unix" or database.strip("0")):
+        raise ConfigError(
+            "REDIS_URL: with REDIS_CLUSTER=1, a node's redis:// or rediss:// address (a cluster has database 0 only)"
+        )
 
 
 def _text(raw: str) -> str:
@@ -216,6 +223,7 @@ def _text(raw: str) -> str:
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "port": _integer,
     "redis_url": _text,
+    "redis_cluster": _flag,
     "redis_tls_verify": _flag,
     "ws_deflate": _flag,
     "database_path": _text,

@@ -840,7 +840,8 @@
   // chat.seen mark (the first UNREAD_LIMIT, not one's own). A room with no one online has no
   // new messages to count but a bot's, and keeps the count it had.
   async function pollRooms() {
-    const listed = await getJSON("/api/rooms");
+    const named = new URLSearchParams(recentRooms().map((r) => ["room", r]));  // counted now; the rest may lag
+    const listed = await getJSON(`/api/rooms?${named}`);
     if (!listed || !Array.isArray(listed.rooms)) return;
     online = new Map(listed.rooms.filter((r) => r && ROOM_RE.test(r.room) && Number.isInteger(r.members))
       .map((r) => [r.room, r.members]));

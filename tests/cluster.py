@@ -9,6 +9,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import redis
+from redis.crc import key_slot
+
 from tests.helpers import RedisServer, free_port
 
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
@@ -47,7 +50,23 @@ class RedisClusterServers:
             timeout=30,
         )
         self.wait_ok()
+        self.wait_replicas()
         return self
+
+    def wait_replicas(self, timeout: float = 30.0) -> None:
+        """Until every master has a replica in sync with it: a replica that never synced will
+        not take over (its data counts as too old), and a write before it syncs is not on it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            replicas = [self.cli(node, "info", "replication") for node in self.live()]
+            views = [self.cli(node, "cluster", "nodes") for node in self.live()]  # known to all
+            known = all(
+                sum("slave" in line.split()[2] for line in view.splitlines() if line) >= self.masters for view in views
+            )
+            if known and sum("master_link_status:up" in info for info in replicas) >= self.masters:
+                return
+            assert time.monotonic() < deadline, "the replicas did not sync"
+            time.sleep(0.1)  # a replica syncing: no event to await from outside
 
     def cli(self, node: RedisServer, *args: str) -> str:
         result = subprocess.run(
@@ -59,27 +78,60 @@ class RedisClusterServers:
         """Until every live node says the cluster is ok (all slots served)."""
         deadline = time.monotonic() + timeout
         while True:
-            live = [node for node in self.nodes if node.proc is not None and node.proc.poll() is None]
             try:
-                if all("cluster_state:ok" in self.cli(node, "cluster", "info") for node in live):
+                if all("cluster_state:ok" in self.cli(node, "cluster", "info") for node in self.live()):
                     return
             except subprocess.SubprocessError:
                 pass
             assert time.monotonic() < deadline, "the cluster did not become ok"
             time.sleep(0.1)  # a cluster settling: no event to await from outside
 
-    def master_of(self, key: str) -> RedisServer:
-        """The node that serves `key`'s slot now."""
-        slot = int(self.cli(self.nodes[0], "cluster", "keyslot", key))
-        for line in self.cli(self.nodes[0], "cluster", "nodes").splitlines():
+    def slots(self) -> dict[int, tuple[int, int]]:
+        """Each master's port -> the first and last slot it serves (one range each, as made)."""
+        found = {}
+        for line in self.cli(self.live()[0], "cluster", "nodes").splitlines():
             fields = line.split()
-            if "master" in fields[2] and "fail" not in fields[2]:
-                for part in fields[8:]:
-                    low, _, high = part.partition("-")
-                    if low.isdigit() and int(low) <= slot <= int(high or low):
-                        port = int(fields[1].split(":")[1].split("@")[0])
-                        return next(node for node in self.nodes if node.port == port)
-        raise AssertionError(f"no master serves slot {slot}")
+            if "master" in fields[2] and "fail" not in fields[2] and len(fields) > 8:
+                low, _, high = fields[8].partition("-")
+                found[int(fields[1].split(":")[1].split("@")[0])] = (int(low), int(high or low))
+        return found
+
+    def live(self) -> list[RedisServer]:
+        return [node for node in self.nodes if node.proc is not None and node.proc.poll() is None]
+
+    def node(self, port: int) -> RedisServer:
+        return next(node for node in self.nodes if node.port == port)
+
+    def rooms_by_master(self, prefix: str, per_master: int = 1) -> dict[int, list[str]]:
+        """Room names (`prefix`-N) whose slot each master serves: `per_master` each."""
+        slots = self.slots()
+        found: dict[int, list[str]] = {port: [] for port in slots}
+        n = 0
+        while any(len(rooms) < per_master for rooms in found.values()):
+            room = f"{prefix}-{n}"
+            slot = key_slot(f"chat:{{{room}}}:events".encode())
+            port = next(port for port, (low, high) in slots.items() if low <= slot <= high)
+            if len(found[port]) < per_master:
+                found[port].append(room)
+            n += 1
+        return found
+
+    def move_slot(self, key: str, source: int, target: int) -> None:
+        """Move `key`'s slot from the master at port `source` to the one at `target`, keys and
+        all, as `redis-cli --cluster reshard` moves a slot."""
+        slot = key_slot(key.encode())
+        src, dst = (redis.Redis(port=port) for port in (source, target))
+        src_id, dst_id = (client.execute_command("CLUSTER", "MYID") for client in (src, dst))
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
+        others = [port for port in self.slots() if port not in (source, target)]
+        for port in (target, source, *others):  # every master learns it; the target first
+            with redis.Redis(port=port) as client:
+                client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        for client in (src, dst):
+            client.close()
 
     def stop(self) -> None:
         for node in self.nodes:

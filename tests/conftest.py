@@ -7,8 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
+from tests.cluster import REDIS_CLI, RedisClusterServers
 from tests.helpers import REDIS_SERVER, RedisServer, Server, require, running
+
+# Property tests judge the code, not the machine: on 2 shared cores the generation of examples
+# can be slow, which Hypothesis would otherwise report as a failure (HealthCheck.too_slow).
+settings.register_profile("chat", suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("chat")
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +53,44 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """One real Redis Cluster for the session (3 masters, 3 replicas); tests keep apart by
+    their room names. A test that fails a node over or moves slots starts its own (make_cluster)."""
+    require_cluster()
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def redis_env(request) -> dict[str, str]:
+    """A server's settings for this test's Redis: one redis-server, or a Redis Cluster."""
+    if request.param == "cluster":
+        return {"REDIS_URL": request.getfixturevalue("redis_cluster").url, "REDIS_CLUSTER": "1"}
+    return {"REDIS_URL": request.getfixturevalue("redis_server").url}
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path) -> Iterator[callable]:
+    """Start a Redis Cluster for one test (to kill its nodes, move its slots); stopped after it."""
+    require_cluster()
+    clusters: list[RedisClusterServers] = []
+
+    def make() -> RedisClusterServers:
+        clusters.append(RedisClusterServers(tmp_path / f"cluster-{len(clusters)}").start())
+        return clusters[-1]
+
+    yield make
+    for cluster in clusters:
+        cluster.stop()
+
+
+def require_cluster() -> None:
+    require_redis()
+    require(os.path.exists(REDIS_CLI), f"redis-cli at {REDIS_CLI} (apt-get install redis-tools)")
 
 
 @pytest.fixture

@@ -90,6 +90,7 @@ class Publish(NamedTuple):
 
 class TellAll(NamedTuple):
     event: bytes
+    rooms: frozenset[str] | None  # None: every connection, else those in any of these rooms
 
 
 class PingAll(NamedTuple):
@@ -101,6 +102,7 @@ class CloseAll(NamedTuple):
     error: ErrorCode
     detail: str
     refuse_new: bool
+    rooms: frozenset[str] | None = None  # None: every connection, else those in any of these rooms
 
 
 Command = Register | Unregister | Join | Leave | Publish | TellAll | PingAll | CloseAll
@@ -147,14 +149,22 @@ class Hub:
         """Ask every connection's writer to ping its peer."""
         self._inbox.put(PingAll())
 
-    def tell_all(self, event: bytes) -> None:
-        """Send one serialised event to every connection of this worker, in any room."""
-        self._inbox.put(TellAll(event))
+    def tell_all(self, event: bytes, rooms: frozenset[str] | None = None) -> None:
+        """Send one serialised event to every connection of this worker (or, given `rooms`,
+        to each connection in any of them, once)."""
+        self._inbox.put(TellAll(event, rooms))
 
-    def close_all(self, code: CloseCode, error: ErrorCode, detail: str, refuse_new: bool = False) -> None:
-        """Close every connection (after what is queued for it); with `refuse_new`, close
-        every later one too, at once."""
-        self._inbox.put(CloseAll(code, error, detail, refuse_new))
+    def close_all(
+        self,
+        code: CloseCode,
+        error: ErrorCode,
+        detail: str,
+        refuse_new: bool = False,
+        rooms: frozenset[str] | None = None,
+    ) -> None:
+        """Close every connection (or, given `rooms`, each in any of them) after what is
+        queued for it; with `refuse_new`, close every later one too, at once."""
+        self._inbox.put(CloseAll(code, error, detail, refuse_new, rooms))
 
     def shutdown(self) -> None:
         """Close every connection with 1001 and refuse new ones."""
@@ -227,19 +237,28 @@ class Hub:
             case Leave(conn, room):
                 self._deliver(pending, (room,))
                 self._leave(conn, room)
-            case TellAll(event):
+            case TellAll(event, rooms):
                 self._deliver(pending, list(pending))
-                self._offer_all(self.connections.values(), Batch([event]))
+                self._offer_all(self._in(rooms), Batch([event]))
             case PingAll():
                 self._offer_all(self.connections.values(), PING)
-            case CloseAll(code, error, detail, refuse_new):
+            case CloseAll(code, error, detail, refuse_new, rooms):
                 self._deliver(pending, list(pending))
                 if refuse_new:
                     self.closing = (code, error, detail)
-                for conn in self.connections.values():
+                for conn in self._in(rooms):
                     conn.close(code, error, detail)
             case _:
                 raise TypeError(f"not a hub command: {command!r}")
+
+    def _in(self, rooms: frozenset[str] | None) -> Iterable[Member]:
+        """Every connection, or (given `rooms`) each in any of them, once."""
+        if rooms is None:
+            return list(self.connections.values())
+        found: dict[str, Member] = {}
+        for room in rooms:
+            found.update(self.rooms.get(room, {}))
+        return list(found.values())
 
     def _deliver(self, pending: dict[str, tuple[list[bytes], list[int | None]]], rooms: Iterable[str]) -> None:
         """Fan out now what this round published to `rooms` so far."""

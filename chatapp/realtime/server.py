@@ -178,6 +178,11 @@ class Realtime:
         """Rooms with clients on this worker, and how many of this worker's clients each has."""
         return {room: len(members) for room, members in self._hub.rooms.items()}
 
+    @property
+    def local_room_count(self) -> int:
+        """How many rooms have clients on this worker."""
+        return len(self._hub.rooms)
+
     # -- the worker -------------------------------------------------------------------------
     def start(self) -> None:
         """Start this worker's greenlets of the layer (once; in the worker: lifecycle.py)."""
@@ -217,12 +222,14 @@ class Realtime:
             stats.received_own += 1
         self._hub.publish(room, event, seq)
 
-    def _backplane_changed(self, healthy: bool, recovered: bool) -> None:
-        if not healthy:
+    def _backplane_changed(self, rooms: frozenset[str], back: bool) -> None:
+        """Only the clients of the rooms concerned are told (on a cluster, a failed master's)."""
+        if not back:
             detail = "delivery is degraded: events may not reach everyone until the server reconnects"
-            self._hub.tell_all(encode(error_event(ErrorCode.DEGRADED, detail)))
-        elif recovered:  # what was published meanwhile is in the store: resume with since
-            self._hub.close_all(CloseCode.SERVICE_RESTART, ErrorCode.RESYNC, "delivery is back: reconnect to catch up")
+            self._hub.tell_all(encode(error_event(ErrorCode.DEGRADED, detail)), rooms)
+        else:  # what was published meanwhile is in the store: resume with since
+            detail = "delivery is back: reconnect to catch up"
+            self._hub.close_all(CloseCode.SERVICE_RESTART, ErrorCode.RESYNC, detail, rooms=rooms)
 
     def _presence_expired(self, room: str, info: Info) -> None:
         if self._expired is not None:

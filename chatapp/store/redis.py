@@ -12,54 +12,74 @@ A room's keys expire together `idle` seconds after its last message (each append
 HISTORY_IDLE_DAYS): a room nobody uses any more leaves nothing behind, and one used again
 starts under a new epoch.
 
-One Lua script checks the cid, takes the id, stores, prunes and publishes the message on the
-room's backplane channel (named by `channel`), so two workers appending at once cannot give one id
-twice or keep one cid twice, and the channel carries each room's messages in id order (with
-the id taken in one round trip and published in another, messages from two workers would
-reach the channel, and the clients, out of order, and a client resuming from the last id it
-was shown would skip the lower one still on its way).
+One Lua script takes a batch of one room's messages and, for each, checks the cid, takes the
+id, stores and publishes it on the room's backplane channel (named by `channel`), then
+prunes: so two workers appending at once cannot give one id twice or keep one cid twice, and
+the channel carries each room's messages in id order (with the id taken in one round trip
+and published in another, messages from two workers would reach the channel, and the
+clients, out of order, and a client resuming from the last id it was shown would skip the
+lower one still on its way). A batch of many rooms is one round trip: a pipeline of one
+script per room.
+
+On a Redis Cluster (REDIS_CLUSTER=1) the channel is a sharded one (SPUBLISH) and, being in
+the room's slot, is one of the script's keys. redis-py refuses scripts in a cluster pipeline,
+so a batch is a plain pipeline per master, sent to all at once; a room whose slot moved
+meanwhile (MOVED, ASK, a failover) is sent again through the cluster client, which follows it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
+import gevent
 import redis
 
 from ..realtime.protocol import encode
 from ..unavailable import unavailable_on
 from . import History, Message, sender
 
+log = logging.getLogger(__name__)
 _unavailable = unavailable_on("the message store (Redis)", redis.RedisError)
 
+# A batch of one room's messages (KEYS: seq, messages, cids, epoch, and the channel when it
+# publishes; ARGV: history limit, idle seconds, PUBLISH or SPUBLISH or '', the body's prefix,
+# then a (scoped cid, body suffix) pair per message). Returns a (new, body) pair per message.
 _APPEND = """
-local cid = ARGV[1]
-if cid ~= '' then
-    local known = redis.call('ZSCORE', KEYS[3], cid)
-    if known then
-        local stored = redis.call('ZRANGE', KEYS[2], known, known, 'BYSCORE')
-        if stored[1] then return {0, stored[1]} end
+local limit, idle, publish, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local results = {}
+for i = 5, #ARGV, 2 do
+    local cid, suffix, stored = ARGV[i], ARGV[i + 1], nil
+    if cid ~= '' then
+        local known = redis.call('ZSCORE', KEYS[3], cid)
+        if known then stored = redis.call('ZRANGE', KEYS[2], known, known, 'BYSCORE')[1] end
+    end
+    if stored then
+        results[#results + 1] = 0
+        results[#results + 1] = stored
+    else
+        local id = redis.call('INCR', KEYS[1])
+        local body = prefix .. id .. suffix
+        redis.call('ZADD', KEYS[2], id, body)
+        if cid ~= '' then redis.call('ZADD', KEYS[3], id, cid) end
+        if publish ~= '' then redis.call(publish, KEYS[5], id .. '\\n' .. body) end
+        results[#results + 1] = 1
+        results[#results + 1] = body
     end
 end
-local id = redis.call('INCR', KEYS[1])
-local body = ARGV[2] .. id .. ARGV[3]
-redis.call('ZADD', KEYS[2], id, body)
-if cid ~= '' then redis.call('ZADD', KEYS[3], id, cid) end
-local limit = tonumber(ARGV[4])
 if redis.call('ZCARD', KEYS[2]) > limit then
     redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(limit + 1))
     local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
     redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. oldest[2])
 end
-local idle = tonumber(ARGV[6])
 if idle > 0 then
     for i = 1, 4 do redis.call('EXPIRE', KEYS[i], idle) end
 end
-if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], id .. '\\n' .. body) end
-return {1, body}
+return results
 """
 
 # One consistent read of a room's history (see Store.read): the epoch (made if missing), then
@@ -96,6 +116,26 @@ return {epoch, since and 1 or 0, reset, bodies}
 _ID_PREFIX = '{"type":"message","id":"'
 
 
+# On a cluster, a master answers a batch once one replica has it too (WAIT), so that a failover
+# loses no message a sender was told is stored. After REPLICA_WAIT_MS without a replica's word
+# it answers anyway (the batch is at risk until the replica catches up), and is not waited for
+# during UNREPLICATED_FOR: a master without a replica costs one such wait a minute, not one a batch.
+REPLICA_WAIT_MS = 100
+UNREPLICATED_FOR = 60.0  # seconds a master whose replica did not answer in time is not waited for
+
+
+# A cluster node's answers that a slot is served elsewhere, or is moving
+_REDIRECTED = (redis.exceptions.AskError, redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
+
+
+Appended = list[tuple[Message, bool]]  # a room's batch: each message as stored, and whether it is new
+
+
+def _appended(reply: list[bytes]) -> Appended:
+    """The append script's (new, body) pairs."""
+    return [(json.loads(reply[n + 1]), bool(reply[n])) for n in range(0, len(reply), 2)]
+
+
 def _keys(room: str) -> tuple[str, str, str]:
     return f"chat:{{{room}}}:seq", f"chat:{{{room}}}:messages", f"chat:{{{room}}}:cids"
 
@@ -115,25 +155,91 @@ class RedisStore:
         self.history_limit = history_limit
         self._idle = max(int(idle), 1) if idle else 0
         self._channel = channel
+        self._cluster = isinstance(client, redis.RedisCluster)
         self.publishes = channel is not None
+        self._unreplicated: dict[str, float] = {}  # master -> until when (monotonic) it is not waited for
         self._append = client.register_script(_APPEND)
         self._read = client.register_script(_READ)
 
     @_unavailable
     def append_many(self, items: list[tuple[str, Message]]) -> list[tuple[Message, bool] | Exception]:
-        with self._redis.pipeline(transaction=False) as pipe:  # one round trip; each script is atomic
-            for room, message in items:
-                fields: dict[str, Any] = {"room": room, **message}
-                # The script puts the id between these halves: {"type":"message","id":"<id>","room":...}
-                suffix = '",' + encode(fields).decode()[1:]
-                channel = self._channel(room) if self._channel else ""
-                cid = message.get("cid")
-                scoped = f"{sender(message)}\n{cid}" if cid else ""  # a name holds no newline
-                args = (scoped, _ID_PREFIX, suffix, self.history_limit, channel, self._idle)
-                self._append(keys=(*_keys(room), _epoch_key(room)), args=args, client=pipe)
-            # A script that fails fails alone; the others are stored (not a transaction).
-            results = pipe.execute(raise_on_error=False)
-        return [r if isinstance(r, Exception) else (json.loads(r[1]), bool(r[0])) for r in results]
+        rooms: dict[str, list[int]] = {}  # room -> the indexes of its items, in order
+        for index, (room, _message) in enumerate(items):
+            rooms.setdefault(room, []).append(index)
+        calls = [self._append_call(room, [items[i][1] for i in indexes]) for room, indexes in rooms.items()]
+        results: list[tuple[Message, bool] | Exception] = [Exception()] * len(items)
+        for indexes, outcome in zip(rooms.values(), self._run(calls), strict=True):
+            for n, index in enumerate(indexes):
+                results[index] = outcome if isinstance(outcome, Exception) else outcome[n]
+        return results
+
+    def _append_call(self, room: str, messages: list[Message]) -> tuple[tuple[str, ...], list[Any]]:
+        """The append script's keys and arguments for a batch of `room`'s messages."""
+        keys = (*_keys(room), _epoch_key(room))
+        args: list[Any] = [self.history_limit, self._idle, "", _ID_PREFIX]
+        if self._channel:
+            keys += (self._channel(room),)
+            args[2] = "SPUBLISH" if self._cluster else "PUBLISH"
+        for message in messages:
+            fields: dict[str, Any] = {"room": room, **message}
+            cid = message.get("cid")
+            scoped = f"{sender(message)}\n{cid}" if cid else ""  # a name holds no newline
+            # The script puts the id between the prefix and the rest: {"type":"message","id":"<id>","room":...}
+            args += (scoped, '",' + encode(fields).decode()[1:])
+        return keys, args
+
+    def _run(self, calls: list[tuple[tuple[str, ...], list[Any]]]) -> list[Appended | Exception]:
+        """Run the append script once per room; one round trip per node (a script that fails
+        fails alone: the others are stored)."""
+        if not self._cluster:
+            return self._pipelined(self._redis, calls)
+        # redis-py refuses scripts in a cluster pipeline: a plain pipeline per master, all at once
+        by_node: dict[str, list[int]] = {}
+        for index, (keys, _args) in enumerate(calls):
+            by_node.setdefault(self._redis.get_node_from_key(keys[0]).name, []).append(index)
+        outcomes: list[Appended | Exception] = [Exception()] * len(calls)
+
+        def node(name: str, indexes: list[int]) -> None:
+            client = self._redis.get_redis_connection(self._redis.get_node(node_name=name))
+            wait = monotonic() >= self._unreplicated.get(name, 0.0)
+            try:
+                replies = self._pipelined(client, [calls[i] for i in indexes], wait)
+            except redis.ConnectionError as exc:  # a failover: the cluster client finds the new master
+                replies = [exc] * len(indexes)
+                wait = False
+            if wait and not replies.pop():  # no replica has it in time: at risk, and not waited for a while
+                self._unreplicated[name] = monotonic() + UNREPLICATED_FOR
+                log.warning(
+                    "store: no replica of %s confirmed a batch in %d ms: lost if it fails now", name, REPLICA_WAIT_MS
+                )
+            for index, outcome in zip(indexes, replies, strict=True):
+                if isinstance(outcome, _REDIRECTED + (redis.ConnectionError,)):
+                    # a slot moved (a resharding, a failover): the cluster client follows it
+                    outcome = self._one(calls[index])
+                outcomes[index] = outcome
+
+        gevent.joinall([gevent.spawn(node, name, indexes) for name, indexes in by_node.items()], raise_error=True)
+        return outcomes
+
+    def _pipelined(self, client: Any, calls: list[tuple[tuple[str, ...], list[Any]]], wait: bool = False) -> list[Any]:
+        """The calls in one round trip to `client` (a Redis, or one node of a cluster); with
+        `wait`, answered once a replica has them too (or REPLICA_WAIT_MS has passed), and the
+        count of replicas that have them last."""
+        with client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                self._append(keys=keys, args=args, client=pipe)
+            if wait:
+                pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
+            replies = pipe.execute(raise_on_error=False)
+        appended = [reply if isinstance(reply, Exception) else _appended(reply) for reply in replies[: len(calls)]]
+        return appended + replies[len(calls) :]
+
+    def _one(self, call: tuple[tuple[str, ...], list[Any]]) -> Appended | Exception:
+        """One call through the cluster client, which follows a moved slot."""
+        try:
+            return _appended(self._append(keys=call[0], args=call[1]))
+        except redis.RedisError as exc:
+            return exc
 
     @_unavailable
     def read(self, room: str, since: int | None, epoch: str | None, limit: int, page: int | None = None) -> History:

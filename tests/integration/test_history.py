@@ -350,6 +350,6 @@ def test_api_rooms_lists_rooms_online(server: Server) -> None:
         b.expect("welcome")
         a.say("one")
         a.expect("message")
-        status, _, body = server.get("/api/rooms")
+        status, _, body = server.get(f"/api/rooms?room={r}")
         assert status == 200
         assert {"room": r, "members": 2, "messages": 1} in json.loads(body)["rooms"]

@@ -1,4 +1,4 @@
-"""Two servers on one Redis: every client is shown the room in id order, and a client that
+"""Two servers on one Redis (and on a Redis Cluster): every client is shown the room in id order, and a client that
 drops and resumes with `since` (as the page does) goes on without a gap or a repeat.
 
 What a client "shows" is modelled on the page: every `message` event it receives, in the
@@ -187,7 +187,7 @@ def verdict(shown: Shown, expected: list[int], cid_of: dict[int, str]) -> list[s
     return problems
 
 
-def test_every_client_sees_the_room_in_id_order_and_resumes_without_gap_or_repeat(make_server, redis_server) -> None:
+def test_every_client_sees_the_room_in_id_order_and_resumes_without_gap_or_repeat(make_server, redis_env) -> None:
     """Six senders on two servers send at once; six readers (and the senders) check each
     message as it is shown; four readers drop at random points and resume with since. At the
     end each must have been shown exactly the stored messages, each once, in id order."""
@@ -195,7 +195,7 @@ def test_every_client_sees_the_room_in_id_order_and_resumes_without_gap_or_repea
     rng = random.Random(seed)
     print(f"ORDER_SEED={seed} ORDER_MESSAGES={MESSAGES}")
     env = {
-        "REDIS_URL": redis_server.url,
+        **redis_env,
         "RATE_LIMIT": "100000",
         "MAX_CONNECTIONS_PER_IP": "0",
         "WEB_CONCURRENCY": "1",  # one poster per server: two posters in all

@@ -23,7 +23,7 @@ CHURN_THREADS = 4
 
 def count(server: Server, room: str) -> int:
     """How many messages the store holds for `room` (a room with someone online)."""
-    rooms = json.loads(server.get("/api/rooms")[2])["rooms"]
+    rooms = json.loads(server.get(f"/api/rooms?room={room}")[2])["rooms"]
     return next((r["messages"] for r in rooms if r["room"] == room), 0)
 
 

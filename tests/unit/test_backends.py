@@ -51,8 +51,23 @@ def test_redis_url_gives_all_three_on_one_client_and_the_store_publishes_on_the_
     assert isinstance(store, RedisStore) and isinstance(backplane, RedisBackplane)
     assert isinstance(presence, RedisPresence)
     assert store.publishes and store._channel is channel
-    assert store._redis is backplane._redis is presence._redis is clients.redis(REDIS)
+    assert store._redis is backplane._nodes.client("") is presence._redis is clients.redis(REDIS)
     assert chosen(Config(redis_url=REDIS, database_url=REDIS), tmp_path)[0].publishes
+
+
+def test_redis_cluster_gives_all_three_on_one_cluster_client(redis_cluster, tmp_path: Path) -> None:
+    """REDIS_CLUSTER=1: one node's URL, and the three share a client of the whole cluster
+    (which asks that node for the others at once: this test needs a real cluster)."""
+    import redis
+
+    from chatapp.realtime.backplane.cluster import ClusterNodes
+
+    store, backplane, presence, clients = chosen(Config(redis_url=redis_cluster.url, redis_cluster=True), tmp_path)
+    client = clients.redis(redis_cluster.url)
+    assert isinstance(client, redis.RedisCluster) and len(client.get_primaries()) == 3
+    assert store._redis is presence._redis is client and store.publishes
+    assert isinstance(backplane._nodes, ClusterNodes)
+    client.close()
 
 
 def test_a_redis_store_without_the_redis_backplane_publishes_nothing(tmp_path: Path) -> None:

@@ -170,6 +170,23 @@ def test_tell_all_reaches_every_connection_and_close_all_spares_newcomers(hub: H
     assert late.closed is None  # close_all without refuse_new: newcomers are welcome
 
 
+def test_told_or_closed_by_room_each_member_of_those_rooms_is_reached_once_and_no_one_else(hub: Hub) -> None:
+    """A failed shard's rooms: only their clients are told (degraded) and closed (resync)."""
+    both, one, other, lonely = FakeMember("both"), FakeMember("one"), FakeMember("other"), FakeMember("lonely")
+    joined(hub, "r", both, one)
+    joined(hub, "s", both)
+    joined(hub, "t", other)
+    hub.register(lonely)
+    hub.tell_all(b"notice", frozenset({"r", "s"}))
+    hub.close_all(CloseCode.SERVICE_RESTART, ErrorCode.RESYNC, "reconnect", rooms=frozenset({"r", "s"}))
+    hub.ping_all()  # handled after both: what the others got by then is all they get
+    assert both.events() == [b"notice"] and one.events() == [b"notice"]
+    assert both.closed == one.closed == (CloseCode.SERVICE_RESTART, ErrorCode.RESYNC)
+    for member in (both, one, other, lonely):
+        assert member.received.get(timeout=2) is PING  # nothing before it for `other` and `lonely`
+    assert other.closed is None and lonely.closed is None
+
+
 def test_a_join_that_fails_frees_the_joiner_at_once_and_the_round_goes_on(hub: Hub) -> None:
     a, broken = FakeMember("a"), FakeMember("broken")
     broken.rooms = frozenset()  # type: ignore[assignment]  # the Hub's add fails

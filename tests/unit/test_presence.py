@@ -1,5 +1,6 @@
 """Presence, one body of tests run on each: the Hub's (one worker) and Redis on a real
-redis-server (the session's; each test uses its own rooms), through the realtime layer's API.
+redis-server and on a real Redis Cluster (the session's; each test uses its own rooms),
+through the realtime layer's API.
 Redis's sockets are gevent's here, as in a gunicorn gevent worker."""
 
 from __future__ import annotations
@@ -19,13 +20,19 @@ from chatapp.realtime.presence.redis import RedisPresence, _key
 from tests.unit.fakes import Listener, listener
 
 
-@pytest.fixture(params=["hub", "redis"])
+def redis_client(request, kind: str) -> redis.Redis:
+    if kind == "cluster":
+        return redis.RedisCluster.from_url(request.getfixturevalue("redis_cluster").url)
+    return redis.Redis.from_url(request.getfixturevalue("redis_server").url)
+
+
+@pytest.fixture(params=["hub", "redis", "cluster"])
 def rt(request, monkeypatch) -> Iterator[Realtime]:
     """A started Realtime (memory backplane) with this test's presence."""
     presence, client = None, None
-    if request.param == "redis":
+    if request.param != "hub":
         monkeypatch.setattr(redis.connection, "socket", gevent.socket)
-        client = redis.Redis.from_url(request.getfixturevalue("redis_server").url)
+        client = redis_client(request, request.param)
         presence = RedisPresence(client, ttl=30.0)
     rt = Realtime(Config(), presence=presence)
     rt.start()
@@ -76,11 +83,12 @@ def test_a_client_that_goes_away_leaves_every_room(rt: Realtime, room: str) -> N
     assert ours(rt.rooms(), room) == {room: 1}
 
 
-def test_a_dead_workers_members_are_swept_within_the_ttl(redis_server, room: str) -> None:
+@pytest.mark.parametrize("kind", ["redis", "cluster"])
+def test_a_dead_workers_members_are_swept_within_the_ttl(request, kind: str, room: str) -> None:
     """Redis presence: a member's deadline is at most its renewal + TTL - one beat, so a worker
     that dies right after renewing is swept by the next beat of any live worker after that
     deadline, within PRESENCE_TTL of the death (a deadline of renewal + TTL made it 4/3 TTL)."""
-    client = redis.Redis.from_url(redis_server.url)
+    client = redis_client(request, kind)
     ttl = 3.0
     presence = RedisPresence(client, ttl)
     presence.add(room, "c1", {"id": "c1", "name": "ann"})

@@ -1,5 +1,6 @@
 """The stores, one body of tests run on each backend: SQLite on a real file in a temporary
-folder, Redis on a real redis-server (the session's; each test uses its own rooms)."""
+folder, Redis on a real redis-server and on a real Redis Cluster (the session's; each test
+uses its own rooms)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from chatapp.store import Store, append, recent
 from chatapp.store.sqlite import PRUNE_EVERY, SQLiteStore
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "cluster"])
 def open_store(request, tmp_path) -> Callable[..., Store]:
     """Open a store (again) on the same backend and data: open_store(history_limit=...)."""
     opened: list = []
@@ -26,8 +27,10 @@ def open_store(request, tmp_path) -> Callable[..., Store]:
 
             from chatapp.store.redis import RedisStore
 
-            server = request.getfixturevalue("redis_server")
-            client = redis.Redis.from_url(server.url)
+            if request.param == "cluster":
+                client = redis.RedisCluster.from_url(request.getfixturevalue("redis_cluster").url)
+            else:
+                client = redis.Redis.from_url(request.getfixturevalue("redis_server").url)
             opened.append(client)
             return RedisStore(client, history_limit, idle=idle)
         opened.append(store)
@@ -234,3 +237,21 @@ def test_sqlite_a_message_it_refuses_fails_alone_in_a_batch(tmp_path) -> None:
     assert [m["text"] for m, _ in (results[0], results[2])] == ["one", "three"]
     assert [m["text"] for m in recent(store, "r", 10)] == ["one", "three"]
     store.close()
+
+
+def test_cluster_a_batch_is_answered_once_a_replica_has_it(redis_cluster, r: str) -> None:
+    """WAIT ends each master's batch: a failover then loses no message its sender was told of."""
+    import redis
+
+    from chatapp.store.redis import RedisStore
+
+    client = redis.RedisCluster.from_url(redis_cluster.url)
+    store = RedisStore(client, 100)
+    waits = lambda: sum(  # noqa: E731
+        client.get_redis_connection(node).info("commandstats").get("cmdstat_wait", {}).get("calls", 0)
+        for node in client.get_primaries()
+    )
+    before = waits()
+    store.append_many([(r, {"ts": time.time(), "user": {"id": "c1", "name": "ann"}, "text": "hi"})])
+    assert waits() == before + 1
+    client.close()

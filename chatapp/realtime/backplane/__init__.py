@@ -14,18 +14,20 @@ from collections.abc import Callable
 from typing import Protocol
 
 Deliver = Callable[[str, bytes, int | None], None]  # (room, event, seq): this worker's Hub.publish
-OnChange = Callable[[bool, bool], None]  # (healthy, recovered)
+OnChange = Callable[[frozenset[str], bool], None]  # (rooms, back)
 InUse = Callable[[str], bool]  # (room): whether this worker has clients in it
 
 
 class Backplane(Protocol):
-    healthy: bool  # False while published events may not reach every worker
+    healthy: bool  # False while published events may not reach this worker
 
     def attach(self, deliver: Deliver, on_change: OnChange, in_use: InUse) -> None:
         """Called once, by the Realtime that uses this backplane, before anything else: every
         publish to a room this worker listens to, its own included, comes back to `deliver`;
-        `on_change(healthy, recovered)` is told when delivery is lost (False, False) or back
-        after a loss (True, True); `in_use(room)` says whether this worker has clients there."""
+        `on_change(rooms, back)` is told of rooms whose events may be missed from now on
+        (back=False), and of those heard again after that (back=True: what was published
+        meanwhile must be read from the store); `in_use(room)` says whether this worker has
+        clients there."""
         ...
 
     def subscribe(self, room: str) -> None:

@@ -1,32 +1,38 @@
 """RedisBackplane: several workers, on one machine or many, joined by Redis pub/sub, a channel
 per room (as Socket.IO's sharded Redis adapter): a worker listens only to the rooms it has
-clients in, so adding workers adds room for messages too, not only for connections.
+clients in, so adding workers adds room for messages too, not only for connections. On a Redis
+Cluster (REDIS_CLUSTER=1) the channels are sharded (SSUBSCRIBE, SPUBLISH): a room's events
+travel only through the master that owns the room's slot (backplane/cluster.py).
 
-Subscriptions, and the listener greenlet that owns the connection:
+Links, and the listener greenlet that owns each:
+- A link is one subscription connection to one Redis node (the one Redis, or each master of a
+  cluster) with the rooms filed on it (`_where`: room -> link, by the room's slot). Its
+  listener greenlet alone uses the connection, to read and to write (SUBSCRIBE, UNSUBSCRIBE,
+  PING); others only ask, through its `unasked`. So a failed write is the listener's, and goes
+  through its loss path; and should redis-py connect again behind its back (it does, on some
+  errors), the listener takes that for a loss too: events sent to the old connection are gone.
 - `subscribe(room)` is called before a client joins a room (Realtime.join). It returns once
   Redis has confirmed the subscription, so every event published after it returns reaches this
   worker; the client's history is read after that, and nothing falls between the two (an event
   in both is dropped by the client's seq floor). The listener sends what was asked for at its
-  next tick (every TICK s at most), all in one SUBSCRIBE: a restart that rejoins 10,000 rooms
-  takes one round trip, not 10,000.
+  next tick (every TICK s at most), in one SUBSCRIBE (sharded: one SSUBSCRIBE per slot, written
+  together): a restart that rejoins 10,000 rooms takes one round trip, not 10,000.
 - A room this worker no longer has clients in (`in_use`, the Hub's rooms) is kept for LINGER
   seconds (a reload must not churn subscriptions), then unsubscribed; it is taken out of the
   wanted rooms before the UNSUBSCRIBE goes, so a join meanwhile subscribes again, after it.
-- Only the listener greenlet uses the connection, to read and to write (SUBSCRIBE,
-  UNSUBSCRIBE, PING): others only ask, through `_unasked`. So a failed write is the
-  listener's, and goes through its loss path; and should redis-py connect again behind its
-  back (it does, on some errors), the listener takes that for a loss too: events sent to
-  the old connection are gone, and clients must resume.
-- It lets the other greenlets run every TURN_EVERY messages: a busy channel must not stall
-  the worker.
-- A lost connection clears every confirmation; the listener connects again with capped
-  backoff, subscribes every wanted room in one SUBSCRIBE and pings: Redis answers in order, so
-  the pong says all are in place. Then it is healthy again, and `on_change(True, True)` (the
-  clients resume with `since`: what was published meanwhile is in the store).
+- Each link pings every PING_EVERY seconds: Redis that says nothing, pong or event, for
+  HANG_AFTER seconds (hung, or a network that drops packets without a reset) is taken as lost.
 
-Redis that stops answering (hung, or a network that drops packets without a reset) looks like
-a quiet channel to a subscriber. So the listener pings every PING_EVERY seconds, and a Redis
-that says nothing, pong or event, for HANG_AFTER seconds is taken as lost.
+Losses are told per room, so that only the clients of the rooms concerned resume:
+- A lost link reports its rooms lost (`on_change(rooms, False)`: their events may be missed
+  from now on), connects again with capped backoff (on a cluster, after asking it which master
+  now serves each slot: a failover or a resharding moves rooms to another link), subscribes
+  every room filed on it and pings. Each lost room that is confirmed again, on whichever link,
+  is reported back (`on_change(rooms, True)`): its clients resume with `since`, and what was
+  published meanwhile is in the store.
+- On a cluster, a slot moved away by a resharding makes its master drop the room's subscription
+  (an SUNSUBSCRIBE we did not ask for): that room alone is lost, filed where its slot is now,
+  and reported back once confirmed there.
 
 On the wire: channel `chat:{room}:events` (the braces: the room's cluster slot, with its
 keys), payload `seq \\n event`, the event's JSON bytes as the publisher serialised them. Chat
@@ -38,8 +44,9 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from time import monotonic
+from typing import Protocol
 
 import gevent
 import redis
@@ -52,11 +59,11 @@ log = logging.getLogger(__name__)
 
 BACKOFF_FIRST = 0.1
 BACKOFF_CAP = 5.0
-PING_EVERY = 1.0  # seconds between the listener's pings
-HANG_AFTER = 4.0  # seconds without a word from Redis before the connection counts as lost
+PING_EVERY = 1.0  # seconds between a link's pings
+HANG_AFTER = 4.0  # seconds without a word from Redis before a link counts as lost
 SUBSCRIBE_WAIT = 5.0  # seconds a joiner waits for Redis to confirm a room's subscription
-TICK = 0.05  # seconds at most between the listener's looks at what was asked for
-TURN_EVERY = 64  # messages the listener hands on before it lets the other greenlets run
+TICK = 0.05  # seconds at most between a listener's looks at what was asked for
+TURN_EVERY = 64  # messages a listener hands on before it lets the other greenlets run
 LINGER = 30.0  # seconds a room without clients here stays subscribed
 # Always subscribed, though nothing is published there: a connection with no subscription
 # is not in pub/sub mode, where Redis answers a PING with a pong message the listener reads.
@@ -69,8 +76,78 @@ def channel(room: str) -> str:
 
 
 def _room_of(name: bytes) -> str:
-    """The room of a channel (of ALWAYS: none)."""
+    """The room of a channel."""
     return name.decode().removeprefix("chat:{").removesuffix("}:events")
+
+
+class Nodes(Protocol):
+    """Where each room's channel is served: the one Redis (OneRedis), or a cluster's masters
+    (cluster.ClusterNodes)."""
+
+    sharded: bool  # SSUBSCRIBE/SPUBLISH, one slot per command
+
+    def masters(self) -> list[str]:
+        """The nodes that serve rooms now, by name."""
+        ...
+
+    def node_of(self, channel: str) -> str:
+        """The name of the node that serves `channel` (as last known; no I/O)."""
+        ...
+
+    def client(self, name: str) -> redis.Redis:
+        """A client of the node `name` alone."""
+        ...
+
+    def always(self, name: str) -> str:
+        """A channel served by `name`, which its link stays subscribed to."""
+        ...
+
+    def slot(self, channel: str) -> int:
+        """`channel`'s slot (SSUBSCRIBE takes the channels of one slot)."""
+        ...
+
+    def refresh(self) -> None:
+        """Ask Redis again which node serves which room (after a loss or a moved slot)."""
+        ...
+
+    def publish(self, channel: str, payload: bytes) -> None: ...
+
+    def close(self) -> None:
+        """Close the connections made for the links (not those of the client given)."""
+        ...
+
+
+class OneRedis:
+    """One Redis serves every room."""
+
+    sharded = False
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+
+    def masters(self) -> list[str]:
+        return [""]
+
+    def node_of(self, channel: str) -> str:
+        return ""
+
+    def client(self, name: str) -> redis.Redis:
+        return self._client
+
+    def always(self, name: str) -> str:
+        return ALWAYS
+
+    def slot(self, channel: str) -> int:
+        return 0
+
+    def refresh(self) -> None:
+        pass
+
+    def publish(self, channel: str, payload: bytes) -> None:
+        self._client.publish(channel, payload)
+
+    def close(self) -> None:
+        pass  # the links use the client given
 
 
 class _Reconnects:
@@ -89,43 +166,52 @@ class Silent(redis.ConnectionError):
 
 class RedisBackplane:
     def __init__(self, client: redis.Redis) -> None:
-        self._redis = client
+        if isinstance(client, redis.RedisCluster):
+            from .cluster import ClusterNodes
+
+            self._nodes: Nodes = ClusterNodes(client)
+        else:
+            self._nodes = OneRedis(client)
         self._deliver: Deliver = unattached
-        self._on_change: OnChange = lambda healthy, recovered: None
+        self._on_change: OnChange = lambda rooms, back: None
         self._in_use: InUse = lambda room: True
-        self.healthy = False  # until the listener's first pong
-        self._lost = False  # the connection was lost since it was first made (the listener's)
-        self._listener: gevent.Greenlet | None = None
-        self._reconnects = _Reconnects()  # of the listener's current connection
-        # Rooms wanted -> set once Redis confirmed them on the current connection. Added to by
-        # any greenlet (subscribe); confirmed, cleared on a loss and let go by the listener.
-        self._rooms: dict[str, Event] = {}
-        self._unasked: set[str] = set()  # wanted, not yet sent: the listener's next tick sends them together
+        self._started = False
+        # Links by node name, and the link each wanted room is filed on. Both are changed by
+        # any greenlet without I/O between a look and its change (gevent switches only at
+        # I/O): subscribe files a new room; a listener moves rooms when the nodes change.
+        self._links: dict[str, _Link] = {}
+        self._where: dict[str, _Link] = {}
+        self._lost: set[str] = set()  # rooms reported lost, not yet confirmed again
         self._unused_since: dict[str, float] = {}  # rooms without clients here, since (monotonic)
 
     def attach(self, deliver: Deliver, on_change: OnChange, in_use: InUse) -> None:
-        """`deliver` and `on_change(healthy, recovered)` are called from the listener greenlet:
-        each event heard, and the connection lost (False, False) or made again after a loss
-        (True, True). `in_use(room)`: whether this worker still has clients in `room`."""
+        """`deliver` and `on_change(rooms, back)` are called from a listener greenlet: each
+        event heard, and rooms whose events may be missed (back=False) or are heard again after
+        that (back=True). `in_use(room)`: whether this worker still has clients in `room`."""
         self._deliver = deliver
         self._on_change = on_change
         self._in_use = in_use
 
     @property
+    def healthy(self) -> bool:
+        """Every link is connected (and has been, once started)."""
+        return self._started and all(link.healthy for link in self._links.values())
+
+    @property
     def subscriptions(self) -> int:
         """Rooms this worker listens to (confirmed by Redis)."""
-        return sum(1 for confirmed in self._rooms.values() if confirmed.is_set())
+        return sum(link.confirmed for link in self._links.values())
 
     def subscribe(self, room: str) -> None:
         """Listen to `room` from now on; returns once Redis has confirmed it, or raises
-        Unavailable: at once while Redis is away (after a loss), else after SUBSCRIBE_WAIT (a
-        worker just started waits for its first connection)."""
-        if self._lost and not self.healthy:  # the listener is connecting again: the client had better retry
+        Unavailable: at once while its node is away (after a loss), else after SUBSCRIBE_WAIT
+        (a worker just started waits for its first connection)."""
+        link = self._where.get(room)
+        if link is None:
+            link = self._file(room, Event())
+        if link.lost and not link.healthy:  # connecting again: the client had better retry
             raise Unavailable("the backplane (Redis) cannot be reached now; try again")
-        confirmed = self._rooms.get(room)
-        if confirmed is None:
-            confirmed = self._rooms[room] = Event()
-            self._unasked.add(room)  # the listener's next tick sends it, with any others asked for
+        confirmed = link.rooms[room]  # it moves with the room, should the room move
         self._unused_since.pop(room, None)
         if not confirmed.wait(SUBSCRIBE_WAIT):
             raise Unavailable("the backplane (Redis) did not confirm the room's subscription in time")
@@ -134,13 +220,39 @@ class RedisBackplane:
         """One PUBLISH round trip (the caller's greenlet waits for it, not for delivery). A
         message lost here is in the store: clients get it when they resume."""
         try:
-            self._redis.publish(channel(room), b"%b\n%b" % (b"" if seq is None else b"%d" % seq, event))
+            self._nodes.publish(channel(room), b"%b\n%b" % (b"" if seq is None else b"%d" % seq, event))
         except redis.RedisError as exc:  # an outage: the listener sees it too, and reports it
             log.error("publish to %s lost: %s", room, exc)
 
     def start(self) -> None:
-        if self._listener is None:
-            self._listener = gevent.spawn(self._listen)
+        if not self._started:
+            self._started = True
+            for name in self._nodes.masters():
+                self._link(name)
+
+    def stop(self) -> None:
+        """Stop every listener (a worker's end; tests)."""
+        for link in list(self._links.values()):
+            link.retire()
+        gevent.killall([link.greenlet for link in self._links.values() if link.greenlet is not None])
+        self._nodes.close()
+
+    # -- called by the links' listeners -------------------------------------------------------
+    def _link(self, name: str) -> _Link:
+        """The link to node `name`, started if new."""
+        link = self._links.get(name)
+        if link is None:
+            link = self._links[name] = _Link(self, name, self._nodes)
+            link.start()
+        return link
+
+    def _file(self, room: str, confirmed: Event) -> _Link:
+        """File `room` on the link of its node; its listener subscribes at its next tick."""
+        link = self._link(self._nodes.node_of(channel(room)))
+        link.rooms[room] = confirmed
+        link.unasked.add(room)
+        self._where[room] = link
+        return link
 
     def _received(self, message: dict) -> None:
         room = _room_of(message["channel"])
@@ -150,63 +262,176 @@ class RedisBackplane:
         except ValueError:  # not ours (another program on the channel): drop it alone
             log.warning("backplane: dropped a malformed message for %s: %r", room, message["data"][:80])
 
+    def _report_lost(self, rooms: Iterable[str]) -> None:
+        lost = frozenset(rooms) - self._lost
+        if lost:
+            self._lost |= lost
+            self._on_change(lost, False)
+
+    def _report_back(self, rooms: set[str]) -> None:
+        back = frozenset(rooms & self._lost)
+        if back:
+            self._lost -= back
+            self._on_change(back, True)
+
+    def _replan(self) -> None:
+        """Ask Redis which node serves what, then move each room whose node changed to the
+        link of its node now (a failover, a resharding): a room that was confirmed is lost
+        until its new link confirms it."""
+        self._nodes.refresh()
+        masters = set(self._nodes.masters())
+        for name, link in list(self._links.items()):
+            if name not in masters:
+                link.retire()
+                del self._links[name]
+        for name in masters:
+            self._link(name)
+        for room, link in list(self._where.items()):
+            name = self._nodes.node_of(channel(room))
+            if link.retired or link.name != name:
+                confirmed = link.rooms.pop(room)
+                link.unasked.discard(room)
+                if confirmed.is_set():
+                    self._report_lost((room,))
+                    confirmed.clear()
+                self._file(room, confirmed)
+
+    def _unused(self, rooms: Iterable[str], now: float) -> list[str]:
+        """Of `rooms`, those without clients here for LINGER s, taken out of the wanted rooms
+        (a join from now on subscribes again, after their UNSUBSCRIBE)."""
+        gone = []
+        for room in rooms:
+            if self._in_use(room):
+                self._unused_since.pop(room, None)
+            elif now - self._unused_since.setdefault(room, now) >= LINGER:
+                gone.append(room)
+                del self._where[room], self._unused_since[room]
+                self._lost.discard(room)
+        return gone
+
+
+class _Link:
+    """One subscription connection to one node, and the rooms filed on it. Its listener
+    greenlet alone reads and writes the connection."""
+
+    def __init__(self, backplane: RedisBackplane, name: str, nodes: Nodes) -> None:
+        self._backplane = backplane
+        self.name = name
+        self._nodes = nodes
+        # Rooms filed here -> set once Redis confirmed them on the current connection. Added
+        # to by any greenlet (RedisBackplane._file); confirmed, cleared and let go by the listener.
+        self.rooms: dict[str, Event] = {}
+        self.unasked: set[str] = set()  # filed, not yet sent: the next tick sends them together
+        self.healthy = False  # until the listener's first pong
+        self.lost = False  # the connection was lost since it was first made
+        self.retired = False  # its node serves no rooms any more: the listener ends
+        self.greenlet: gevent.Greenlet | None = None
+        self._reconnects = _Reconnects()  # of the current connection
+        self._leaving: dict[str, int] = {}  # UNSUBSCRIBEs sent, by channel, not yet confirmed
+        self._back: set[str] = set()  # rooms confirmed again, reported when the burst is over
+
+    @property
+    def confirmed(self) -> int:
+        return sum(1 for confirmed in self.rooms.values() if confirmed.is_set())
+
+    def start(self) -> None:
+        self.greenlet = gevent.spawn(self._listen)
+
+    def retire(self) -> None:
+        self.retired = True
+
     def _listen(self) -> None:
-        """The listener greenlet: the only reader of the connection. Hands each event to
-        `deliver` (the Hub); on a lost or silent connection, reports it and connects again
-        with capped backoff."""
+        """The listener: hands each event to the backplane; on a lost or silent connection,
+        reports its rooms lost and connects again with capped backoff."""
         backoff = BACKOFF_FIRST
-        while True:
-            pubsub = self._redis.pubsub()
+        while not self.retired:
+            pubsub = self._nodes.client(self.name).pubsub()
             try:
                 self._connect(pubsub)
                 for message in self._heard(pubsub):
-                    kind = message["type"]
-                    if kind == "message":
-                        self._received(message)
-                    elif kind == "subscribe":  # from now on every publish to the room reaches us
-                        confirmed = self._rooms.get(_room_of(message["channel"]))
-                        if confirmed is not None:
-                            confirmed.set()
-                    elif kind == "pong" and not self.healthy:  # after every SUBSCRIBE sent before it
-                        self.healthy, backoff = True, BACKOFF_FIRST
-                        if self._lost:
-                            log.warning("backplane: connected to Redis again")
-                            self._on_change(True, True)
+                    self._handle(message)
             except redis.RedisError as exc:
-                log.warning("backplane: Redis connection lost (%s); retrying in %.1f s", exc, backoff)
+                if not self.retired:
+                    log.warning("backplane: Redis connection lost (%s); retrying in %.1f s", exc, backoff)
             except Exception:  # a bug must not end delivery for good
                 log.exception("backplane: listener failed; retrying in %.1f s", backoff)
             finally:
-                for confirmed in self._rooms.values():
+                for confirmed in self.rooms.values():
                     confirmed.clear()
                 pubsub.close()
-            if self.healthy or not self._lost:
-                self.healthy, self._lost = False, True
-                self._on_change(False, False)
+            if self.retired:
+                return
+            if self.healthy or not self.lost:
+                self.healthy, self.lost = False, True
+                self._backplane._report_lost(self.rooms)
             gevent.sleep(backoff * (0.5 + random.random() / 2))
             backoff = min(backoff * 2, BACKOFF_CAP)
+            try:
+                self._backplane._replan()  # a failover: some rooms (or all) are served elsewhere now
+            except redis.RedisError as exc:
+                log.warning("backplane: cannot ask Redis where rooms are served (%s)", exc)
 
     def _connect(self, pubsub: redis.client.PubSub) -> None:
-        """A new connection: every wanted room in one SUBSCRIBE, then a PING, whose pong says
-        they are all in place. Any later connect of it is redis-py's, not ours: a loss."""
-        self._unasked.clear()
-        pubsub.subscribe(ALWAYS, *(channel(room) for room in self._rooms))
+        """A new connection: every room filed here subscribed at once, then a PING, whose pong
+        says they are all in place. Any later connect of it is redis-py's, not ours: a loss."""
+        self.unasked.clear()
+        self._leaving.clear()
+        self._subscribe(pubsub, [self._nodes.always(self.name), *map(channel, self.rooms)])
         pubsub.ping()
         self._reconnects = _Reconnects()
         pubsub.connection.register_connect_callback(self._reconnects.connected)  # held weakly: we keep it
 
-    def _heard(self, pubsub: redis.client.PubSub) -> Iterator[dict]:
-        """What Redis sends (confirmations, events, pongs), pinging it every PING_EVERY and
-        letting go of unused rooms; raises Silent when it has said nothing for HANG_AFTER s."""
+    def _handle(self, message: dict | None) -> None:
+        kind = message["type"] if message is not None else None
+        if kind in ("message", "smessage"):
+            self._backplane._received(message)
+        elif kind in ("subscribe", "ssubscribe"):  # from now on every publish to the room reaches us
+            room = _room_of(message["channel"])
+            confirmed = self.rooms.get(room)
+            if confirmed is not None:
+                confirmed.set()
+                self._back.add(room)
+        elif kind in ("unsubscribe", "sunsubscribe"):
+            self._unsubscribed(message["channel"])
+        elif kind == "pong" and not self.healthy:  # after every SUBSCRIBE sent before it
+            self.healthy = True
+            if self.lost:
+                log.warning("backplane: connected to Redis again")
+        if self._back and self.healthy and kind in (None, "pong"):  # the burst of confirmations is over
+            back, self._back = self._back, set()
+            self._backplane._report_back(back)
+
+    def _unsubscribed(self, name: bytes) -> None:
+        """An UNSUBSCRIBE confirmed, or (on a cluster) a room's slot moved to another master,
+        which drops its subscribers: that room is lost until subscribed where it is now."""
+        decoded = name.decode()
+        if self._leaving.get(decoded):
+            self._leaving[decoded] -= 1
+            return
+        if decoded == self._nodes.always(self.name):
+            raise redis.ConnectionError(f"{decoded}'s slot moved: where rooms are served has changed")
+        room = _room_of(name)
+        confirmed = self.rooms.pop(room, None)
+        if confirmed is not None:
+            log.warning("backplane: %s is served by another node now", room)
+            confirmed.clear()
+            self._backplane._report_lost((room,))
+            self._backplane._file(room, confirmed)  # here again, if Redis has not said where yet
+            self._backplane._replan()
+
+    def _heard(self, pubsub: redis.client.PubSub) -> Iterator[dict | None]:
+        """What Redis sends (confirmations, events, pongs; None when it has nothing now),
+        pinging it every PING_EVERY and letting go of unused rooms; raises Silent when it has
+        said nothing for HANG_AFTER s."""
         heard = next_ping = monotonic()
         handed = 0
-        while True:
+        while not self.retired:
             if self._reconnects.count:
                 raise redis.ConnectionError("the subscription's connection was made again: events may be lost")
             now = monotonic()
-            if self._unasked:
-                rooms, self._unasked = self._unasked, set()
-                pubsub.subscribe(*(channel(room) for room in rooms))
+            if self.unasked:
+                rooms, self.unasked = self.unasked, set()
+                self._subscribe(pubsub, [channel(room) for room in rooms])
             if now >= next_ping:
                 pubsub.ping()  # answered by a pong, after whatever Redis sent before it
                 next_ping = now + PING_EVERY
@@ -217,19 +442,30 @@ class RedisBackplane:
                 handed += 1
                 if handed % TURN_EVERY == 0:
                     gevent.sleep(0)  # get_message does not switch while Redis has sent more
-                yield message
             elif monotonic() - heard > HANG_AFTER:
                 raise Silent(f"no answer from Redis for {HANG_AFTER:.0f} s")
+            yield message
 
     def _let_go(self, pubsub: redis.client.PubSub, now: float) -> None:
-        """Unsubscribe, in one UNSUBSCRIBE, the rooms without clients here for LINGER s."""
-        gone = []
-        for room in list(self._rooms):
-            if self._in_use(room):
-                self._unused_since.pop(room, None)
-            elif now - self._unused_since.setdefault(room, now) >= LINGER:
-                gone.append(room)
+        """Unsubscribe the rooms without clients here for LINGER s."""
+        gone = self._backplane._unused(list(self.rooms), now)
+        for room in gone:
+            del self.rooms[room]
+            self.unasked.discard(room)
         if gone:
-            for room in gone:  # a join from now on subscribes again, after this UNSUBSCRIBE
-                del self._rooms[room], self._unused_since[room]
-            pubsub.unsubscribe(*(channel(room) for room in gone))
+            channels = [channel(room) for room in gone]
+            for name in channels:
+                self._leaving[name] = self._leaving.get(name, 0) + 1
+            self._subscribe(pubsub, channels, unsubscribe=True)
+
+    def _subscribe(self, pubsub: redis.client.PubSub, channels: list[str], unsubscribe: bool = False) -> None:
+        """(Un)subscribe `channels`: one command (sharded: one per slot, as a cluster wants),
+        written together, without waiting for the answers."""
+        if not self._nodes.sharded:
+            (pubsub.unsubscribe if unsubscribe else pubsub.subscribe)(*channels)
+            return
+        by_slot: dict[int, list[str]] = {}
+        for name in channels:
+            by_slot.setdefault(self._nodes.slot(name), []).append(name)
+        for names in by_slot.values():
+            (pubsub.sunsubscribe if unsubscribe else pubsub.ssubscribe)(*names)

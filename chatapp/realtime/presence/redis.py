@@ -31,13 +31,18 @@ from . import Info, Report
 
 log = logging.getLogger(__name__)
 
+# Each script touches one room's key, so that on a Redis Cluster it runs in the room's slot.
 _SWEEP = """
-local now = ARGV[1]
-local gone = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE')
-if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) end
-if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
-return gone
+local gone = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE')
+if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1]) end
+return {redis.call('ZCARD', KEYS[1]), gone}
 """
+_MEMBERS = """
+return {redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1), redis.call('ZCARD', KEYS[1])}
+"""
+# The rooms with members, for `rooms()` and the sweep: one key, so on one node of a cluster.
+# Nothing a client waits for needs it: a join lists its room at once if it can, and every
+# heartbeat lists the rooms of this worker's members again.
 ROOMS = "chat:presence-rooms"
 
 
@@ -64,6 +69,7 @@ class RedisPresence:
         # I/O, so no lock.
         self._local: dict[str, dict[str, str]] = {}
         self._sweep = client.register_script(_SWEEP)
+        self._members = client.register_script(_MEMBERS)
         self._heartbeat: gevent.Greenlet | None = None
         self._steady_since: float | None = None  # monotonic; None: the last renewal failed or was slow
 
@@ -76,10 +82,11 @@ class RedisPresence:
     @_unavailable
     def add(self, room: str, conn_id: str, info: Info) -> None:
         member = json.dumps(info, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-        with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(_key(room), {member: time.time() + self.lifetime})
-            pipe.sadd(ROOMS, room)
-            pipe.execute()
+        self._redis.zadd(_key(room), {member: time.time() + self.lifetime})
+        try:  # the list of rooms is on one node of a cluster: joins do not wait for it
+            self._redis.sadd(ROOMS, room)
+        except redis.RedisError as exc:  # the next heartbeat lists it
+            log.warning("presence: %s not listed yet (%s)", room, exc)
         self._local.setdefault(conn_id, {})[room] = member  # after: a renewal meanwhile would report it restored
 
     @_unavailable
@@ -104,10 +111,7 @@ class RedisPresence:
     def members(self, room: str, limit: int) -> tuple[list[Info], int]:
         # Every entry counts until a sweep takes it out (the sweep alone judges deadlines, and
         # waits after a stall, when deadlines have passed for live members too).
-        with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zrange(_key(room), 0, limit - 1)
-            pipe.zcard(_key(room))
-            members, count = pipe.execute()
+        members, count = self._members(keys=(_key(room),), args=(limit,))
         return [json.loads(m) for m in members], count
 
     @_unavailable
@@ -151,8 +155,9 @@ class RedisPresence:
         with self._redis.pipeline(transaction=False) as pipe:
             for _conn_id, room, member in entries:
                 pipe.zadd(_key(room), {member: deadline})
-                pipe.sadd(ROOMS, room)
-            added = pipe.execute()[::2]
+            if entries:
+                pipe.sadd(ROOMS, *{room for _conn_id, room, _member in entries})
+            added = pipe.execute()[: len(entries)]
         for (conn_id, room, member), new in zip(entries, added, strict=True):
             if not new:
                 continue
@@ -171,5 +176,10 @@ class RedisPresence:
         now = time.time()
         for raw in self._redis.smembers(ROOMS):
             room = raw.decode()
-            for member in self._sweep(keys=(_key(room), ROOMS), args=(now, room)):
+            left, gone = self._sweep(keys=(_key(room),), args=(now,))
+            if not left:  # out of the list; back in at once if someone joined meanwhile
+                self._redis.srem(ROOMS, room)
+                if self._redis.zcard(_key(room)):
+                    self._redis.sadd(ROOMS, room)
+            for member in gone:
                 self._on_expired(room, json.loads(member))
