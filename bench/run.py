@@ -45,6 +45,7 @@ import re
 import resource
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -621,11 +622,16 @@ def worker_values(metrics_dir: str, pid: int, kind: str = "counter") -> dict[str
 
     path = Path(metrics_dir) / f"{kind}_{pid}.db"
     found: dict[str, float] = {}
-    if path.exists():
-        for metric in MultiProcessCollector.merge([str(path)], accumulate=False):
-            for sample in metric.samples:
-                if not sample.name.endswith("_created"):
-                    found[sample.name] = found.get(sample.name, 0.0) + sample.value
+    if not path.exists():
+        return found
+    try:
+        metrics = MultiProcessCollector.merge([str(path)], accumulate=False)
+    except struct.error:  # a file its worker is making this moment (empty): nothing in it yet
+        return found
+    for metric in metrics:
+        for sample in metric.samples:
+            if not sample.name.endswith("_created"):
+                found[sample.name] = found.get(sample.name, 0.0) + sample.value
     return found
 
 
