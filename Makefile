@@ -60,6 +60,7 @@ bench: install
 	$(BIN)/python bench/run.py idle --n 5000 --room-size 0
 	$(BIN)/python bench/run.py idle --n 10000 --room-size 0
 	$(BIN)/python bench/run.py fanout --n 1000 --servers plain+deflate,chat+deflate
+	$(BIN)/python bench/run.py rooms --n 2000 --room-size 5 --servers chat,chat-redis-8w
 	$(BIN)/python bench/history.py
 
 # The churn test of the suite, ten times longer (20,000 connect-chat-close cycles, a few minutes).

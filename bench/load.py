@@ -13,7 +13,8 @@ Latency is the time the data reached the client's socket minus the send time in 
 The arrival time is the kernel's (SO_TIMESTAMPNS: when the last segment of that read came
 in), so time the generator itself takes to get to a socket does not count against the
 server; for earlier messages in the same read it errs on the high side. One frame in
-LATENCY_SAMPLE per client is timed, every message in it.
+LATENCY_SAMPLE per client is timed, every message in it (`Loop.sample`: 1 times every frame,
+for a load of few messages per client).
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class Loop:
         self.clients: dict[int, BenchClient] = {}
         self.last_frame = time.monotonic()  # when any client last got a frame
         self.scratch = memoryview(bytearray(RECV_SIZE))  # every recv lands here: no allocation per call
+        self.sample = LATENCY_SAMPLE  # one frame in this many per client is timed (1: every one)
+        self.pings = 0  # pings the server sent (each answered)
 
     def run(self, until: Callable[[], bool], timeout: float, tick: float = 0.05) -> bool:
         deadline = time.monotonic() + timeout
@@ -256,6 +259,7 @@ class BenchClient:
                 else:
                     self._plain(payload, arrived)
             elif opcode == 0x9:  # ping: pong with the same payload
+                self.loop.pings += 1
                 self.send(frame(Opcode.PONG, payload, mask=True))
             elif opcode == 0x8:
                 self.open = False
@@ -284,7 +288,7 @@ class BenchClient:
                 self.delivered += 1
                 expected = number + 1
             self.next_id = expected
-        if not self.frames % LATENCY_SAMPLE:
+        if not self.frames % self.loop.sample:
             self.lat += [arrived - float(sent) for sent in SENT_AT.findall(payload)]
 
     def _plain(self, payload: bytes, arrived: float) -> None:
@@ -298,7 +302,7 @@ class BenchClient:
             self.gaps += seq - expected
             got[sender] = seq + 1
             self.delivered += 1
-            if not self.frames % LATENCY_SAMPLE:
+            if not self.frames % self.loop.sample:
                 self.lat.append(arrived - float(sent))
 
 

@@ -10,9 +10,15 @@ the figures in the README come from.
     .venv/bin/python bench/run.py idle --n 10000 --room-size 0
     .venv/bin/python bench/run.py fanout --n 1000 --servers plain+deflate,chat+deflate
     .venv/bin/python bench/run.py flood --rate 10 --servers chat,chat+limits
+    .venv/bin/python bench/run.py rooms --n 10000 --room-size 5 --big 1000 --rate 10 --servers chat
+    .venv/bin/python bench/run.py rooms --n 2000 --room-size 5 --servers chat-redis-8w@old,chat-redis-8w
 
-Modes. flood: a pair talks at --rate while two clients stream typing events as fast as they
-can (`chat+limits`: with the default per-connection frame budget).
+Modes. rooms: the shape of a real chat, N clients in rooms of --room-size, each room sending
+one message every --period seconds (the rooms' turns spread evenly over the period), and with
+--big a room of that many more clients at --rate messages/s; per worker, the backplane events
+it received against those of rooms it has clients in, and per Redis node its commands/s.
+flood: a pair talks at --rate while two clients stream typing events as fast as they can
+(`chat+limits`: with the default per-connection frame budget).
 latency: a fixed rate into one room of N. storm: N clients at once (handshakes/s, time
 until all are welcomed). idle: N idle connections (server memory per connection, after
 --settle seconds idle), then one broadcast that must reach them all; one room, or rooms of
@@ -20,6 +26,12 @@ until all are welcomed). idle: N idle connections (server memory per connection,
 permessage-deflate, as browsers do. Fan-out ramp: N clients in one room, S of them sending
 at a total rate that grows by half each step; a step passes when >= 99% of deliveries
 arrive with p99 latency <= 250 ms. The figure of a server is its best passing step.
+
+Servers. `chat-redis-Nw`: N workers on Redis (2: on CPUs 0 and 1, shared with the generator;
+more: on CPU 0). `chat-cluster-8w`: 8 workers on a Redis Cluster of three masters and three
+replicas (tests/cluster.py; REDIS_CLUSTER=1), which needs the server's cluster support.
+`KIND@old`: KIND run from the code in --old's folder (a worktree of an earlier commit) with
+its own gunicorn.conf.py. Each server gets a Redis (or cluster) of its own, fresh, on CPU 0.
 """
 
 from __future__ import annotations
@@ -28,8 +40,12 @@ import argparse
 import base64
 import json
 import os
+import random
+import re
+import resource
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -48,13 +64,36 @@ TICK = os.sysconf("SC_CLK_TCK")
 PASS_DELIVERED = 0.99
 PASS_P99 = 0.250
 API_TOKEN = "bench-token"
+PRESENCE_WARM = 35.0  # rooms: seconds from a Redis server's start to its step (presence's sweeps begin)
+
+
+def code_of(kind: str, old: Path) -> Path:
+    """The folder whose code serves `kind`: this one, or `old` for `KIND@old`."""
+    return old if kind.partition("@")[2] == "old" else ROOT
+
+
+def check_kind(kind: str, old: Path) -> None:
+    """SystemExit, before anything starts, for a server kind that cannot run here."""
+    code = code_of(kind, old)
+    if not (code / "wsgi.py").exists():
+        raise SystemExit(f"{kind}: no server code in {code} (`git worktree add {code} 7ca1669^` for the old one)")
+    if "cluster" in kind and not any("REDIS_CLUSTER" in p.read_text() for p in (code / "chatapp").rglob("*.py")):
+        raise SystemExit(
+            f"{kind}: the server's code in {code} does not read REDIS_CLUSTER: Redis Cluster support"
+            " is not in this tree yet (it needs the cluster work merged)"
+        )
 
 
 class ServerProcess:
-    """One server under test: `plain` (the baseline), `chat`, `chat-redis`, `chat-redis-2w`."""
+    """One server under test: `plain` (the baseline), `chat`, `chat-redis`, `chat-redis-2w`,
+    `chat-redis-8w`, `chat-cluster-8w`; `KIND@old` from the code in `old_code`."""
+
+    old_code = ROOT.parent / "wt-old"  # the code of `KIND@old` (--old)
 
     def __init__(self, kind: str, folder: str, redis_url: str | None) -> None:
         self.kind = kind
+        self.code = code_of(kind, self.old_code)
+        kind = kind.partition("@")[0]
         # `+deflate`: clients offer permessage-deflate, as browsers do, and the chat turns it on
         self.deflate = kind.endswith("+deflate")
         # `+limits`: the chat's per-connection frame budget at its default (off for the other
@@ -62,8 +101,13 @@ class ServerProcess:
         limits = kind.endswith("+limits")
         kind = kind.removesuffix("+deflate").removesuffix("+limits")
         self.port = free_port()
-        cores = "0,1" if kind.endswith("-2w") else "0"
+        many = re.search(r"-(\d+)w$", kind)
+        workers = int(many.group(1)) if many else 1
+        self.worker_count = workers
+        cores = "0,1" if workers == 2 else "0"
         pin = ["taskset", "-c", cores] if shutil.which("taskset") else []
+        # each worker's metrics in files of its own (its pid in their names): read per worker
+        self.metrics_dir = tempfile.mkdtemp(dir=folder, prefix="metrics-")
         base = [sys.executable, "-m", "gunicorn", "-k", "gevent", "-b", f"127.0.0.1:{self.port}", "--no-control-socket"]
         env = {
             **os.environ,
@@ -76,17 +120,22 @@ class ServerProcess:
             "ADDRESS_RATE_LIMIT": "0",
             "ANNOUNCE_LIMIT": "0",
             "CONNECT_RATE_LIMIT": "0",
+            "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
             **({} if limits else {"FRAME_RATE_LIMIT": "0"}),
         }
         if kind == "plain":
             # stock gunicorn settings (-c /dev/null: not the chat's gunicorn.conf.py), 20,000 connections
             command = [*base, "-c", "/dev/null", "-w", "1", "--worker-connections", "20000", "bench.baseline_app:app"]
         else:
-            command = [*base, *(["-w", "2"] if kind.endswith("-2w") else []), "wsgi:app"]
-            if "redis" in kind:
+            command = [*base, *(["-w", str(workers)] if workers > 1 else []), "wsgi:app"]
+            if "redis" in kind or "cluster" in kind:
                 env["REDIS_URL"] = redis_url or ""
+            if "cluster" in kind:
+                env["REDIS_CLUSTER"] = "1"
         self.protocol = "plain" if kind == "plain" else "chat"
-        self.proc = subprocess.Popen([*pin, *command], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+        self.log = Path(folder) / f"server-{self.port}.log"  # its stderr, for when it fails
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen([*pin, *command], cwd=self.code, env=env, stderr=log)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -98,7 +147,7 @@ class ServerProcess:
                 break  # the baseline answers 400 to plain HTTP on /ws: it is up
             except OSError:
                 if time.monotonic() > deadline:
-                    raise SystemExit(f"{kind} did not start") from None
+                    raise SystemExit(f"{kind} did not start; its log's end:\n{self.log_tail()}") from None
                 time.sleep(0.1)
 
     def path(self, i: int, room_size: int = 0) -> str:
@@ -110,16 +159,15 @@ class ServerProcess:
     def connect(self, loop: Loop, path: Callable[[int], str], n: int, senders: int, at_once: int) -> list[BenchClient]:
         return connect_all(loop, "127.0.0.1", self.port, path, self.protocol, n, senders, at_once, self.deflate)
 
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
     def workers(self) -> list[int]:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
         return [int(pid) for pid in children]
 
     def cpu(self) -> float:
-        total = 0
-        for pid in self.workers():
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        return total / TICK
+        return sum(map(worker_cpu, self.workers()))
 
     def rss_mb(self) -> float:
         total = 0
@@ -387,6 +435,385 @@ def idle(kind: str, n: int, room_size: int, settle: float, folder: str, redis_ur
         server.stop()
 
 
+def rooms(
+    kind: str,
+    n: int,
+    room_size: int,
+    big: int,
+    period: float,
+    rate: float,
+    seconds: float,
+    folder: str,
+    backend: Backend,
+) -> dict:
+    """The shape of a real chat: N clients in rooms of `room_size`, each room sending one
+    message every `period` s (room r at r/R of the period, so the load is even), and `big`
+    more clients in one room at `rate` messages/s. Every client must get every message of its
+    room once and in id order. Then per worker: the backplane events it received against those
+    of rooms it has clients in; per Redis node: its commands/s."""
+    server = ServerProcess(kind, folder, backend.url)
+    try:
+        started = time.monotonic()  # the server answers /healthz
+        pids = wait_workers_up(server)  # every worker up before the clients come
+        loop = Loop()
+        loop.sample = 1  # few messages per client: time every one
+        # A room's people do not arrive one after the other: clients connect in a shuffled
+        # order, so which workers a room's clients land on is as random as the accepts.
+        room_of = [i // room_size for i in range(n)]
+        random.Random(n).shuffle(room_of)
+        rooms = -(-n // room_size)
+        room_of += [rooms] * big  # the big room's clients come last
+        names = [f"r{room}" for room in range(rooms)] + ["big"]
+        clients = server.connect(loop, lambda i: f"/ws?room={names[room_of[i]]}&name=c{i}", n + big, 1, 200)
+        members: list[list[BenchClient]] = [[] for _ in range(rooms + (1 if big else 0))]
+        for client, room in zip(clients, room_of, strict=True):
+            members[room].append(client)
+        loop.wait_quiet(clients, still=1.0, limit=300)
+        connected = time.monotonic() - started
+        # With Redis, presence's heartbeat sweeps every room only once each worker's beat has
+        # been steady for 3/4 PRESENCE_TTL (30 s): start the step after that, when Redis's
+        # load is what it will stay.
+        loop.run(lambda: False, max(1.5, (PRESENCE_WARM if backend.nodes else 0) - connected))
+        placed = workers_of(server, clients)
+        counts0 = {pid: worker_values(server.metrics_dir, pid) for pid in pids}
+        for client in clients:
+            client.lat = []
+            client.dups = client.gaps = 0
+        base = [client.delivered for client in clients]
+        received, frames, pings = sum(c.received for c in clients), sum(c.frames for c in clients), loop.pings
+        small_total, big_total = int(seconds * rooms / period), int(seconds * rate) if big else 0
+        sent = [0] * len(members)  # per room
+        done = [0, 0]  # small rooms' messages, the big room's
+        cpu0 = {pid: worker_cpu(pid) for pid in pids}
+        wait0, pressure0 = sum(map(cpu_wait, pids)), cpu_pressure()
+        info0 = backend.info()
+        own0, start, began = time.process_time(), time.time(), time.monotonic() - started
+
+        def sending() -> bool:
+            """Send what is due by now: small rooms' j-th at j * period / R (room j % R), the
+            big room's k-th at k / rate. True once all is sent."""
+            elapsed = time.time() - start
+            small_due = min(small_total, int(elapsed * rooms / period) + 1)
+            big_due = min(big_total, int(elapsed * rate) + 1)
+            while done[0] < small_due:
+                room = done[0] % rooms
+                say(members[room], sent[room])
+                sent[room] += 1
+                done[0] += 1
+            while done[1] < big_due:
+                say(members[-1], sent[-1])
+                sent[-1] += 1
+                done[1] += 1
+            return done == [small_total, big_total]
+
+        loop.run(sending, seconds + 10, tick=0.001)
+        expected = [sent[room_of[i]] for i in range(len(clients))]
+        loop.run(
+            lambda: all(c.delivered - b >= e for c, b, e in zip(clients, base, expected, strict=True)),
+            10.0,
+        )
+        elapsed = time.time() - start
+        cpu = {pid: worker_cpu(pid) - cpu0[pid] for pid in pids}
+        wait, pressure = sum(map(cpu_wait, pids)) - wait0, cpu_pressure() - pressure0
+        own = time.process_time() - own0
+        info1 = backend.info()
+        loop.run(lambda: False, 1.5)  # the step's counts into every worker's metrics files
+        counts1 = {pid: worker_values(server.metrics_dir, pid) for pid in pids}
+        health = health_of_workers(server, pids)  # their subscriptions
+        latencies = sorted(x for client in clients for x in client.lat)
+        delivered = sum(c.delivered - b for c, b in zip(clients, base, strict=True))
+        messages = sum(sent)
+        row = {
+            "rate": messages / seconds,
+            "sent": messages,
+            "expected": sum(expected),
+            "delivered": delivered,
+            "missing": sum(max(0, e - (c.delivered - b)) for c, b, e in zip(clients, base, expected, strict=True)),
+            "doubled": sum(c.dups for c in clients),
+            "connections_lost": sum(1 for c in clients if not c.open),
+            "deliveries_per_s": delivered / seconds,
+            "p50_ms": percentile(latencies, 50) * 1e3,
+            "p99_ms": percentile(latencies, 99) * 1e3,
+            "max_ms": (latencies[-1] if latencies else float("nan")) * 1e3,
+            "latency_samples": len(latencies),
+            "frames": sum(c.frames for c in clients) - frames,
+            # the server pings every client every PING_INTERVAL (25 s), all in one round per worker:
+            # a step of 15 s has one round or none; with 10,000 clients on a worker, a stall
+            "pings": loop.pings - pings,
+            "bytes_per_delivery": (sum(c.received for c in clients) - received) / max(1, delivered),
+            "server_cpu_pct": 100 * sum(cpu.values()) / elapsed,
+            "redis_cpu_pct": 100 * sum(map(redis_cpu, info1)) / elapsed - 100 * sum(map(redis_cpu, info0)) / elapsed,
+            "bench_cpu_pct": 100 * own / elapsed,
+            # contention: the server's workers' time runnable but not running (summed: they share
+            # CPU 0 with each other and Redis, and with other work), and the time some task
+            # anywhere waited for a CPU (/proc/pressure/cpu)
+            "server_cpu_wait_pct": 100 * wait / elapsed,
+            "cpu_pressure_pct": 100 * pressure / elapsed,
+            "server_rss_mb": server.rss_mb(),
+            "elapsed_s": elapsed,
+        }
+        # ids rise within a room but need not follow on (SQLite's are global): a message is lost
+        # when a client got fewer than its room sent, doubled (or out of order) when an id did not rise
+        row["passed"] = row["missing"] == 0 and not row["doubled"] and row["p99_ms"] <= PASS_P99 * 1e3
+        print(format_row(kind, len(clients), row), flush=True)
+        workers = per_worker(pids, placed, room_of, sent, counts0, counts1, health, cpu, elapsed, backend)
+        nodes = per_node(backend, info0, info1, elapsed)
+        print_rooms(workers, nodes, row)
+        loop.close(clients)
+        return {
+            "server": kind,
+            "code": str(server.code),
+            "n": n,
+            "room_size": room_size,
+            "rooms": rooms,
+            "connected_s": connected,
+            "step_began_s": began,
+            "big": big,
+            "period_s": period,
+            "big_rate": rate if big else 0,
+            "seconds": seconds,
+            "steps": [row],
+            "workers": workers,
+            "redis_nodes": nodes,
+        }
+    finally:
+        server.stop()
+
+
+def say(members: list[BenchClient], k: int) -> None:
+    """A room's k-th message of the step, from its members in turn."""
+    members[k % len(members)].say(0, k)
+
+
+def worker_cpu(pid: int) -> float:
+    """Seconds of CPU the process has used (user and system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def cpu_wait(pid: int) -> float:
+    """Seconds the process's threads have been runnable without a CPU (/proc/PID/task/*/schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError):
+            continue
+    return total / 1e9
+
+
+def cpu_pressure() -> float:
+    """Seconds in all that some task waited for a CPU (/proc/pressure/cpu; 0 without it)."""
+    try:
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except OSError:
+        return 0.0
+    return int(some.rsplit("total=", 1)[1]) / 1e6
+
+
+def redis_cpu(info: dict) -> float:
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def worker_values(metrics_dir: str, pid: int, kind: str = "counter") -> dict[str, float]:
+    """One worker's values of one kind (`counter`, `gauge_livemin`...), from its own file of
+    the multiprocess directory (/metrics sums every worker's)."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    path = Path(metrics_dir) / f"{kind}_{pid}.db"
+    found: dict[str, float] = {}
+    if not path.exists():
+        return found
+    try:
+        metrics = MultiProcessCollector.merge([str(path)], accumulate=False)
+    except struct.error:  # a file its worker is making this moment (empty): nothing in it yet
+        return found
+    for metric in metrics:
+        for sample in metric.samples:
+            if not sample.name.endswith("_created"):
+                found[sample.name] = found.get(sample.name, 0.0) + sample.value
+    return found
+
+
+def wait_workers_up(server: ServerProcess, limit: float = 120.0) -> list[int]:
+    """Every worker's pid once each has its backplane connected (its own chat_backplane_up, which
+    its sampler writes every second). Not by /healthz: an idle server's first worker to wake
+    takes nearly every new connection, and the last may answer one in a thousand."""
+    deadline = time.monotonic() + limit
+    while True:
+        pids = server.workers()
+        up = [pid for pid in pids if worker_values(server.metrics_dir, pid, "gauge_livemin").get(UP) == 1]
+        if len(up) == server.worker_count == len(pids):
+            return pids
+        if time.monotonic() > deadline:
+            raise SystemExit(
+                f"{server.kind}: {len(up)} of {server.worker_count} workers up in {limit:.0f} s"
+                f" (workers now: {pids}); its log's end:\n{server.log_tail()}"
+            )
+        time.sleep(0.1)
+
+
+def health_of_workers(server: ServerProcess, pids: list[int], limit: float = 10.0) -> dict[int, dict]:
+    """/healthz of as many workers as answer within `limit` s (a new connection each time,
+    taken by whichever worker wakes first: under no load, the same few)."""
+    seen: dict[int, dict] = {}
+    deadline = time.monotonic() + limit
+    while len(seen) < len(pids) and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5) as response:
+                body = json.loads(response.read())
+        except urllib.error.HTTPError as exc:  # 503: degraded
+            body = json.loads(exc.read())
+        seen[body["pid"]] = body
+        time.sleep(0.005)
+    return seen
+
+
+def workers_of(server: ServerProcess, clients: list[BenchClient]) -> list[int]:
+    """Each client's worker (its pid): the worker that holds the server's end of its socket
+    (/proc/net/tcp: the end's inode and peer port; /proc/PID/fd: whose inode it is). Needs no
+    counter of the server, so it works on any code."""
+    port = f":{server.port:04X}"
+    peer_of: dict[str, int] = {}  # socket inode: the client's port
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(port):
+            peer_of[fields[9]] = int(fields[2].rsplit(":", 1)[1], 16)
+    worker_of: dict[int, int] = {}
+    for pid in server.workers():
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and (peer := peer_of.get(target[8:-1])):
+                worker_of[peer] = pid
+    return [worker_of.get(client.sock.getsockname()[1], 0) for client in clients]
+
+
+UP = "chat_backplane_up"
+RECEIVED = "chat_backplane_events_received_total"
+OWN = "chat_backplane_events_own_total"
+EVENTS_OUT = "chat_events_out_total"
+
+
+def per_worker(
+    pids: list[int],
+    placed: list[int],
+    room_of: list[int],
+    sent: list[int],
+    counts0: dict[int, dict[str, float]],
+    counts1: dict[int, dict[str, float]],
+    health: dict[int, dict],
+    cpu: dict[int, float],
+    elapsed: float,
+    backend: Backend,
+) -> list[dict]:
+    """Per worker: backplane events received (its counter; on code without one, every message,
+    by construction of the single channel) against those of its own rooms (its counter, and
+    computed from where the clients are), and the ratio."""
+    rows = []
+    messages = sum(sent)
+    for pid in pids:
+        rooms = {room_of[i] for i, where in enumerate(placed) if where == pid}
+        clients = sum(1 for where in placed if where == pid)
+        before, after = counts0[pid], counts1[pid]
+
+        def delta(name: str, before: dict = before, after: dict = after) -> float | None:
+            return after[name] - before.get(name, 0.0) if name in after else None
+
+        received, own = delta(RECEIVED), delta(OWN)
+        own_computed = sum(sent[room] for room in rooms)
+        if received is None:  # the single channel's code: every worker hears every message
+            received_from = "every message: the single channel (no counter in this code)"
+            received = float(messages) if backend.nodes else None
+        else:
+            received_from = "counter"
+        own_used = own if own is not None else own_computed
+        rows.append(
+            {
+                "pid": pid,
+                "clients": clients,
+                "rooms": len(rooms),
+                "subscriptions": health.get(pid, {}).get("subscriptions"),
+                "received": received,
+                "received_from": received_from,
+                "own": own,
+                "own_computed": own_computed,
+                "received_per_own": received / own_used if received is not None and own_used else None,
+                "deliveries": delta(EVENTS_OUT),
+                "deliveries_computed": sum(sent[room_of[i]] for i, where in enumerate(placed) if where == pid),
+                "cpu_pct": 100 * cpu[pid] / elapsed,
+            }
+        )
+    return rows
+
+
+def per_node(backend: Backend, info0: list[dict], info1: list[dict], elapsed: float) -> list[dict]:
+    """Per Redis node over the step: commands/s (INFO stats, and by command: commandstats),
+    bytes out/s, CPU."""
+    rows = []
+    for (port, _), a, b in zip(backend.nodes, info0, info1, strict=True):
+        by_command = {
+            name.removeprefix("cmdstat_"): (stats["calls"] - a.get(name, {}).get("calls", 0)) / elapsed
+            for name, stats in b.items()
+            if name.startswith("cmdstat_")
+        }
+        rows.append(
+            {
+                "port": port,
+                "role": b.get("role"),
+                "commands_per_s": (b["total_commands_processed"] - a["total_commands_processed"]) / elapsed,
+                "by_command_per_s": {k: round(v, 1) for k, v in sorted(by_command.items(), key=lambda kv: -kv[1]) if v},
+                "net_out_bytes_per_s": (b["total_net_output_bytes"] - a["total_net_output_bytes"]) / elapsed,
+                "cpu_pct": 100 * (redis_cpu(b) - redis_cpu(a)) / elapsed,
+            }
+        )
+    return rows
+
+
+def print_rooms(workers: list[dict], nodes: list[dict], row: dict) -> None:
+    def figure(value: float | None, spec: str = ",.0f") -> str:
+        return "-" if value is None else format(value, spec)
+
+    print(
+        f"  {'worker':>8}{'clients':>8}{'rooms':>7}{'subs':>7}{'received':>10}{'own':>9}{'own*':>9}"
+        f"{'recv/own':>9}{'deliv':>9}{'deliv*':>9}{'CPU':>6}"
+    )
+    for w in workers:
+        print(
+            f"  {w['pid']:>8}{w['clients']:>8}{w['rooms']:>7}{figure(w['subscriptions']):>7}"
+            f"{figure(w['received']):>10}{figure(w['own']):>9}{w['own_computed']:>9,}"
+            f"{figure(w['received_per_own'], '.2f'):>8}x{figure(w['deliveries']):>9}{w['deliveries_computed']:>9,}"
+            f"{w['cpu_pct']:>5.0f}%"
+        )
+    received = [w["received"] for w in workers if w["received"] is not None]
+    if received:
+        print(f"  backplane events received in all: {sum(received):,.0f} for {row['sent']:,} messages", end="")
+        print(f" ({sum(received) / max(1, row['sent']):.2f} per message)")
+    print("  (*: computed from which worker holds each client's socket and what its rooms sent)")
+    if any(w["received_from"] != "counter" for w in workers):
+        print("  (received: this code counts none; every message, the single channel's by construction)")
+    if any(w["own"] is None for w in workers):
+        print("  (own: this code counts none; recv/own divides by own*)")
+    for node in nodes:
+        top = ", ".join(f"{name} {rate:,.0f}" for name, rate in list(node["by_command_per_s"].items())[:6])
+        print(
+            f"  redis :{node['port']} ({node['role']}): {node['commands_per_s']:,.0f} commands/s ({top});"
+            f" {node['net_out_bytes_per_s'] / 1024:,.0f} KiB/s out; CPU {node['cpu_pct']:.0f}%"
+        )
+    if nodes:
+        print(f"  redis CPU in all: {row['redis_cpu_pct']:.0f}%")
+    clients = sum(w["clients"] for w in workers)
+    print(f"  pings from the server during the step: {row['pings']:,} (its clients: {clients:,})")
+    print(
+        f"  server's workers runnable but waiting for a CPU (for each other, Redis or other work):"
+        f" {row['server_cpu_wait_pct']:.0f}% of the step, summed; machine's CPU pressure (some task"
+        f" waiting): {row['cpu_pressure_pct']:.0f}%",
+        flush=True,
+    )
+
+
 HEADER = (
     f"{'server':<14}{'N':>6}{'msg/s':>9}{'deliv/s':>10}{'deliv%':>8}{'p50ms':>8}{'p99ms':>8}{'maxms':>8}{'dup':>5}{'lost':>5}"
     f"{'B/dlv':>7}{'srvCPU':>8}{'genCPU':>8}  ok"
@@ -402,6 +829,46 @@ def format_row(kind: str, n: int, row: dict) -> str:
         f"{row['server_cpu_pct']:>7.0f}%"
         f"{row['bench_cpu_pct']:>7.0f}%  {'yes' if row['passed'] else 'NO'}"
     )
+
+
+class Backend:
+    """What a server kind needs besides itself, fresh for each server and on CPU 0 with it:
+    nothing, one redis-server, or a Redis Cluster of three masters and three replicas
+    (tests/cluster.py; its nodes without the fixture's fsync'd append-only file). `nodes`: each
+    node's (port, pid)."""
+
+    def __init__(self, kind: str, folder: str) -> None:
+        self.url: str | None = None
+        self.nodes: list[tuple[int, int]] = []
+        self._stops: list[Callable[[], None]] = []
+        if "cluster" in kind:
+            import redis
+
+            from tests.cluster import RedisClusterServers
+
+            cluster = RedisClusterServers(Path(tempfile.mkdtemp(dir=folder, prefix="cluster-"))).start()
+            self._stops.append(cluster.stop)
+            for node in cluster.nodes:
+                assert node.proc is not None
+                if shutil.which("taskset"):
+                    os.sched_setaffinity(node.proc.pid, {0})
+                redis.Redis(port=node.port).config_set("appendonly", "no")
+                self.nodes.append((node.port, node.proc.pid))
+            self.url = cluster.url
+        elif "redis" in kind:
+            proc, self.url = start_redis(folder)
+            self._stops.append(proc.terminate)
+            self.nodes.append((int(self.url.rsplit(":", 1)[1].split("/")[0]), proc.pid))
+
+    def info(self) -> list[dict]:
+        """Each node's INFO (every section, commandstats too), in `nodes` order."""
+        import redis
+
+        return [redis.Redis(port=port).info("everything") for port, _ in self.nodes]
+
+    def stop(self) -> None:
+        for stop in self._stops:
+            stop()
 
 
 def start_redis(folder: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -420,43 +887,63 @@ def start_redis(folder: str) -> tuple[subprocess.Popen[bytes], str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=["fanout", "latency", "storm", "idle", "flood"])
-    parser.add_argument("--n", type=int, default=1000, help="clients")
+    parser.add_argument("mode", choices=["fanout", "latency", "storm", "idle", "flood", "rooms"])
+    parser.add_argument("--n", type=int, default=1000, help="clients (rooms: those in the small rooms)")
     parser.add_argument("--senders", type=int, default=10)
-    parser.add_argument("--seconds", type=float, default=4.0, help="length of one step")
-    parser.add_argument("--rate", type=float, default=20.0, help="latency: messages/s in all")
-    parser.add_argument("--room-size", type=int, default=0, help="idle: clients per room (chat; 0: one room)")
+    parser.add_argument("--seconds", type=float, help="length of one step (4; rooms: 15)")
+    parser.add_argument("--rate", type=float, default=20.0, help="latency: messages/s in all; rooms: the big room's")
+    parser.add_argument(
+        "--room-size", type=int, default=0, help="idle: clients per room (chat; 0: one room); rooms: 5 if 0"
+    )
+    parser.add_argument("--period", type=float, default=5.0, help="rooms: seconds between a small room's messages")
+    parser.add_argument("--big", type=int, default=0, help="rooms: clients in one more room, at --rate")
     parser.add_argument("--settle", type=float, default=60.0, help="idle: seconds idle before measuring")
     parser.add_argument("--servers", default="plain,chat")
+    parser.add_argument("--old", default=str(ServerProcess.old_code), help="the code of a KIND@old server")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
+    seconds = args.seconds or (15.0 if args.mode == "rooms" else 4.0)
+    kinds = args.servers.split(",")
+    ServerProcess.old_code = Path(args.old).resolve()
+    for kind in kinds:
+        check_kind(kind, ServerProcess.old_code)
+        if args.mode == "rooms" and kind.startswith("plain"):
+            raise SystemExit("rooms: the chat's servers only (the plain baseline has one room)")
     if shutil.which("taskset"):
         os.sched_setaffinity(0, {1})
+    # a socket per client here, and as many in the server: 10,000 clients pass 1,024
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     results = []
-    if args.mode in ("fanout", "latency", "flood"):
+    if args.mode in ("fanout", "latency", "flood", "rooms"):
         print(HEADER, flush=True)
     with tempfile.TemporaryDirectory() as folder:
-        redis_proc, redis_url = start_redis(folder) if "redis" in args.servers else (None, None)
-        try:
-            for kind in args.servers.split(","):
+        for kind in kinds:
+            backend = Backend(kind, folder)
+            url = backend.url
+            try:
                 if args.mode == "fanout":
-                    results.append(fanout(kind, args.n, args.senders, args.seconds, folder, redis_url))
+                    results.append(fanout(kind, args.n, args.senders, seconds, folder, url))
                 elif args.mode == "latency":
-                    results.append(latency(kind, args.n, args.senders, args.rate, 10.0, folder, redis_url))
+                    results.append(latency(kind, args.n, args.senders, args.rate, 10.0, folder, url))
                 elif args.mode == "storm":
-                    results.append(storm(kind, args.n, folder, redis_url))
+                    results.append(storm(kind, args.n, folder, url))
                 elif args.mode == "flood":
                     results.append(flood(kind, args.rate, 10.0, folder))
+                elif args.mode == "rooms":
+                    size = args.room_size or 5
+                    results.append(
+                        rooms(kind, args.n, size, args.big, args.period, args.rate, seconds, folder, backend)
+                    )
                 else:
-                    results.append(idle(kind, args.n, args.room_size, args.settle, folder, redis_url))
-        finally:
-            if redis_proc is not None:
-                redis_proc.terminate()
+                    results.append(idle(kind, args.n, args.room_size, args.settle, folder, url))
+            finally:
+                backend.stop()
     if args.mode == "fanout":
         summarise(results)
     os.makedirs(args.out, exist_ok=True)
     path = Path(args.out) / f"{args.mode}-n{args.n}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0], "nofile": hard}
     path.write_text(
         json.dumps({"mode": args.mode, "args": vars(args), "machine": machine, "results": results}, indent=2)
     )

@@ -42,13 +42,17 @@ FRAMES = Counter("chat_frames_written", "WebSocket frames written to clients (a 
 BYTES = Counter("chat_bytes_written", "Bytes written to clients' sockets")
 DROPPED_SLOW = Counter("chat_dropped_slow", "Clients closed with 1013 because they read too slowly")
 RECEIVED = Counter("chat_backplane_events_received", "Events the backplane brought to this worker's Hub (its rooms')")
+RECEIVED_OWN = Counter(
+    "chat_backplane_events_own",
+    "Backplane events received for a room this worker has clients in (received minus these: heard for nobody)",
+)
 
 
 @dataclass(slots=True)
 class Stats:
     """One worker's hot-path counts, plain ints: the Hub adds events_out and dropped_slow (in
     its greenlet), each connection's reader events_in and its writer frames and bytes, the
-    backplane's deliveries received."""
+    backplane's deliveries received, and of those received_own: for a room with clients here."""
 
     events_in: int = 0
     events_out: int = 0
@@ -56,6 +60,7 @@ class Stats:
     bytes: int = 0
     dropped_slow: int = 0
     received: int = 0
+    received_own: int = 0
 
 
 _COUNTED = {
@@ -65,6 +70,7 @@ _COUNTED = {
     "bytes": BYTES,
     "dropped_slow": DROPPED_SLOW,
     "received": RECEIVED,
+    "received_own": RECEIVED_OWN,
 }
 
 

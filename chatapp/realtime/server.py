@@ -216,7 +216,10 @@ class Realtime:
     # -- what the backplane and presence report ---------------------------------------------------
     def _received(self, room: str, event: bytes, seq: int | None) -> None:
         """An event the backplane brought, for the Hub (in the backplane's greenlet)."""
-        self._hub.stats.received += 1
+        stats = self._hub.stats
+        stats.received += 1
+        if room in self._hub.rooms:  # one this worker has clients in (else heard for nobody)
+            stats.received_own += 1
         self._hub.publish(room, event, seq)
 
     def _backplane_changed(self, rooms: frozenset[str], back: bool) -> None:

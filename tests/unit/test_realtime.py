@@ -55,6 +55,16 @@ def test_a_member_that_left_gets_no_more_events_and_is_no_longer_counted(rt: Rea
     assert rt.counts(["r", "none"]) == {"r": 1, "none": 0}
 
 
+def test_backplane_events_are_counted_and_apart_those_of_rooms_with_clients_here(rt: Realtime) -> None:
+    a = listener(rt, "a", "r")
+    rt.emit("r", {"type": "hello"})
+    rt.emit("nobody-here", {"type": "hello"})  # heard, for no one on this worker
+    rt.emit_local("r", {"type": "count"})  # not the backplane's
+    settle(rt, a, "r")
+    stats = rt._hub.stats
+    assert (stats.received, stats.received_own) == (2, 1)
+
+
 def test_a_new_room_past_max_rooms_is_refused_and_open_ones_still_take_people(rt: Realtime) -> None:
     a = listener(rt, "a", "one", "two")
     with pytest.raises(ProtocolError) as refused:
