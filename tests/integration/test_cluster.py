@@ -156,10 +156,10 @@ def test_every_client_on_every_host_gets_every_message_of_its_room_once_in_order
             thread.join(30)
         total = 40 * HOSTS
         for r in rooms:
-            kept = [int(m["id"]) for m in stored(servers[0], r)]
+            shown = [[int(reader.expect("message", timeout=10)["id"]) for _ in range(total)] for reader in readers[r]]
+            kept = [int(m["id"]) for m in stored(servers[0], r)]  # all stored: each was shown
             assert len(kept) == total
-            for reader in readers[r]:
-                ids = [int(reader.expect("message", timeout=10)["id"]) for _ in range(total)]
+            for reader, ids in zip(readers[r], shown, strict=True):
                 assert ids == kept  # each once, in id order, on every worker of every host
                 assert not [e for e in reader.pending if e["type"] == "message"]
     finally:

@@ -16,6 +16,7 @@ from chatapp.realtime.presence import HubPresence
 from chatapp.realtime.presence.redis import RedisPresence
 from chatapp.store.redis import RedisStore
 from chatapp.store.sqlite import SQLiteStore
+from tests.cluster import close
 
 REDIS = "redis://127.0.0.1:1/0"  # never reached
 
@@ -67,7 +68,7 @@ def test_redis_cluster_gives_all_three_on_one_cluster_client(redis_cluster, tmp_
     assert isinstance(client, redis.RedisCluster) and len(client.get_primaries()) == 3
     assert store._redis is presence._redis is client and store.publishes
     assert isinstance(backplane._nodes, ClusterNodes)
-    client.close()
+    close(client)
 
 
 def test_a_redis_store_without_the_redis_backplane_publishes_nothing(tmp_path: Path) -> None:

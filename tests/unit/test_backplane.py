@@ -18,6 +18,7 @@ from gevent.queue import Queue
 from chatapp.realtime.backplane import Backplane, MemoryBackplane
 from chatapp.realtime.backplane import redis as redis_backplane
 from chatapp.realtime.backplane.redis import RedisBackplane, channel
+from tests.cluster import close
 
 
 class Worker:
@@ -100,7 +101,7 @@ def workers(kind: str, request, monkeypatch) -> Iterator[Callable[[], Worker]]:
         if isinstance(backplane, RedisBackplane):
             backplane.stop()
     for client in clients:
-        client.close()
+        close(client)
 
 
 @pytest.fixture(params=["memory", "redis", "cluster"])

@@ -17,6 +17,7 @@ import redis.connection
 from chatapp.config import Config
 from chatapp.realtime import Realtime
 from chatapp.realtime.presence.redis import RedisPresence, _key
+from tests.cluster import close
 from tests.unit.fakes import Listener, listener
 
 
@@ -40,7 +41,7 @@ def rt(request, monkeypatch) -> Iterator[Realtime]:
     if presence is not None and presence._heartbeat is not None:
         presence._heartbeat.kill()
     if client is not None:
-        client.close()
+        close(client)
 
 
 @pytest.fixture
@@ -96,4 +97,4 @@ def test_a_dead_workers_members_are_swept_within_the_ttl(request, kind: str, roo
     renewed = time.time()  # just after the renewal: its deadline is counted from before this
     ((_member, deadline),) = client.zrange(_key(room), 0, -1, withscores=True)
     assert deadline - renewed + presence.every <= ttl
-    client.close()
+    close(client)

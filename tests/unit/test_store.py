@@ -12,6 +12,7 @@ import pytest
 
 from chatapp.store import Store, append, recent
 from chatapp.store.sqlite import PRUNE_EVERY, SQLiteStore
+from tests.cluster import close
 
 
 @pytest.fixture(params=["sqlite", "redis", "cluster"])
@@ -38,7 +39,7 @@ def open_store(request, tmp_path) -> Callable[..., Store]:
 
     yield open_
     for thing in opened:
-        thing.close()
+        close(thing) if hasattr(thing, "connection_pool") or hasattr(thing, "nodes_manager") else thing.close()
 
 
 @pytest.fixture
@@ -254,4 +255,4 @@ def test_cluster_a_batch_is_answered_once_a_replica_has_it(redis_cluster, r: str
     before = waits()
     store.append_many([(r, {"ts": time.time(), "user": {"id": "c1", "name": "ann"}, "text": "hi"})])
     assert waits() == before + 1
-    client.close()
+    close(client)
