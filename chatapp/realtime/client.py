@@ -1,8 +1,9 @@
 """One WebSocket client: its bounded send queue, its reader and its writer.
 
 Greenlets of a connection:
-- the reader is the greenlet gunicorn gave the upgrade request. `read_pump` is the only code
-  that reads the socket and the only caller of wsproto's `receive_data`.
+- the reader is the connection's session greenlet (session.py), started once the handshake
+  is answered. `read_pump` is the only code that reads the socket and the only caller of
+  wsproto's `receive_data`.
 - the writer runs `_write_pump`, the only code that writes the socket (events, pings, pongs,
   the close frame) and the only caller of wsproto's `send`. Its `_write` sends until every
   byte is out (a non-blocking send, then gevent's `sendall`), and nobody else writes, so
@@ -11,7 +12,7 @@ Greenlets of a connection:
   the app; we use neither: see realtime.py). When it runs: Connection's docstring.
 
 State and its owners:
-- `state`: moved by `start_writer` (the request's greenlet), `close` (any greenlet) and the
+- `state`: moved by `start_writer` (the reader's greenlet), `close` (any greenlet) and the
   writer, always through `_move`.
 - `_queue`: items are put by the Hub (fan-out), by `send` and `echo` (to this client only)
   from any greenlet, and by the reader (pongs); only the writer takes them. Bounded: a put
@@ -26,7 +27,6 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
-from collections import deque
 from collections.abc import Callable
 from enum import Enum
 from time import monotonic
@@ -123,7 +123,9 @@ class SendQueue:
     __slots__ = ("_bytes", "_items", "_limit", "_limit_bytes", "_waiter")
 
     def __init__(self, limit: int, limit_bytes: int) -> None:
-        self._items: deque[Outgoing] = deque()
+        # A list, not a deque: the taker takes all at once, and an empty deque is 760 bytes
+        # (its first block), a list 56: most clients' queues are empty most of the time.
+        self._items: list[Outgoing] = []
         self._limit = limit
         self._limit_bytes = limit_bytes
         self._bytes = 0  # the sizes of what it holds
@@ -157,8 +159,7 @@ class SendQueue:
                 self._waiter.get()
             finally:
                 self._waiter = None
-        items = list(self._items)
-        self._items.clear()
+        items, self._items = self._items, []
         self._bytes = 0
         return items
 
@@ -225,6 +226,12 @@ class Connection:
         self.state = CONNECTING
         self._sock = sock
         self._ws = ws
+        if ws is not None:
+            # wsproto keeps a deque for the events it makes itself, only on `receive_data(None)`
+            # (a close with 1006), which the reader never calls: it ends at EOF. An empty deque
+            # is 760 bytes (its first block), about 4% of an idle client; an empty list serves
+            # `events()` (`while self._events`) as well, in 56.
+            ws._events = []  # type: ignore[assignment]
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # Whole frames go out in one sendall: let them leave at once, not after an ACK
             # (Nagle's algorithm would hold a small frame back by up to the peer's 40 ms).
@@ -361,7 +368,7 @@ class Connection:
 
     # -- the writer greenlet ------------------------------------------------------------------
     def start_writer(self) -> None:
-        """End the connect phase (the request's greenlet, after the connect handler): what was
+        """End the connect phase (the reader's greenlet, after the connect handler): what was
         sent to this client alone goes out first, then what the Hub offered meanwhile."""
         self._move(OPEN if self._close is None else CLOSING)
         held = self._held_sent + self._held_offered
@@ -493,7 +500,7 @@ class Connection:
         except OSError:
             pass  # already gone
 
-    # -- the reader (the request's greenlet) --------------------------------------------------------
+    # -- the reader (the session's greenlet) --------------------------------------------------------
     def read_pump(self, on_message: Callable[[Connection, str | bytes], None]) -> None:
         """The reader: the only code that reads this socket. Hands each whole message to
         `on_message`; answers pings through the writer; returns when the connection is over.
@@ -506,6 +513,9 @@ class Connection:
         budget = RateLimiter(self._config.frame_rate_limit, FRAME_WINDOW) if self._config.frame_rate_limit else None
         parts: list[Any] = []
         size = handled = 0
+        event: Any = None
+        chunk: Any = None
+        message: str | bytes | None = None
         while True:
             try:
                 data = sock.recv(RECV_BYTES)
@@ -518,6 +528,7 @@ class Connection:
             self.last_seen = monotonic()
             gevent.sleep(0)  # a client sending fast must not keep the Hub and writers waiting
             ws.receive_data(data)
+            del data  # see below
             for event in ws.events():
                 handled += 1
                 if handled % TURN_EVERY == 0:
@@ -551,6 +562,9 @@ class Connection:
                     self._peer_closed.set()
                     self.close(event.code, detail=event.reason or ("protocol error" if violation else ""))
                     return
+            # While it waits for the next read, the reader holds nothing it read: not its bytes
+            # (up to RECV_BYTES), nor the last event, chunk or message (up to max_frame_bytes).
+            event = chunk = message = None
 
     def end(self) -> None:
         """After the reader has returned: let the writer finish (bounded), then drop the socket."""
