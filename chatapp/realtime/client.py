@@ -199,7 +199,8 @@ class Connection:
 
     Apart from the state, a writer greenlet runs or not (`writing`). In OPEN it runs while
     there is something to write, and ends when a PING finds nothing written since the last
-    one (an idle client costs no greenlet stack); the next offer starts another. In CLOSING
+    one (an idle client costs no greenlet stack); the next offer starts another (a PING to an
+    idle client, one that pings and ends). In CLOSING
     it runs until CLOSED. Never two: `_run_writer` is the one place that starts one.
     `close`: the first request wins; TRY_AGAIN_LATER also drops what is queued or held.
     """
@@ -246,6 +247,11 @@ class Connection:
         self._seen_through: int | None = None  # the client has the events numbered up to this
         self._peer_closed = Event()  # the peer's close frame came, or its end of the socket closed
         self._writer: gevent.Greenlet | None = None  # the running writer, if any
+        # Events written since the last PING (the writers', one at a time). Kept here, not by
+        # each writer: a writer started only to ping an idle client then finds it False, pings
+        # and ends at once, where one that began with True stayed a whole ping interval (every
+        # idle client held a writer half the time, and 10,000 were started every other tick).
+        self._wrote = True
         # A plain-text client's: each event as a line (None: not shown), set before it opens.
         self.lines: Callable[[bytes], str | None] | None = None
 
@@ -416,7 +422,6 @@ class Connection:
         nothing was written since the one before (False: this writer ends)."""
         queue = self._queue
         silence_limit = self._config.ping_interval + self._config.pong_timeout
-        wrote = True  # since the last PING
         while True:
             # Waits only while OPEN, for an item or a wake (no timer: the Hub's ticker sends
             # PING). Between here and the write below nothing switches, so what is queued now
@@ -429,11 +434,12 @@ class Connection:
                 if silent > silence_limit:
                     self._log_drop("silent", f"no answer for {silent:.0f} s")
                     return True
-                idle, wrote = not (wrote or events), False  # idle: nothing for a ping interval
+                # idle: nothing for a ping interval
+                idle, self._wrote = not (self._wrote or events), False
                 if self._ws.state is WSState.OPEN:
                     data += self._ws.send(Ping())
                     self._stats.frames += 1
-            wrote = wrote or events
+            self._wrote = self._wrote or events
             if self.state is CLOSING:
                 self._write(data + self._closing_frames())
                 self._peer_closed.wait(CLOSE_TIMEOUT)
