@@ -49,7 +49,10 @@ except ConfigError as exc:
 _host = os.environ.get("HOST") or ("0.0.0.0" if os.environ.get("PORT") else "127.0.0.1")
 bind = [f"{_host}:{_config.port}"]
 worker_class = "gevent"
-worker_connections = 20000  # gevent's default of 1,000 would cap the sockets per worker (`ulimit -n` must allow it)
+# Requests in flight per worker (gevent's default of 1,000 would cap them; `ulimit -n` must
+# allow it). A WebSocket counts only during its handshake: its request ends there and the
+# connection lives on in a greenlet of the realtime layer (chatapp/realtime/endpoint.py).
+worker_connections = 20000
 graceful_timeout = 20  # SIGTERM: clients are told to reconnect (1001) well within this
 control_socket_disable = True  # no gunicornc; two servers on one machine would share its path
 logconfig_dict = gunicorn_logconfig(_config.log_format)  # LOG_FORMAT=json: gunicorn's lines too
@@ -99,9 +102,13 @@ def post_fork(server, worker):
 
 def post_worker_init(worker):
     """Start the realtime layer's greenlets. On SIGTERM, tell every client to reconnect (error
-    shutting_down, close 1001) while gunicorn stops accepting and waits for them to end."""
+    shutting_down, close 1001) while gunicorn stops accepting; worker_exit waits for them to end."""
     import gevent
 
+    # gevent records, for each greenlet, who spawned it and the ten frames it was spawned from
+    # (for gevent.util's greenlet tree, a debugging aid): about 0.6 KB held by each client's
+    # session greenlet for its whole life, and a walk of the stack at each writer's start.
+    gevent.config.track_greenlet_tree = False
     gc.freeze()  # what the worker has imported and built so far lives as long as it does: never scan it
     gc.set_threshold(*GC_THRESHOLDS)
     realtime = worker.wsgi.extensions["realtime"]
@@ -117,16 +124,20 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """In the worker, as it ends: its last second of counts into the metrics, and logging shut
-    down while gevent still works. Left to the interpreter's exit, each logging handler's
-    weakref callback takes logging's lock, whose owner check calls gevent's get_ident after
-    gevent's module is torn down: "Exception ignored in: <function _removeHandlerRef>" and a
-    traceback in every deploy's log. Dropping logging's list of handlers (after flushing and
-    closing them) leaves no callback to run."""
+    """In the worker, as it ends: after a SIGTERM, its clients' last moments (told to reconnect,
+    they close; gunicorn waited only for requests, and a WebSocket's ended with its handshake;
+    the master kills the worker at graceful_timeout, whatever is left), then its last second of
+    counts into the metrics, and logging shut down while gevent still works. Left to the
+    interpreter's exit, each logging handler's weakref callback takes logging's lock, whose
+    owner check calls gevent's get_ident after gevent's module is torn down: "Exception ignored
+    in: <function _removeHandlerRef>" and a traceback in every deploy's log. Dropping logging's
+    list of handlers (after flushing and closing them) leaves no callback to run."""
     import logging
 
     realtime = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("realtime")  # none if it failed to load
     if realtime is not None:
+        if not realtime.drain(server.cfg.graceful_timeout):
+            server.log.warning("worker exiting with WebSocket clients still connected")
         realtime.sample_metrics()
     logging.shutdown()
     logging._handlerList.clear()  # the weakrefs whose callbacks would run at teardown

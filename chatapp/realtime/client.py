@@ -1,8 +1,9 @@
 """One WebSocket client: its bounded send queue, its reader and its writer.
 
 Greenlets of a connection:
-- the reader is the greenlet gunicorn gave the upgrade request. `read_pump` is the only code
-  that reads the socket and the only caller of wsproto's `receive_data`.
+- the reader is the connection's session greenlet (session.py), started once the handshake
+  is answered. `read_pump` is the only code that reads the socket and the only caller of
+  wsproto's `receive_data`.
 - the writer runs `_write_pump`, the only code that writes the socket (events, pings, pongs,
   the close frame) and the only caller of wsproto's `send`. Its `_write` sends until every
   byte is out (a non-blocking send, then gevent's `sendall`), and nobody else writes, so
@@ -11,7 +12,7 @@ Greenlets of a connection:
   the app; we use neither: see realtime.py). When it runs: Connection's docstring.
 
 State and its owners:
-- `state`: moved by `start_writer` (the request's greenlet), `close` (any greenlet) and the
+- `state`: moved by `start_writer` (the reader's greenlet), `close` (any greenlet) and the
   writer, always through `_move`.
 - `_queue`: items are put by the Hub (fan-out), by `send` and `echo` (to this client only)
   from any greenlet, and by the reader (pongs); only the writer takes them. Bounded: a put
@@ -26,7 +27,6 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
-from collections import deque
 from collections.abc import Callable
 from enum import Enum
 from time import monotonic
@@ -123,7 +123,9 @@ class SendQueue:
     __slots__ = ("_bytes", "_items", "_limit", "_limit_bytes", "_waiter")
 
     def __init__(self, limit: int, limit_bytes: int) -> None:
-        self._items: deque[Outgoing] = deque()
+        # A list, not a deque: the taker takes all at once, and an empty deque is 760 bytes
+        # (its first block), a list 56: most clients' queues are empty most of the time.
+        self._items: list[Outgoing] = []
         self._limit = limit
         self._limit_bytes = limit_bytes
         self._bytes = 0  # the sizes of what it holds
@@ -157,8 +159,7 @@ class SendQueue:
                 self._waiter.get()
             finally:
                 self._waiter = None
-        items = list(self._items)
-        self._items.clear()
+        items, self._items = self._items, []
         self._bytes = 0
         return items
 
@@ -198,7 +199,8 @@ class Connection:
 
     Apart from the state, a writer greenlet runs or not (`writing`). In OPEN it runs while
     there is something to write, and ends when a PING finds nothing written since the last
-    one (an idle client costs no greenlet stack); the next offer starts another. In CLOSING
+    one (an idle client costs no greenlet stack); the next offer starts another (a PING to an
+    idle client, one that pings and ends). In CLOSING
     it runs until CLOSED. Never two: `_run_writer` is the one place that starts one.
     `close`: the first request wins; TRY_AGAIN_LATER also drops what is queued or held.
     """
@@ -225,6 +227,12 @@ class Connection:
         self.state = CONNECTING
         self._sock = sock
         self._ws = ws
+        if ws is not None:
+            # wsproto keeps a deque for the events it makes itself, only on `receive_data(None)`
+            # (a close with 1006), which the reader never calls: it ends at EOF. An empty deque
+            # is 760 bytes (its first block), about 4% of an idle client; an empty list serves
+            # `events()` (`while self._events`) as well, in 56.
+            ws._events = []  # type: ignore[assignment]
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # Whole frames go out in one sendall: let them leave at once, not after an ACK
             # (Nagle's algorithm would hold a small frame back by up to the peer's 40 ms).
@@ -239,6 +247,11 @@ class Connection:
         self._seen_through: int | None = None  # the client has the events numbered up to this
         self._peer_closed = Event()  # the peer's close frame came, or its end of the socket closed
         self._writer: gevent.Greenlet | None = None  # the running writer, if any
+        # Events written since the last PING (the writers', one at a time). Kept here, not by
+        # each writer: a writer started only to ping an idle client then finds it False, pings
+        # and ends at once, where one that began with True stayed a whole ping interval (every
+        # idle client held a writer half the time, and 10,000 were started every other tick).
+        self._wrote = True
         # A plain-text client's: each event as a line (None: not shown), set before it opens.
         self.lines: Callable[[bytes], str | None] | None = None
 
@@ -361,7 +374,7 @@ class Connection:
 
     # -- the writer greenlet ------------------------------------------------------------------
     def start_writer(self) -> None:
-        """End the connect phase (the request's greenlet, after the connect handler): what was
+        """End the connect phase (the reader's greenlet, after the connect handler): what was
         sent to this client alone goes out first, then what the Hub offered meanwhile."""
         self._move(OPEN if self._close is None else CLOSING)
         held = self._held_sent + self._held_offered
@@ -409,7 +422,6 @@ class Connection:
         nothing was written since the one before (False: this writer ends)."""
         queue = self._queue
         silence_limit = self._config.ping_interval + self._config.pong_timeout
-        wrote = True  # since the last PING
         while True:
             # Waits only while OPEN, for an item or a wake (no timer: the Hub's ticker sends
             # PING). Between here and the write below nothing switches, so what is queued now
@@ -422,11 +434,12 @@ class Connection:
                 if silent > silence_limit:
                     self._log_drop("silent", f"no answer for {silent:.0f} s")
                     return True
-                idle, wrote = not (wrote or events), False  # idle: nothing for a ping interval
+                # idle: nothing for a ping interval
+                idle, self._wrote = not (self._wrote or events), False
                 if self._ws.state is WSState.OPEN:
                     data += self._ws.send(Ping())
                     self._stats.frames += 1
-            wrote = wrote or events
+            self._wrote = self._wrote or events
             if self.state is CLOSING:
                 self._write(data + self._closing_frames())
                 self._peer_closed.wait(CLOSE_TIMEOUT)
@@ -493,7 +506,7 @@ class Connection:
         except OSError:
             pass  # already gone
 
-    # -- the reader (the request's greenlet) --------------------------------------------------------
+    # -- the reader (the session's greenlet) --------------------------------------------------------
     def read_pump(self, on_message: Callable[[Connection, str | bytes], None]) -> None:
         """The reader: the only code that reads this socket. Hands each whole message to
         `on_message`; answers pings through the writer; returns when the connection is over.
@@ -506,6 +519,9 @@ class Connection:
         budget = RateLimiter(self._config.frame_rate_limit, FRAME_WINDOW) if self._config.frame_rate_limit else None
         parts: list[Any] = []
         size = handled = 0
+        event: Any = None
+        chunk: Any = None
+        message: str | bytes | None = None
         while True:
             try:
                 data = sock.recv(RECV_BYTES)
@@ -518,6 +534,7 @@ class Connection:
             self.last_seen = monotonic()
             gevent.sleep(0)  # a client sending fast must not keep the Hub and writers waiting
             ws.receive_data(data)
+            del data  # see below
             for event in ws.events():
                 handled += 1
                 if handled % TURN_EVERY == 0:
@@ -551,6 +568,9 @@ class Connection:
                     self._peer_closed.set()
                     self.close(event.code, detail=event.reason or ("protocol error" if violation else ""))
                     return
+            # While it waits for the next read, the reader holds nothing it read: not its bytes
+            # (up to RECV_BYTES), nor the last event, chunk or message (up to max_frame_bytes).
+            event = chunk = message = None
 
     def end(self) -> None:
         """After the reader has returned: let the writer finish (bounded), then drop the socket."""

@@ -13,11 +13,29 @@ and wsproto connection. permessage-deflate is off unless WS_DEFLATE=1: the clien
 removed before the handshake. With it on, simple-websocket accepts the offer (wsproto then
 inflates what the client sends) and our writer sends each room's frame compressed once, on
 its own (framing.message_frame); only a writer that joins several batches into one frame
-compresses that frame for its client alone. When our handler returns,
-flask-sock ends the request under gunicorn by raising StopIteration, gunicorn's own signal
-to close the connection, which gunicorn 27's async worker catches and logs at debug level.
-Tools that wrap Flask.__call__ (error trackers, APM) still see that exception pass
-(flask-sock#64): tell them to ignore StopIteration on the WebSocket path.
+compresses that frame for its client alone.
+
+The request ends as soon as the handshake is answered; the connection lives on in a greenlet
+of its own (Sessions.start). Who owns what, from then on:
+- the socket: the session. Ours is a new socket object on the same descriptor; gunicorn's is
+  detached from it, so that gunicorn, closing its own as the request ends, leaves the
+  connection open. The session closes ours when it is over.
+- the Upgrade: the session, which ends it (its `at_end` callbacks: the per-address count)
+  when the connection is over; the request's teardown no longer does. Its headers and
+  cookies are dropped first (Upgrade.forget_request).
+- the request (the WSGI environ, gunicorn's request and parser, Flask's contexts,
+  simple-websocket's Server): nobody; it is freed with its greenlet.
+An idle connection so holds only its session's greenlet, shallow (the request's greenlet sat
+under gunicorn's, Flask's and flask-sock's frames, and gevent keeps a copy of a switched-out
+greenlet's C stack), and what the session needs: docs/performance.md, "Memory per idle
+connection". gunicorn no longer counts WebSockets as requests in flight (its
+worker_connections; graceful shutdown waits for them in gunicorn.conf.py's worker_exit).
+
+When our handler returns, flask-sock ends the request under gunicorn by raising
+StopIteration, gunicorn's own signal to close the connection, which gunicorn 27's async
+worker catches and logs at debug level. Tools that wrap Flask.__call__ (error trackers, APM)
+still see that exception pass (flask-sock#64): tell them to ignore StopIteration on the
+WebSocket path.
 
 flask-sock's routes match WebSocket requests only; a plain HTTP request to the same path
 matches a route of ours beside it, so that the hooks answer it too (400 `not_websocket`).
@@ -97,20 +115,23 @@ def blueprint(path: str, config: Config, hooks: list[Hook], sessions: Sessions) 
 
     @bp.teardown_request
     def after_request(_exc: BaseException | None) -> None:
+        """A request refused, or whose handshake failed, ends its Upgrade; one upgraded has
+        handed it to its session (_hand_over), which ends it when the connection is over."""
         upgrade = g.pop("realtime_upgrade", None)
         if upgrade is not None:
             upgrade.end()
 
     def serve(ws: Any) -> None:
-        """flask-sock's handler: `ws` is simple-websocket's Server, after the handshake."""
-        sessions.serve(*_take_over(ws), g.realtime_upgrade, request.args.to_dict())
+        """flask-sock's handler: `ws` is simple-websocket's Server, after the handshake. Hands
+        the connection to a session greenlet and returns: the request is over."""
+        sessions.start(*_take_over(ws), _hand_over(), request.args.to_dict())
 
     def serve_echo(ws: Any) -> None:
-        sessions.serve_echo(*_take_over(ws), g.realtime_upgrade)
+        sessions.start_echo(*_take_over(ws), _hand_over())
 
     def serve_text(ws: Any) -> None:
         """The plain-text endpoint: the same as `serve`, in lines of text (Realtime.serve_text)."""
-        sessions.serve(*_take_over(ws), g.realtime_upgrade, request.args.to_dict(), text=True)
+        sessions.start(*_take_over(ws), _hand_over(), request.args.to_dict(), text=True)
 
     _route(bp, sock, path, serve)
     if sessions.serves_text:
@@ -133,11 +154,27 @@ def _route(bp: Blueprint, sock: Sock, path: str, handler: Callable[[Any], None])
 
 def _take_over(ws: Any) -> tuple[socket.socket, WSConnection]:
     """The socket and the frame-level wsproto connection of simple-websocket's Server, after
-    its handshake, without the HTTP handshake state around it, which would stay alive as long
-    as the request (`ws` is held by flask-sock's frame)."""
+    its handshake, for the session to own: the socket as a new object on the same descriptor
+    (gunicorn's is detached: its close as the request ends leaves the connection open), the
+    wsproto connection without the HTTP handshake state around it."""
     frames, ws.ws = ws.ws.connection, None
     ws.connected = False  # flask-sock's close() after we return must not write: ours did
-    return ws.sock, frames
+    theirs, ws.sock = ws.sock, None
+    # flask-sock's response for this request is of a class made for it, which refers to `ws`:
+    # a cycle, freed only by the garbage collector. Without the environ, `ws` holds nothing of
+    # the request, which refcounting frees as the request ends (not 27 objects more per
+    # connect for the collector, in a storm of connects).
+    ws.environ = None
+    ours = type(theirs)(theirs.family, theirs.type, theirs.proto, fileno=theirs.detach())
+    return ours, frames
+
+
+def _hand_over() -> Upgrade:
+    """This request's Upgrade, for its session to own and end (the teardown leaves it), without
+    the request's headers and cookies (they hold the WSGI environ)."""
+    upgrade: Upgrade = g.pop("realtime_upgrade")
+    upgrade.forget_request()
+    return upgrade
 
 
 def _refuse(refused: Refused) -> Response:

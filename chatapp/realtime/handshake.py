@@ -38,7 +38,9 @@ class Upgrade:
     """An upgrade request as the before-upgrade hooks see it, in the request's greenlet."""
 
     path: str
-    headers: Mapping[str, str]  # the request's (names in any case)
+    # The request's headers (names in any case) and cookies, for the hooks: empty once the
+    # handshake is answered (forget_request), so that a connection does not keep its request.
+    headers: Mapping[str, str]
     cookies: Mapping[str, str]
     address: str  # the client's address (the proxy's X-Forwarded-For with PROXY_HOPS)
     host: str  # the Host the client asked for, in lower case
@@ -50,6 +52,14 @@ class Upgrade:
         """Run `callback` when this request ends, however it ends: refused by a later hook,
         or upgraded and, much later, closed."""
         self._at_end.append(callback)
+
+    def forget_request(self) -> None:
+        """The handshake is answered (the layer calls this): drop the request's headers and
+        cookies. The headers are werkzeug's view of the WSGI environ, which holds the whole
+        request (gunicorn's parser and buffers, its socket object): kept, they would live as
+        long as the connection."""
+        self.headers = {}
+        self.cookies = {}
 
     def end(self) -> None:
         """The request is over (the layer calls this): the `at_end` callbacks run, last first."""

@@ -78,6 +78,7 @@ class Realtime:
         ]
         self._lifecycle = Lifecycle(config, self._hub, self._backplane, self._presence)
         self._sessions = Sessions(config, self._hub, self._presence, self._handlers, self.start)
+        self._shutting_down = False  # shutdown() was called
 
     # -- handlers ---------------------------------------------------------------------------
     def on(self, event_type: str) -> Callable[[Handler], Handler]:
@@ -191,7 +192,15 @@ class Realtime:
     def shutdown(self) -> None:
         """Send every client `shutting_down` and close 1001, after what is queued for it."""
         self.start()
+        self._shutting_down = True
         self._hub.shutdown()
+
+    def drain(self, timeout: float) -> bool:
+        """After `shutdown`: wait until every connection of this worker is over, `timeout`
+        seconds at most; False if some are still open then. Without a shutdown nobody was told
+        to go: returns True at once. A worker exiting calls it, since gunicorn does not wait for
+        WebSockets (their requests ended with the handshake: endpoint.py)."""
+        return not self._shutting_down or self._sessions.drain(timeout)
 
     def sample_metrics(self) -> None:
         """This worker's figures into the metrics now (at worker exit: its last second)."""

@@ -1,7 +1,8 @@
-"""One connection's life, in the greenlet of its upgrade request (its reader, client.py):
-registered with the Hub, the app's connect handler, then each message handed to the handler of
-its type until the connection is over, then the disconnect handler; its start and end counted
-and logged.
+"""One connection's life, in a greenlet of its own started once its handshake is answered
+(Sessions.start; the upgrade request is over by then: endpoint.py), which is its reader
+(client.py): registered with the Hub, the app's connect handler, then each message handed to
+the handler of its type until the connection is over, then the disconnect handler; its start
+and end counted and logged; then its socket closed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import gevent
+from gevent.event import Event
 from wsproto.connection import Connection as WSConnection
 
 from ..config import Config
@@ -69,11 +72,60 @@ class Sessions:
         self._presence = presence
         self._handlers = handlers
         self._start = start
+        # Sessions started and not yet over, and whether there are none. Changed only in
+        # `_spawn` (the request's greenlet) and at the end of `_session` (the session's).
+        self.running = 0
+        self._none_running = Event()
+        self._none_running.set()
 
     @property
     def serves_text(self) -> bool:
         """Whether the app has a plain-text codec (Realtime.serve_text)."""
         return self._handlers.text is not None
+
+    def start(
+        self, sock: socket.socket, frames: WSConnection, upgrade: Upgrade, args: dict[str, str], text: bool = False
+    ) -> gevent.Greenlet:
+        """`serve` the client in a greenlet of its own, from now on the owner of `sock` and
+        `upgrade`: it closes the one and ends the other when the client is gone. Returns at once."""
+        return self._spawn(sock, frames, upgrade, args, text)
+
+    def start_echo(self, sock: socket.socket, frames: WSConnection, upgrade: Upgrade) -> gevent.Greenlet:
+        """`serve_echo` the client in a greenlet of its own, as `start` does."""
+        return self._spawn(sock, frames, upgrade, None, False)
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every session of this worker is over, `timeout` seconds at most; whether
+        they all are."""
+        return self._none_running.wait(timeout)
+
+    def _spawn(
+        self, sock: socket.socket, frames: WSConnection, upgrade: Upgrade, args: dict[str, str] | None, text: bool
+    ) -> gevent.Greenlet:
+        self.running += 1
+        self._none_running.clear()
+        return gevent.spawn(self._session, sock, frames, upgrade, args, text)
+
+    def _session(
+        self, sock: socket.socket, frames: WSConnection, upgrade: Upgrade, args: dict[str, str] | None, text: bool
+    ) -> None:
+        """A session greenlet (`args` None: the echo route's). The client is served near the
+        top of its stack, so that the C stack gevent saves while its reader waits stays small:
+        plain calls only, which Python 3.11 makes without a C frame of its own (a call through
+        C, `f(*args)` or a partial, costs some 800 bytes more per idle client)."""
+        try:
+            if args is None:
+                self.serve_echo(sock, frames, upgrade)
+            else:
+                self.serve(sock, frames, upgrade, args, text)
+        except Exception:  # serve handles the app's errors; this is the layer's own
+            log.exception("session failed")
+        finally:
+            upgrade.end()
+            sock.close()
+            self.running -= 1
+            if not self.running:
+                self._none_running.set()
 
     def serve(
         self, sock: socket.socket, frames: WSConnection, upgrade: Upgrade, args: dict[str, str], text: bool = False

@@ -228,6 +228,24 @@ def test_an_idle_writer_ends_at_a_ping_after_a_quiet_interval_and_an_offer_start
     assert started == [2, 1]  # two writers in all, never two at once
 
 
+def test_a_ping_to_an_idle_client_starts_a_writer_that_pings_and_ends(open_: Open) -> None:
+    conn, peer = open_()
+    started = count_writers(conn)
+    conn.start_writer()  # nothing held: no writer yet
+    conn.offer(PING)  # a new client counts as written to (its welcome, as a rule): it stays
+    assert isinstance(peer.next(), Ping)
+    conn.offer(PING)  # nothing since: it pings and ends
+    assert isinstance(peer.next(), Ping)
+    gevent.idle()
+    assert not conn.writing
+    for _ in range(3):  # idle: each PING starts a writer that pings and ends at once
+        conn.offer(PING)
+        assert isinstance(peer.next(), Ping)
+        gevent.idle()
+        assert not conn.writing
+    assert started == [4, 1]
+
+
 def test_a_peer_silent_past_the_pong_timeout_is_dropped_without_a_close_frame(open_: Open) -> None:
     conn, peer = open_(ping_interval=1.0, pong_timeout=1.0)
     conn.start_writer()
