@@ -11,8 +11,12 @@ which rooms must resume. RedisBackplane's links (one per master) do that, and te
 
 from __future__ import annotations
 
+from time import monotonic
+
 import redis
 from redis.crc import key_slot
+
+REFRESH_EVERY = 0.1  # seconds: the slots asked for at most this often (ClusterNodes.refresh)
 
 # What a node's connection is made of (and ssl_*), of what redis-py's cluster gives its own.
 _CONNECTION = {
@@ -37,6 +41,7 @@ class ClusterNodes:
         self._cluster = cluster
         self._always: dict[str, str] = {}  # master -> a channel in one of its slots, as last found
         self._clients: dict[str, redis.Redis] = {}  # master -> the client of its subscription connection
+        self._refreshed = -REFRESH_EVERY  # monotonic time the slots were last asked for
 
     def masters(self) -> list[str]:
         """The masters that serve slots now (a master with none has no rooms)."""
@@ -77,7 +82,9 @@ class ClusterNodes:
         return key_slot(channel.encode())
 
     def refresh(self) -> None:
-        self._cluster.nodes_manager.initialize()
+        if monotonic() - self._refreshed >= REFRESH_EVERY:
+            self._cluster.nodes_manager.initialize()
+            self._refreshed = monotonic()
 
     def publish(self, channel: str, payload: bytes) -> None:
         self._cluster.spublish(channel, payload)

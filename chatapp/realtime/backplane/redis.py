@@ -108,7 +108,8 @@ class Nodes(Protocol):
         ...
 
     def refresh(self) -> None:
-        """Ask Redis again which node serves which room (after a loss or a moved slot)."""
+        """Ask Redis again which node serves which room (after a loss or a moved slot); not
+        again within REFRESH_EVERY s of the last time (a moved slot's rooms come one by one)."""
         ...
 
     def publish(self, channel: str, payload: bytes) -> None: ...
@@ -277,6 +278,15 @@ class RedisBackplane:
             self._lost -= back
             self._on_change(back, True)
 
+    def _refile(self, room: str, confirmed: Event) -> None:
+        """File `room` where Redis says its slot is now (a moved slot: the one room, not every
+        room as after a loss; the slots asked for at most every REFRESH_EVERY s however many
+        of a moved slot's rooms come through here). Filed on the same link again while Redis
+        does not say otherwise: its (S)SUBSCRIBE is then refused with MOVED, and here it comes
+        again."""
+        self._nodes.refresh()
+        self._file(room, confirmed)
+
     def _replan(self) -> None:
         """Ask Redis which node serves what, then move each room whose node changed to the
         link of its node now (a failover, a resharding): a room that was confirmed is lost
@@ -424,13 +434,12 @@ class _Link:
         if decoded == self._nodes.always(self.name):
             raise redis.ConnectionError(f"{decoded}'s slot moved: where rooms are served has changed")
         room = _room_of(name)
-        confirmed = self.rooms.pop(room, None)
-        if confirmed is not None:
+        if room in self.rooms:
             log.warning("backplane: %s is served by another node now", room)
+            confirmed = self.forget(room)
             confirmed.clear()
             self._backplane._report_lost((room,))
-            self._backplane._file(room, confirmed)  # here again, if Redis has not said where yet
-            self._backplane._replan()
+            self._backplane._refile(room, confirmed)
 
     def _heard(self, pubsub: redis.client.PubSub) -> Iterator[dict | None]:
         """What Redis sends (confirmations, events, pongs; None when it has nothing now),
@@ -470,10 +479,9 @@ class _Link:
         log.warning("backplane: slot %d is served by another node now", slot)
         for name in [name for name in self._leaving if self._nodes.slot(name) == slot]:
             del self._leaving[name]  # refused too: no confirmation will come
-        self._backplane._replan()
-        for room, confirmed in self.rooms.items():
-            if not confirmed.is_set() and self._nodes.slot(channel(room)) == slot:
-                self.unasked.add(room)
+        for room in [room for room, confirmed in self.rooms.items() if not confirmed.is_set()]:
+            if self._nodes.slot(channel(room)) == slot:
+                self._backplane._refile(room, self.forget(room))
 
     def _let_go(self, pubsub: redis.client.PubSub, now: float) -> None:
         """Unsubscribe the rooms without clients here for LINGER s."""
