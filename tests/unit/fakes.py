@@ -22,6 +22,7 @@ class Listener:
         self.data: dict[str, Any] = {}
         self.batches: Queue = Queue()
         self.closed: tuple[CloseCode, ErrorCode | None, str] | None = None
+        self.queued = 0  # what the metrics read: offers are taken at once
 
     def offer(self, item: Batch | object) -> bool:
         if type(item) is Batch:

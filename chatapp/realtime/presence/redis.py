@@ -83,9 +83,10 @@ class RedisPresence:
     @_unavailable
     def add(self, room: str, conn_id: str, info: Info) -> None:
         member = json.dumps(info, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-        if isinstance(self._redis, redis.RedisCluster):  # the list of rooms is on another master: not waited for
+        if isinstance(self._redis, redis.RedisCluster):  # the list of rooms is on another master: asked at once
+            listing = gevent.spawn(self._list, room)
             self._redis.zadd(_key(room), {member: time.time() + self.lifetime})
-            gevent.spawn(self._list, room)
+            listing.join()  # _list never raises; the client's socket timeout bounds it
         else:
             with self._redis.pipeline(transaction=False) as pipe:  # one round trip
                 pipe.zadd(_key(room), {member: time.time() + self.lifetime})
