@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-run run test lint format lock bench soak known-gaps screenshots conformance
+.PHONY: install install-run run test lint format lock bench soak screenshots conformance
 
 install-run: $(VENV)/.installed-run
 install: $(VENV)/.installed-dev
@@ -62,14 +62,11 @@ bench: install
 	$(BIN)/python bench/run.py fanout --n 1000 --servers plain+deflate,chat+deflate
 	$(BIN)/python bench/run.py rooms --n 2000 --room-size 5 --servers chat,chat-redis-8w
 	$(BIN)/python bench/history.py
+	$(BIN)/python bench/sweep.py --rooms 2000
 
 # The churn test of the suite, ten times longer (20,000 connect-chat-close cycles, a few minutes).
 soak: install
 	SOAK_CYCLES=20000 $(BIN)/python -m pytest -s --timeout 1200 tests/integration/test_soak.py -k churn
-
-# The tests that show open bugs (marked known_gap): they fail until the bug is fixed.
-known-gaps: install
-	$(BIN)/python -m pytest -m known_gap
 
 # The README's pictures, taken by a browser test (desktop and phone, light and dark).
 screenshots: install

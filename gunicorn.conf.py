@@ -138,6 +138,7 @@ def worker_exit(server, worker):
     if realtime is not None:
         if not realtime.drain(server.cfg.graceful_timeout):
             server.log.warning("worker exiting with WebSocket clients still connected")
+        realtime.stop()
         realtime.sample_metrics()
     logging.shutdown()
     logging._handlerList.clear()  # the weakrefs whose callbacks would run at teardown

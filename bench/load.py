@@ -120,7 +120,8 @@ class BenchClient:
         self, loop: Loop, host: str, port: int, path: str, protocol: str, senders: int, deflate: bool = False
     ) -> None:
         """Start connecting (non-blocking); the loop does the handshake. With `deflate`, offer
-        permessage-deflate, as browsers do."""
+        permessage-deflate, as browsers do. Protocol `http`: a plain GET instead, on a
+        connection of its own, over once the head of the answer is in (`welcomed`: a 200)."""
         self.loop = loop
         self.protocol = protocol
         key = base64.b64encode(os.urandom(16)).decode()
@@ -129,6 +130,8 @@ class BenchClient:
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
         ).encode()
+        if protocol == "http":
+            self.request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
         self.inflater: zlib._Decompress | None = None  # when the server agreed to deflate
         self.sock = socket.socket()
         self.sock.setblocking(False)
@@ -193,6 +196,11 @@ class BenchClient:
         if self.state == "handshake":
             end = self.buf.find(b"\r\n\r\n")
             if end < 0:
+                return
+            if self.protocol == "http":
+                self.welcomed = self.buf.startswith(b"HTTP/1.1 200")
+                self.upgraded_at = time.monotonic()
+                self.close()
                 return
             if not self.buf.startswith(b"HTTP/1.1 101"):
                 self.close()
@@ -331,3 +339,18 @@ def connect_all(
     if failed:
         raise SystemExit(f"{failed} of {n} clients failed to connect")
     return clients
+
+
+def request_all(loop: Loop, host: str, port: int, path: str, n: int, at_once: int) -> list[BenchClient]:
+    """`n` GETs of `path`, each on a connection of its own (as each WebSocket handshake is), up
+    to `at_once` in flight; SystemExit unless every one is answered 200."""
+    requests: list[BenchClient] = []
+    while len(requests) < n:
+        batch = [BenchClient(loop, host, port, path, "http", 0) for _ in range(min(at_once, n - len(requests)))]
+        requests += batch
+        if not loop.run(lambda b=batch: all(r.state == "closed" for r in b), 120):
+            raise SystemExit("requests did not finish in 120 s")
+    failed = sum(1 for r in requests if not r.welcomed)
+    if failed:
+        raise SystemExit(f"{failed} of {n} requests were not answered 200")
+    return requests

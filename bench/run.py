@@ -58,7 +58,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.load import BenchClient, Loop, connect_all, free_port, percentile  # noqa: E402
+from bench.load import BenchClient, Loop, connect_all, free_port, percentile, request_all  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 PASS_DELIVERED = 0.99
@@ -281,10 +281,20 @@ def latency(kind: str, n: int, senders: int, rate: float, seconds: float, folder
 
 
 def storm(kind: str, n: int, folder: str, redis_url: str | None) -> dict:
-    """N clients at once into one room: handshakes/s, and the time until every one is welcomed."""
+    """N clients at once into one room: handshakes/s, and the time until every one is welcomed.
+    Before it, on the same server (not the plain baseline, which has none), the floor: N
+    `GET /healthz` at once, each on a connection of its own, through the same gunicorn worker
+    and Flask: no upgrade can cost the worker less. Its CPU per request beside the storm's per
+    client (upgrade, join and welcome) gives the ratio the connect path is judged by."""
     server = ServerProcess(kind, folder, redis_url)
     try:
         loop = Loop()
+        floor: dict = {}
+        if server.protocol == "chat":
+            cpu0, start = server.cpu(), time.monotonic()
+            requests = request_all(loop, "127.0.0.1", server.port, "/healthz", n, at_once=n)
+            answered = max(r.upgraded_at for r in requests) - start
+            floor = {"healthz_per_s": round(n / answered), "healthz_cpu_ms": round((server.cpu() - cpu0) / n * 1000, 3)}
         cpu0, own0 = server.cpu(), time.process_time()
         start = time.monotonic()
         clients = server.connect(loop, server.path, n, 1, at_once=n)
@@ -302,12 +312,21 @@ def storm(kind: str, n: int, folder: str, redis_url: str | None) -> dict:
             "server_cpu_s": round(server_cpu, 2),
             "bench_cpu_s": round(own, 2),
             "server_rss_mb": round(server.rss_mb(), 1),
+            "connect_cpu_ms": round(server_cpu / n * 1000, 3),
+            **floor,
         }
         print(
             f"{kind:<14}{n:>6}  upgraded in {upgraded:.2f} s ({n / upgraded:,.0f} handshakes/s),"
             f" all welcomed and quiet in {settled:.2f} s; CPU server {server_cpu:.2f} s, generator {own:.2f} s",
             flush=True,
         )
+        if floor:
+            print(
+                f"{'':<20}floor: {floor['healthz_per_s']:,} GET /healthz/s, {floor['healthz_cpu_ms']:.3f} ms of the"
+                f" worker's CPU each; a connect {result['connect_cpu_ms']:.3f} ms"
+                f" ({result['connect_cpu_ms'] / floor['healthz_cpu_ms']:.2f}x)",
+                flush=True,
+            )
         loop.close(clients)
         return result
     finally:

@@ -40,6 +40,10 @@ class Lifecycle:
             self._backplane.start()
             self._presence.start()
 
+    def stop(self) -> None:
+        """At the worker's end: what presence holds for all workers, given back."""
+        self._presence.stop()
+
     @property
     def hub_alive(self) -> bool:
         """False once the Hub greenlet has died (a bug: delivery is over on this worker)."""

@@ -202,6 +202,11 @@ class Realtime:
         WebSockets (their requests ended with the handshake: endpoint.py)."""
         return not self._shutting_down or self._sessions.drain(timeout)
 
+    def stop(self) -> None:
+        """At a worker's end, after `drain`: give up what this worker holds for all workers
+        (the presence sweeper's lease: another worker takes it at its next beat)."""
+        self._lifecycle.stop()
+
     def sample_metrics(self) -> None:
         """This worker's figures into the metrics now (at worker exit: its last second)."""
         self._lifecycle.sample_metrics()

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import gevent
+import gevent.event
 import gevent.socket
 import pytest
 import redis
@@ -31,9 +32,12 @@ class Worker:
         self.heard: Queue = Queue()
         self.changes: list[tuple[frozenset[str], bool]] = []  # (rooms, back)
         self.rooms: set[str] = set()
-        backplane.attach(
-            lambda room, event, seq: self.heard.put((room, event, seq)), self.on_change, self.rooms.__contains__
-        )
+        self.timeline: list[tuple] = []  # ("event", room, seq) and ("change", rooms, back), as they came
+        backplane.attach(self.deliver, self.on_change, self.rooms.__contains__)
+
+    def deliver(self, room: str, event: bytes, seq: int | None) -> None:
+        self.heard.put((room, event, seq))
+        self.timeline.append(("event", room, seq))
 
     def join(self, *rooms: str) -> None:
         for room in rooms:
@@ -42,6 +46,7 @@ class Worker:
 
     def on_change(self, rooms: frozenset[str], back: bool) -> None:
         self.changes.append((rooms, back))
+        self.timeline.append(("change", rooms, back))
 
     def told(self, room: str, back: bool) -> bool:
         """Whether `room` was reported lost (back=False) or back (back=True)."""
@@ -73,13 +78,14 @@ class Worker:
 
 
 @contextmanager
-def workers(kind: str, request, monkeypatch) -> Iterator[Callable[[], Worker]]:
-    """start(): a started backplane of `kind` (memory, redis, cluster), as one worker's."""
+def workers(kind: str, request, monkeypatch, url: str = "") -> Iterator[Callable[[], Worker]]:
+    """start(): a started backplane of `kind` (memory, redis, cluster), as one worker's; on the
+    session's Redis (or cluster), or the one at `url`."""
     clients: list[redis.Redis] = []
     started: list[Backplane] = []
     if kind != "memory":
         monkeypatch.setattr(redis.connection, "socket", gevent.socket)
-        url = request.getfixturevalue("redis_cluster" if kind == "cluster" else "redis_server").url
+        url = url or request.getfixturevalue("redis_cluster" if kind == "cluster" else "redis_server").url
 
     def start() -> Worker:
         if kind == "memory":
@@ -213,3 +219,48 @@ def test_redis_a_subscription_connection_killed_is_a_loss_even_when_redis_py_rec
             gevent.sleep(0.01)
         while not worker.told(room, back=True):
             gevent.sleep(0.01)
+
+
+def test_cluster_a_busy_rooms_slot_moved_is_lost_then_back_and_nothing_is_delivered_between(
+    request, monkeypatch, make_cluster, room: str
+) -> None:
+    """A resharding moves the slot of a room that is being published to without pause: the
+    room is reported lost when its master drops the subscription, and back once it is
+    subscribed where the slot is now. Between the two, no event of it is delivered: one
+    published after those missed meanwhile would carry its clients' `since` past them."""
+    cluster = make_cluster()
+    with workers("cluster", request, monkeypatch, cluster.url) as start:
+        worker = start()
+        by_master = cluster.rooms_by_master(room)
+        source, target = list(by_master)[:2]
+        busy = by_master[source][0]
+        worker.join(busy)
+        publisher = redis.RedisCluster.from_url(cluster.url)
+        stop = gevent.event.Event()
+
+        def flood() -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                publisher.spublish(channel(busy), b"%d\nx" % n)
+
+        flooding = gevent.spawn(flood)
+        try:
+            worker.next(busy)
+            cluster.move_slot(channel(busy), source, target)
+            with gevent.Timeout(10):
+                while not worker.told(busy, back=True):  # reported from the listener: nothing to await
+                    gevent.sleep(0.01)
+                after = len(worker.timeline)
+                while not any(entry[:2] == ("event", busy) for entry in worker.timeline[after:]):
+                    gevent.sleep(0.01)
+        finally:
+            stop.set()
+            flooding.join(5)
+            close(publisher)
+    changes = [n for n, entry in enumerate(worker.timeline) if entry[0] == "change" and busy in entry[1]]
+    assert [worker.timeline[n][2] for n in changes] == [False, True]
+    lost, back = changes
+    assert not [entry for entry in worker.timeline[lost:back] if entry[:2] == ("event", busy)]
+    seqs = [entry[2] for entry in worker.timeline if entry[:2] == ("event", busy)]
+    assert seqs == sorted(set(seqs))

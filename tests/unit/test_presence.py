@@ -16,6 +16,7 @@ import redis.connection
 
 from chatapp.config import Config
 from chatapp.realtime import Realtime
+from chatapp.realtime.presence import redis as presence_redis
 from chatapp.realtime.presence.redis import RedisPresence, _key
 from tests.cluster import close
 from tests.unit.fakes import Listener, listener
@@ -97,4 +98,27 @@ def test_a_dead_workers_members_are_swept_within_the_ttl(request, kind: str, roo
     renewed = time.time()  # just after the renewal: its deadline is counted from before this
     ((_member, deadline),) = client.zrange(_key(room), 0, -1, withscores=True)
     assert deadline - renewed + presence.every <= ttl
+    close(client)
+
+
+@pytest.mark.parametrize("kind", ["redis", "cluster"])
+def test_one_worker_at_a_time_holds_the_sweep_and_hands_it_on(request, monkeypatch, kind: str, room: str) -> None:
+    """Redis presence: only the holder of the sweeper's lease sweeps (so every room is swept
+    once a beat, not once per worker); it extends the lease each beat; one that stops hands it
+    back at once, and one that dies without a word loses it LEASE_BEATS beats later."""
+    monkeypatch.setattr(presence_redis, "SWEEPER", f"chat:{room}:sweeper")  # this test's own lease
+    client = redis_client(request, kind)
+    ttl = 0.4  # beats of 0.1 s: the lease lapses 0.2 s after it is taken or extended
+    first, second, third = (RedisPresence(client, ttl) for _ in range(3))
+    assert first.leased() and first.leased()  # taken, then extended
+    assert not second.leased() and not third.leased()
+    first.stop()
+    assert second.leased() and not first.leased() and not third.leased()
+    taken = time.monotonic()  # second dies now, holding it
+    deadline = taken + 5
+    while not third.leased():  # the lapse itself is what is tested: nothing to await but time
+        assert time.monotonic() < deadline, "a dead holder's lease never lapsed"
+        time.sleep(0.02)
+    assert time.monotonic() - taken >= ttl / presence_redis.BEATS * presence_redis.LEASE_BEATS * 0.9
+    third.stop()
     close(client)

@@ -25,11 +25,14 @@ Links, and the listener greenlet that owns each:
 
 Losses are told per room, so that only the clients of the rooms concerned resume:
 - A lost link reports its rooms lost (`on_change(rooms, False)`: their events may be missed
-  from now on), connects again with capped backoff (on a cluster, after asking it which master
-  now serves each slot: a failover or a resharding moves rooms to another link), subscribes
-  every room filed on it and pings. Each lost room that is confirmed again, on whichever link,
-  is reported back (`on_change(rooms, True)`): its clients resume with `since`, and what was
-  published meanwhile is in the store.
+  from now on, and those heard are dropped until the room is back), connects again with
+  capped backoff (on a cluster, after asking it which master now serves each slot: a
+  failover or a resharding moves rooms to another link), subscribes every room filed on it
+  and pings. Each lost room that is confirmed again, on whichever link,
+  is reported back at the pong that follows (`on_change(rooms, True)`): its clients resume
+  with `since`, and what was published meanwhile is in the store. No event of a lost room is
+  delivered before then: a client shown one published after a missed one would resume past
+  the missed one.
 - On a cluster, a slot moved away by a resharding makes its master drop the room's subscription
   (an SUNSUBSCRIBE we did not ask for): that room alone is lost, filed where its slot is now,
   and reported back once confirmed there.
@@ -260,6 +263,11 @@ class RedisBackplane:
 
     def _received(self, message: dict) -> None:
         room = _room_of(message["channel"])
+        if room in self._lost:
+            # Heard again before it is reported back: dropped. Its clients resume with `since`
+            # once it is, so none of them is shown an event past one it missed while lost
+            # (that one would be skipped for good). The store has them all.
+            return
         try:
             seq, event = message["data"].split(b"\n", 1)
             self._deliver(room, event, int(seq) if seq else None)
@@ -454,6 +462,7 @@ class _Link:
             if self.unasked:
                 rooms, self.unasked = self.unasked, set()
                 self._subscribe(pubsub, [channel(room) for room in rooms])
+                pubsub.ping()  # its pong ends the burst of confirmations: lost rooms are back then
             if now >= next_ping:
                 pubsub.ping()  # answered by a pong, after whatever Redis sent before it
                 next_ping = now + PING_EVERY

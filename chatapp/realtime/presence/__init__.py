@@ -43,6 +43,10 @@ class Presence(Protocol):
 
     def start(self) -> None: ...
 
+    def stop(self) -> None:
+        """At a worker's end: give up what it holds for all workers (a worker that dies holds
+        it until it lapses)."""
+
 
 class HubPresence:
     """One worker: members are the Hub's; adding and removing is the Hub's join and leave."""
@@ -57,6 +61,9 @@ class HubPresence:
         pass
 
     def remove(self, room: str, conn_id: str) -> None:
+        pass
+
+    def stop(self) -> None:
         pass
 
     def remove_all(self, conn_id: str) -> None:

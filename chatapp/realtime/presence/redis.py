@@ -7,6 +7,13 @@ within 3/4 TTL and the next sweep of any live worker (every TTL/4) takes them ou
 leave within PRESENCE_TTL of the death, each reported once (on_expired, a Lua script sweeps)
 so that the app can tell the room they left.
 
+One worker sweeps at a time: the holder of a lease (SWEEPER, a redis-py Lock that its holder
+extends each beat, taken by another worker's next beat once its holder stops extending it).
+So a sweep costs every room once per beat, not once per worker, and goes pipelined: a few
+round trips per beat however many rooms there are. A holder that dies leaves the lease within
+LEASE_BEATS beats, and the next sweep still comes within PRESENCE_TTL of its death: its
+members' deadlines pass 3/4 TTL after its last renewal, by when the lease has moved on.
+
 A stalled Redis (or a stalled worker) must not look like dead workers: during a stall no one
 renews, and the first sweep after it would find every deadline passed. So a worker sweeps only
 when its own heartbeat has been steady (each renewal answered within half a beat) for a whole
@@ -45,6 +52,7 @@ return {redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1), redis.call('ZCA
 # Nothing a client waits for needs it: a join lists its room at once if it can, and every
 # heartbeat lists the rooms of this worker's members again.
 ROOMS = "chat:presence-rooms"
+SWEEPER = "chat:presence-sweeper"  # the lease: held by the worker that sweeps
 
 
 def _key(room: str) -> str:
@@ -55,6 +63,7 @@ _unavailable = unavailable_on("presence (Redis)", redis.RedisError, RedisCluster
 
 BEATS = 4  # heartbeats per PRESENCE_TTL
 LIFETIME = 0.75  # an entry's deadline, in PRESENCE_TTLs after its renewal: LIFETIME + 1/BEATS = 1
+LEASE_BEATS = 2  # the lease's lifetime, in heartbeats, after it is taken or extended
 
 
 class RedisPresence:
@@ -69,8 +78,9 @@ class RedisPresence:
         # entry once Redis has it), read by the heartbeat greenlet; gevent switches only at
         # I/O, so no lock.
         self._local: dict[str, dict[str, str]] = {}
-        self._sweep = client.register_script(_SWEEP)
         self._members = client.register_script(_MEMBERS)
+        # The lease's token lives here, not in a thread-local: the heartbeat greenlet alone uses it.
+        self._lease = client.lock(SWEEPER, timeout=self.every * LEASE_BEATS, thread_local=False)
         self._heartbeat: gevent.Greenlet | None = None
         self._steady_since: float | None = None  # monotonic; None: the last renewal failed or was slow
 
@@ -132,6 +142,9 @@ class RedisPresence:
 
     @_unavailable
     def counts(self, rooms: list[str]) -> dict[str, int]:
+        return self._counts(rooms)
+
+    def _counts(self, rooms: list[str]) -> dict[str, int]:
         with self._redis.pipeline(transaction=False) as pipe:
             for room in rooms:
                 pipe.zcard(_key(room))
@@ -141,13 +154,24 @@ class RedisPresence:
         if self._heartbeat is None:
             self._heartbeat = gevent.spawn(self._beat)
 
+    def stop(self) -> None:
+        """Stop the heartbeat and hand the sweeper's lease back: another worker's next beat
+        sweeps, not the first after the lease lapses."""
+        if self._heartbeat is not None:
+            self._heartbeat.kill()
+        if self._lease.local.token is not None:
+            try:
+                self._lease.release()
+            except (redis.RedisError, RedisClusterException):  # lapsed, or Redis away: it lapses
+                pass
+
     def _beat(self) -> None:
         """The heartbeat greenlet: renews this worker's entries and, when steady, sweeps out
         expired ones."""
         while True:
             gevent.sleep(self.every)
             try:
-                if self.renew():
+                if self.renew() and self.leased():
                     self.sweep()
             except (redis.RedisError, RedisClusterException) as exc:
                 self._steady_since = None
@@ -183,14 +207,31 @@ class RedisPresence:
             self._steady_since = now
         return now - self._steady_since >= self.lifetime
 
+    def leased(self) -> bool:
+        """Whether this worker holds the sweeper's lease (extended, or taken now)."""
+        if self._lease.local.token is not None:
+            try:
+                return bool(self._lease.reacquire())
+            except redis.exceptions.LockNotOwnedError:  # it lapsed, and another worker took it
+                self._lease.local.token = None
+        return bool(self._lease.acquire(blocking=False))
+
     def sweep(self) -> None:
+        """Take out every entry whose deadline has passed, in every room, and report each."""
         now = time.time()
-        for raw in self._redis.smembers(ROOMS):
-            room = raw.decode()
-            left, gone = self._sweep(keys=(_key(room),), args=(now,))
-            if not left:  # out of the list; back in at once if someone joined meanwhile
-                self._redis.srem(ROOMS, room)
-                if self._redis.zcard(_key(room)):
-                    self._redis.sadd(ROOMS, room)
+        rooms = sorted(raw.decode() for raw in self._redis.smembers(ROOMS))
+        # EVAL, not a registered script's EVALSHA: redis-py's cluster pipeline refuses those
+        # (Redis caches the script by its body all the same).
+        with self._redis.pipeline(transaction=False) as pipe:
+            for room in rooms:
+                pipe.eval(_SWEEP, 1, _key(room), now)
+            swept = pipe.execute()
+        empty = [room for room, (left, _gone) in zip(rooms, swept, strict=True) if not left]
+        if empty:  # out of the list; back in at once if someone joined meanwhile
+            self._redis.srem(ROOMS, *empty)
+            joined = [room for room, n in self._counts(empty).items() if n]
+            if joined:
+                self._redis.sadd(ROOMS, *joined)
+        for room, (_left, gone) in zip(rooms, swept, strict=True):
             for member in gone:
                 self._on_expired(room, json.loads(member))
