@@ -48,7 +48,8 @@ def wait_for(condition: Callable[[], object], timeout: float = 15.0, what: str =
 
 
 def worker_of(server: Server, client: Client, welcome: dict) -> str:
-    """The pid of the worker serving `client`, from the server's log line of its connect."""
+    """The pid of the worker serving `client`, from the server's log line of its connect (at
+    DEBUG: the server runs with LOG_LEVEL=DEBUG)."""
     for line in reversed(server.log().splitlines()):
         if f"connect {welcome['you']['id']} " in line:
             return line.split("[", 1)[1].split("]", 1)[0]

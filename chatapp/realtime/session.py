@@ -191,7 +191,7 @@ class Sessions:
         bound_inflate(frames, config.max_frame_bytes)  # a compressed message inflates no further than its limit
         conn = Connection(sock, frames, config, args, upgrade.address, self._hub.stats)
         CONNECTS.inc()
-        log.info(
+        log.debug(  # DEBUG: at INFO a reconnect storm's lines cost as much as its handshakes' parsing
             "connect %s from %s path=%s",
             conn.id,
             conn.remote_addr,
@@ -233,7 +233,7 @@ def _end(conn: Connection) -> None:
     code = int(code)
     CLOSES.labels(str(code) if 1000 <= code <= 1015 else "other").inc()
     by, reason = ("peer", "") if conn.closed_by_peer else ("server", reason)
-    log.info(
+    log.debug(
         "close %s code=%s by %s reason=%r",
         conn.id,
         code,

@@ -25,6 +25,7 @@ WORKERS = "2"
 
 def hosts(make_server, cluster: RedisClusterServers) -> list[Server]:
     env = {"REDIS_URL": cluster.url, "REDIS_CLUSTER": "1", "RATE_LIMIT": "100000", "MAX_CONNECTIONS_PER_IP": "0"}
+    env["LOG_LEVEL"] = "DEBUG"  # each connect logged: which worker serves whom (worker_of)
     return [make_server(env, args=("-w", WORKERS)) for _ in range(HOSTS)]
 
 

@@ -66,7 +66,7 @@ def test_metrics_count_clients_messages_errors_and_closes(make_server) -> None:
 
 
 def test_metrics_add_up_every_worker_and_forget_a_dead_ones_clients(make_server, redis_server) -> None:
-    server = make_server({"REDIS_URL": redis_server.url}, args=("-w", "2"))
+    server = make_server({"REDIS_URL": redis_server.url, "LOG_LEVEL": "DEBUG"}, args=("-w", "2"))  # worker_of
     room = "m-" + secrets.token_hex(3)
     clients: list[Client] = []
     try:
@@ -118,6 +118,7 @@ def test_json_log_lines_tell_connects_closes_drops_and_refusals_and_no_secrets(m
     server = make_server(
         {
             "LOG_FORMAT": "json",
+            "LOG_LEVEL": "DEBUG",  # connects and closes are logged at DEBUG
             "CHAT_API_TOKEN": token,
             "SECRET_KEY": secret,
             "PING_INTERVAL": "0.2",

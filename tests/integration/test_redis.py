@@ -28,7 +28,7 @@ def healthz(server: Server) -> tuple[int, dict]:
 def test_every_reader_on_every_worker_gets_every_message_once_and_in_order(make_server, redis_server) -> None:
     env = {"REDIS_URL": redis_server.url, "RATE_LIMIT": "100000"}
     one, two = make_server(env), make_server(env)
-    pair = make_server(env, args=("-w", "2"))
+    pair = make_server({**env, "LOG_LEVEL": "DEBUG"}, args=("-w", "2"))  # worker_of reads its connects
     r = room()
     readers = [Client(one, r, "reader-one"), Client(two, r, "reader-two")]
     senders = [Client(s, r, f"sender-{n}") for n, s in enumerate([one, two, pair])]
