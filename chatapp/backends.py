@@ -145,9 +145,9 @@ def _redis_backplane(url: str, config: Config, clients: Clients) -> Backplane:
 
 
 def _hub_presence(url: str, config: Config, clients: Clients) -> Presence:
-    from .realtime.presence import HubPresence
+    from .realtime.presence import BEATS, HubPresence
 
-    return HubPresence()
+    return HubPresence(config.presence_ttl / BEATS)
 
 
 def _redis_presence(url: str, config: Config, clients: Clients) -> Presence:

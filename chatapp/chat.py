@@ -18,10 +18,13 @@ worker's appends and emits:
   last messages, never before.
 
 Big rooms: past WELCOME_MEMBERS members, a room gets no `join` and `leave` per person (a
-thousand people arriving would be a million events, and a log full of them); instead each
-worker tells its clients there the room's `member_count` in a `presence` event, at most every
-PRESENCE_EVERY seconds and only when it changed. A room stays in that mode on a worker until
-it has no clients there.
+thousand people arriving would be a million events, and a log full of them). A join that
+takes a room past WELCOME_MEMBERS is not told, nor is that person's leave (a leave is told
+when its join was); instead the room's `member_count` comes in a `presence` event, from the
+one worker that counts every room each presence beat (PRESENCE_TTL/4: `counted`), when it
+changed, to the room's clients on every worker. A room told once is told until it empties.
+So a page's count, from its welcome, the lines and the counts, stays right either side of
+the line.
 """
 
 from __future__ import annotations
@@ -71,7 +74,6 @@ TYPING_EVERY = 2.0  # at most one `typing` per client per this many seconds; mor
 WELCOME_BYTES = 256 * 1024  # history in one welcome, at most (the newest messages; `more` says some were left)
 MESSAGE_OVERHEAD = 200  # bytes a message weighs in JSON besides its text (ids, names, time)
 WELCOME_MEMBERS = 100  # members listed in a welcome; member_count has them all (a big room is not N^2)
-PRESENCE_EVERY = 2.0  # seconds between `presence` counts of a big room
 POST_QUEUE = 1024  # messages checked but not yet stored; past this, senders wait
 POST_BATCH = 256  # at most this many messages in one append_many
 POST_WAIT = 30.0  # an HTTP post waits this long for its message to be stored
@@ -183,10 +185,9 @@ class Chat:
         self.config = config
         self._posts: Queue = Queue(POST_QUEUE)
         self._poster: gevent.Greenlet | None = None
-        # Big rooms with clients here, told member counts instead of joins and leaves -> the
-        # count last told (-1: none yet). The connect handlers and the counter greenlet's.
-        self._counted_rooms: dict[str, int] = {}
-        self._counter: gevent.Greenlet | None = None
+        # Rooms told their member count -> the count last told. Presence's heartbeat's, on
+        # the worker that counts for all (another worker's, should that one stop).
+        self._told_counts: dict[str, int] = {}
         # Limits per client address, which a reconnect does not reset (this worker's counts).
         limit = self.config.address_rate_limit
         self._per_address = KeyedRateLimiter(limit, RATE_WINDOW) if limit else None
@@ -198,6 +199,7 @@ class Chat:
         rt.on("typing")(self.typing)
         rt.on_presence_expired(self.member_left)
         rt.on_presence_restored(self.member_back)
+        rt.on_presence_counted(self.counted)
         rt.serve_text(parse=lambda line: {"type": "message", "text": line}, render=as_text)
 
     def post(self, room: str, user: dict[str, str], text: str, cid: str | None) -> tuple[Message, bool]:
@@ -283,7 +285,8 @@ class Chat:
             messages=RateLimiter(self.config.rate_limit, RATE_WINDOW),
             typing=RateLimiter(1, TYPING_EVERY),
             # its join and leave are told, unless its address comes and goes too often (a storm
-            # of reconnects must not fill the room with lines); a leave only if the join was
+            # of reconnects must not fill the room with lines) or the room is big (below); a
+            # leave only if the join was
             announced=self._announced is None or self._announced.allow(address_key(conn.remote_addr)),
         )
         self.rt.join(conn, room)
@@ -296,7 +299,7 @@ class Chat:
         if seen is not None:
             conn.skip_through(seen)
         members, count = self.rt.members(room, WELCOME_MEMBERS)  # on every worker, this one included
-        big = count > WELCOME_MEMBERS or room in self._counted_rooms
+        conn.data["announced"] = conn.data["announced"] and count <= WELCOME_MEMBERS  # big: counted
         conn.send(
             {
                 "type": "welcome",
@@ -311,67 +314,51 @@ class Chat:
                 "reset": history.reset,
             }
         )
-        if big:
-            self._counted_rooms.setdefault(room, -1)  # counted from now on
-        elif conn.data["announced"]:
-            self.rt.emit(room, {"type": "join", "room": room, "user": conn.info, "ts": time.time()})
-        if self._counter is None:  # started in the worker, by its first client
-            self._counter = gevent.spawn(self._count_loop)
+        if conn.data["announced"]:
+            self._tell("join", room, conn.info)
 
     def disconnect(self, conn: Connection) -> None:
-        if conn.data["announced"]:  # after its messages; its room is counted here if it is big
+        if conn.data["announced"]:  # after its messages
             self._enqueue(partial(self._tell, "leave", conn.data["room"], conn.info))
 
     def member_left(self, room: str, user: dict[str, Any]) -> None:
-        """A member vanished with its worker (presence expiry, on whichever worker sweeps)."""
-        if not self._big_everywhere(room):
+        """A member vanished with its worker (presence expiry, on the worker that sweeps): told
+        unless the room was big with it (its join was not told then; the count tells)."""
+        if self._members(room) < WELCOME_MEMBERS:
             self._tell("leave", room, user)
 
     def member_back(self, room: str, user: dict[str, Any]) -> None:
-        """A member taken for gone (its `leave` told) was there after all: the room is told."""
-        if not self._big_everywhere(room):
+        """A member taken for gone (its `leave` told) was there after all: the room is told,
+        as of a join."""
+        if self._members(room) <= WELCOME_MEMBERS:
             self._tell("join", room, user)
 
     def _tell(self, kind: str, room: str, user: dict[str, Any]) -> None:
-        """A `join` or `leave` line, unless the room is counted here (the next count tells)."""
-        if room not in self._counted_rooms:
-            self.rt.emit(room, {"type": kind, "room": room, "user": user, "ts": time.time()})
+        self.rt.emit(room, {"type": kind, "room": room, "user": user, "ts": time.time()})
 
-    def _big_everywhere(self, room: str) -> bool:
-        """Whether `room` is big on every worker: a sweep of a dead worker's members runs on a
-        worker that may have nobody there, and its thousand leaves must not go out one by one.
-        (A disconnect needs no such look: its room is counted on its own worker.)"""
+    def _members(self, room: str) -> int:
+        """`room`'s members on every worker now (0 when presence is away: lines are told)."""
         try:
-            return self.rt.counts([room]).get(room, 0) > WELCOME_MEMBERS
+            return self.rt.counts([room]).get(room, 0)
         except Unavailable:
-            return False
+            return 0
 
-    def _count_loop(self) -> None:
-        """The counter greenlet: a round of counts every PRESENCE_EVERY, whatever fails."""
-        while True:
-            gevent.sleep(PRESENCE_EVERY)
-            try:
-                self.count_big_rooms()
-            except Unavailable:
-                log.warning("no member counts this round: presence is unavailable")
-            except Exception:
-                log.exception("counting members failed")
-
-    def count_big_rooms(self) -> None:
-        """Tell each big room with clients here its member count, when it changed. A room is
-        big once its count on every worker passes WELCOME_MEMBERS (a worker whose clients came
-        while it was small finds out here) and stays big here until it has no clients here."""
-        here = self.rt.local_rooms()  # rooms with clients here
-        for room in [room for room in self._counted_rooms if not here.get(room)]:
-            del self._counted_rooms[room]
-        counts = self.rt.counts(list(here))  # their members on every worker
-        for room in here:
-            count, told = counts.get(room, 0), self._counted_rooms.get(room)
-            if told is None and count <= WELCOME_MEMBERS:
+    def counted(self, counts: dict[str, int]) -> None:
+        """Presence's count of every room (each beat, on the worker that counts for all): each
+        room past WELCOME_MEMBERS, or told before, is told its count when it changed, on every
+        worker; a room that emptied is forgotten."""
+        for room in [room for room in self._told_counts if not counts.get(room)]:
+            del self._told_counts[room]
+        for room, count in counts.items():
+            told = self._told_counts.get(room)
+            if count == told or (told is None and count <= WELCOME_MEMBERS):
                 continue
-            if count != told:
-                self._counted_rooms[room] = count
-                self.rt.emit_local(room, {"type": "presence", "room": room, "member_count": count})
+            try:
+                self.rt.emit(room, {"type": "presence", "room": room, "member_count": count})
+            except Unavailable:  # the backplane is away: the next beat tells it
+                log.warning("member counts not told this beat: the backplane is unavailable")
+                return
+            self._told_counts[room] = count
 
     def message(self, conn: Connection, event: dict[str, Any]) -> None:
         text, cid = parse_message(event, self.config.max_message_chars)

@@ -34,11 +34,12 @@ from .client import Connection
 from .handshake import Hook, PerAddressCap, PerAddressRate, check_handshake, check_origin
 from .hub import Hub
 from .lifecycle import Lifecycle
-from .presence import HubPresence, Info, Presence
+from .presence import BEATS, HubPresence, Info, Presence
 from .protocol import CloseCode, ErrorCode, ProtocolError, encode, error_event
 from .session import ConnectHandler, Handler, Handlers, Sessions, TextCodec
 
 PresenceHandler = Callable[[str, Info], None]
+CountsHandler = Callable[[dict[str, int]], None]
 CONNECT_WINDOW = 10.0  # CONNECT_RATE_LIMIT counts upgrades per this many seconds
 
 
@@ -64,11 +65,12 @@ class Realtime:
         self._hub = Hub()
         self._backplane = backplane or MemoryBackplane()
         self._backplane.attach(self._received, self._backplane_changed, lambda room: room in self._hub.rooms)
-        self._presence = presence or HubPresence()
-        self._presence.attach(self._hub, self._presence_expired, self._presence_restored)
+        self._presence = presence or HubPresence(config.presence_ttl / BEATS)
+        self._presence.attach(self._hub, self._presence_expired, self._presence_restored, self._presence_counted)
         self._handlers = Handlers()
         self._expired: PresenceHandler | None = None
         self._restored: PresenceHandler | None = None
+        self._counted: CountsHandler | None = None
         # The layer's own hooks first; an app's (before_upgrade) run after them.
         self._hooks: list[Hook] = [
             check_handshake,
@@ -120,6 +122,13 @@ class Realtime:
         """`handler(room, info)` runs when a member that was swept out of a room's presence
         (wrongly: a stalled worker, say) is found still there, and put back."""
         self._restored = handler
+        return handler
+
+    def on_presence_counted(self, handler: CountsHandler) -> CountsHandler:
+        """`handler(counts)` runs every PRESENCE_TTL/4 s on one worker of all (the one that
+        sweeps presence), with every room's member count on every worker (0: a room emptied
+        since the last time): where an app tells rooms their counts, once per room."""
+        self._counted = handler
         return handler
 
     def before_upgrade(self, hook: Hook) -> Hook:
@@ -252,3 +261,7 @@ class Realtime:
     def _presence_restored(self, room: str, info: Info) -> None:
         if self._restored is not None:
             self._restored(room, info)
+
+    def _presence_counted(self, counts: dict[str, int]) -> None:
+        if self._counted is not None:
+            self._counted(counts)

@@ -124,7 +124,8 @@ def chat(tmp_path):
     rt.start()
     chat = Chat(rt, store, rt.config)
     yield chat
-    gevent.killall([g for g in (chat._poster, chat._counter) if g is not None], timeout=5)
+    gevent.killall([g for g in (chat._poster,) if g is not None], timeout=5)
+    rt.stop()
     store.close()
 
 
@@ -200,35 +201,47 @@ def joiner(chat: Chat, room: str, name: str) -> Connection:
 
 
 def test_a_big_room_gets_member_counts_instead_of_each_join_and_leave(chat: Chat) -> None:
+    """Past WELCOME_MEMBERS a join is not told, nor that person's leave; presence's count of
+    every room (one worker's, each beat) tells the room its count instead, when it changed,
+    and keeps telling it until it empties. A leave whose join was told is told."""
     watcher = joiner(chat, "big", "watcher")
-    crowd = [joiner(chat, "big", f"m{i}") for i in range(WELCOME_MEMBERS)]  # now one past the list
-    for conn in crowd[-3:]:
+    crowd = [joiner(chat, "big", f"m{i}") for i in range(WELCOME_MEMBERS + 1)]  # two past the line
+    chat.counted(chat.rt.rooms())  # presence's beat: 102
+    for conn in (crowd[0], crowd[-1]):  # a join told, and one not
         chat.rt._hub.unregister(conn)
         chat.disconnect(conn)
-    member(chat, "sync")  # the Hub has taken the three out
-    chat.count_big_rooms()
+    member(chat, "sync")  # the Hub has taken them out
+    chat.counted(chat.rt.rooms())  # 100: told before, so told
+    chat.counted(chat.rt.rooms())  # unchanged: nothing
     chat.post("big", {"id": "bot:b", "name": "b"}, "after", None)  # behind the leaves in the poster
     member(chat, "other")  # the Hub is through with all of it
     events = [json.loads(e) for batch in watcher._held_offered for e in batch.events]
     joins = [e["user"]["name"] for e in events if e["type"] == "join"]
-    assert joins == ["watcher", *(f"m{i}" for i in range(WELCOME_MEMBERS - 1))]  # the last one made it big
-    assert not [e for e in events if e["type"] == "leave"]
-    assert [e["member_count"] for e in events if e["type"] == "presence"] == [WELCOME_MEMBERS - 2]
+    assert joins == ["watcher", *(f"m{i}" for i in range(WELCOME_MEMBERS - 1))]  # the 101st made it big
+    assert [e["user"]["name"] for e in events if e["type"] == "leave"] == ["m0"]
+    assert [e["member_count"] for e in events if e["type"] == "presence"] == [WELCOME_MEMBERS + 2, WELCOME_MEMBERS]
 
 
 def test_a_room_that_grew_big_elsewhere_is_counted_here_too(chat: Chat) -> None:
     """Members that came in while the room was small (or through another worker) get the
-    counts once the room, counted everywhere, passes the welcome's list."""
+    counts once the room, counted for every worker, passes the welcome's list; a room only
+    ever small is never counted, and one that empties is forgotten."""
     watcher = member(chat, "grew")
     for _ in range(WELCOME_MEMBERS):
         member(chat, "grew")
-    chat.count_big_rooms()
+    small = member(chat, "small")
+    chat.counted(chat.rt.rooms())
     member(chat, "sync")
     events = [json.loads(e) for batch in watcher._held_offered for e in batch.events]
     assert events == [{"type": "presence", "room": "grew", "member_count": WELCOME_MEMBERS + 1}]
-    chat.count_big_rooms()  # unchanged: nothing more
+    chat.counted(chat.rt.rooms())  # unchanged: nothing more
     member(chat, "sync")
     assert len([e for batch in watcher._held_offered for e in batch.events]) == 1
+    assert not small._held_offered
+    chat.counted({"grew": 0})  # emptied: forgotten, so told again should it come back
+    chat.counted({"grew": WELCOME_MEMBERS + 1})
+    member(chat, "sync")
+    assert len([e for batch in watcher._held_offered for e in batch.events]) == 2
 
 
 def test_an_ipv6_client_is_counted_by_its_64() -> None:

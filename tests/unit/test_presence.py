@@ -9,6 +9,7 @@ import secrets
 import time
 from collections.abc import Iterator
 
+import gevent.event
 import gevent.socket
 import pytest
 import redis
@@ -122,3 +123,45 @@ def test_one_worker_at_a_time_holds_the_sweep_and_hands_it_on(request, monkeypat
     assert time.monotonic() - taken >= ttl / presence_redis.BEATS * presence_redis.LEASE_BEATS * 0.9
     third.stop()
     close(client)
+
+
+@pytest.mark.parametrize("kind", ["hub", "redis", "cluster"])
+def test_each_beat_one_worker_of_all_reports_every_rooms_count(request, monkeypatch, kind: str, room: str) -> None:
+    """Presence's heartbeat: every beat, one worker of all (the one; with Redis, the sweeper)
+    reports each room's member count on every worker, so an app tells each room once; a room
+    that emptied is reported once more, at 0."""
+    ttl = 0.4  # beats of 0.1 s
+    client = None
+    if kind != "hub":
+        monkeypatch.setattr(redis.connection, "socket", gevent.socket)
+        monkeypatch.setattr(presence_redis, "SWEEPER", f"chat:{room}:sweeper")  # this test's own lease
+        client = redis_client(request, kind)
+    workers = [Realtime(Config(presence_ttl=ttl), presence=client and RedisPresence(client, ttl)) for _ in range(2)]
+    if kind == "hub":
+        workers = workers[:1]  # one worker: no one else to report
+    reports: list[tuple[int, dict[str, int]]] = []
+    seen = gevent.event.Event()
+
+    def on_counted(n: int, counts: dict[str, int]) -> None:
+        reports.append((n, ours(counts, room)))
+        if ours(counts, room) == {room: 0}:
+            seen.set()
+
+    for n, rt in enumerate(workers):
+        rt.on_presence_counted(lambda counts, n=n: on_counted(n, counts))
+    try:
+        for rt in workers:
+            rt.start()
+        members = [named(rt, f"m{n}", room) for n, rt in enumerate(workers)]
+        with gevent.Timeout(10):
+            while {room: len(workers)} not in [counts for _n, counts in reports]:
+                gevent.sleep(0.02)  # reported from the heartbeat: nothing to await but it
+            for rt, member in zip(workers, members, strict=True):
+                rt.leave(member, room)  # type: ignore[arg-type]
+            seen.wait()
+        assert len({n for n, _counts in reports}) == 1  # one worker reports, the other does not
+    finally:
+        for rt in workers:
+            rt.stop()
+        if client is not None:
+            close(client)

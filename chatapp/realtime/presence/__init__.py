@@ -2,25 +2,38 @@
 
 HubPresence (one worker): the Hub's rooms are the truth. RedisPresence (REDIS_URL, in
 presence/redis.py) shares it between workers. chatapp/backends.py picks one by URL.
+
+Each has a heartbeat, BEATS per PRESENCE_TTL, and at each beat one worker of all (the one
+worker; with Redis, the one that sweeps) reports every room's member count (`on_counted`):
+work done once per room, not once per worker and room.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import gevent
+
 from ..hub import Hub
+
+log = logging.getLogger(__name__)
 
 Info = dict[str, Any]  # what others see of a connection, e.g. {"id": ..., "name": ...}
 Report = Callable[[str, Info], None]  # (room, info)
+Counted = Callable[[dict[str, int]], None]  # room -> members, on every worker
+
+BEATS = 4  # heartbeats per PRESENCE_TTL
 
 
 class Presence(Protocol):
-    def attach(self, hub: Hub, on_expired: Report, on_restored: Report) -> None:
+    def attach(self, hub: Hub, on_expired: Report, on_restored: Report, on_counted: Counted) -> None:
         """Called once, by the Realtime that uses it, before anything else. `hub`: this
         worker's, read only. `on_expired(room, info)`: a member that went without a
         disconnect (its worker died) was swept out; `on_restored(room, info)`: one swept out
-        wrongly (a stalled worker) was found there, and put back."""
+        wrongly (a stalled worker) was found there, and put back. `on_counted(counts)`: each
+        beat, on one worker of all, every room's member count (0: emptied since the last)."""
         ...
 
     def add(self, room: str, conn_id: str, info: Info) -> None: ...
@@ -49,13 +62,19 @@ class Presence(Protocol):
 
 
 class HubPresence:
-    """One worker: members are the Hub's; adding and removing is the Hub's join and leave."""
+    """One worker: members are the Hub's; adding and removing is the Hub's join and leave.
+    Its heartbeat (every `every` s) only reports the counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, every: float = 30.0 / BEATS) -> None:
         self._hub = Hub()  # until attached: an empty one
+        self._on_counted: Counted = lambda counts: None
+        self.every = every
+        self._heartbeat: gevent.Greenlet | None = None
+        self._counted: set[str] = set()  # rooms of the last report with members
 
-    def attach(self, hub: Hub, on_expired: Report, on_restored: Report) -> None:
+    def attach(self, hub: Hub, on_expired: Report, on_restored: Report, on_counted: Counted) -> None:
         self._hub = hub  # no worker of its own can die: nothing to report
+        self._on_counted = on_counted
 
     def add(self, room: str, conn_id: str, info: Info) -> None:
         pass
@@ -64,7 +83,8 @@ class HubPresence:
         pass
 
     def stop(self) -> None:
-        pass
+        if self._heartbeat is not None:
+            self._heartbeat.kill()
 
     def remove_all(self, conn_id: str) -> None:
         pass
@@ -80,4 +100,17 @@ class HubPresence:
         return {room: len(self._hub.rooms.get(room, ())) for room in rooms}
 
     def start(self) -> None:
-        pass
+        if self._heartbeat is None:
+            self._heartbeat = gevent.spawn(self._beat)
+
+    def _beat(self) -> None:
+        while True:
+            gevent.sleep(self.every)
+            counts = self.rooms()
+            for room in self._counted - counts.keys():  # emptied since the last report
+                counts[room] = 0
+            self._counted = {room for room, n in counts.items() if n}
+            try:
+                self._on_counted(counts)
+            except Exception:
+                log.exception("presence: reporting the counts failed")

@@ -10,7 +10,9 @@ so that the app can tell the room they left.
 One worker sweeps at a time: the holder of a lease (SWEEPER, a redis-py Lock that its holder
 extends each beat, taken by another worker's next beat once its holder stops extending it).
 So a sweep costs every room once per beat, not once per worker, and goes pipelined: a few
-round trips per beat however many rooms there are. A holder that dies leaves the lease within
+round trips per beat however many rooms there are. The sweep's script counts each room's
+members as it goes: the holder reports the counts (on_counted), and counts them alone while
+it may not sweep yet (its heartbeat not steady). A holder that dies leaves the lease within
 LEASE_BEATS beats, and the next sweep still comes within PRESENCE_TTL of its death: its
 members' deadlines pass 3/4 TTL after its last renewal, by when the lease has moved on.
 
@@ -35,7 +37,7 @@ from redis.exceptions import RedisClusterException
 
 from ...unavailable import unavailable_on
 from ..hub import Hub
-from . import Info, Report
+from . import BEATS, Counted, Info, Report
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,6 @@ def _key(room: str) -> str:
 
 _unavailable = unavailable_on("presence (Redis)", redis.RedisError, RedisClusterException)
 
-BEATS = 4  # heartbeats per PRESENCE_TTL
 LIFETIME = 0.75  # an entry's deadline, in PRESENCE_TTLs after its renewal: LIFETIME + 1/BEATS = 1
 LEASE_BEATS = 2  # the lease's lifetime, in heartbeats, after it is taken or extended
 
@@ -71,6 +72,7 @@ class RedisPresence:
         self._redis = client
         self._on_expired: Report = lambda room, info: None
         self._on_restored: Report = lambda room, info: None
+        self._on_counted: Counted = lambda counts: None
         self.ttl = ttl
         self.every = ttl / BEATS  # seconds between heartbeats
         self.lifetime = ttl * LIFETIME  # seconds from a renewal to the entry's deadline
@@ -84,11 +86,12 @@ class RedisPresence:
         self._heartbeat: gevent.Greenlet | None = None
         self._steady_since: float | None = None  # monotonic; None: the last renewal failed or was slow
 
-    def attach(self, hub: Hub, on_expired: Report, on_restored: Report) -> None:
-        """`on_expired` and `on_restored` are called from the heartbeat greenlet (Redis, not
-        the Hub, is the truth here)."""
+    def attach(self, hub: Hub, on_expired: Report, on_restored: Report, on_counted: Counted) -> None:
+        """`on_expired`, `on_restored` and `on_counted` are called from the heartbeat greenlet
+        (Redis, not the Hub, is the truth here)."""
         self._on_expired = on_expired
         self._on_restored = on_restored
+        self._on_counted = on_counted
 
     @_unavailable
     def add(self, room: str, conn_id: str, info: Info) -> None:
@@ -171,8 +174,9 @@ class RedisPresence:
         while True:
             gevent.sleep(self.every)
             try:
-                if self.renew() and self.leased():
-                    self.sweep()
+                steady = self.renew()
+                if self.leased():
+                    self._on_counted(self.sweep() if steady else self._counts(self._listed()))
             except (redis.RedisError, RedisClusterException) as exc:
                 self._steady_since = None
                 log.warning("presence: Redis unavailable (%s)", exc)
@@ -216,10 +220,14 @@ class RedisPresence:
                 self._lease.local.token = None
         return bool(self._lease.acquire(blocking=False))
 
-    def sweep(self) -> None:
-        """Take out every entry whose deadline has passed, in every room, and report each."""
+    def _listed(self) -> list[str]:
+        return sorted(raw.decode() for raw in self._redis.smembers(ROOMS))
+
+    def sweep(self) -> dict[str, int]:
+        """Take out every entry whose deadline has passed, in every room, and report each;
+        every listed room's member count after it."""
         now = time.time()
-        rooms = sorted(raw.decode() for raw in self._redis.smembers(ROOMS))
+        rooms = self._listed()
         # EVAL, not a registered script's EVALSHA: redis-py's cluster pipeline refuses those
         # (Redis caches the script by its body all the same).
         with self._redis.pipeline(transaction=False) as pipe:
@@ -235,3 +243,4 @@ class RedisPresence:
         for room, (_left, gone) in zip(rooms, swept, strict=True):
             for member in gone:
                 self._on_expired(room, json.loads(member))
+        return {room: left for room, (left, _gone) in zip(rooms, swept, strict=True)}
