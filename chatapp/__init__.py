@@ -24,7 +24,7 @@ class _CookieSessions(SecureCookieSessionInterface):
     it for every request otherwise, 2% of a connect's CPU."""
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
-        if self.get_cookie_name(app) not in request.cookies:
+        if app.secret_key and self.get_cookie_name(app) not in request.cookies:
             return self.session_class()
         return super().open_session(app, request)
 

@@ -21,10 +21,10 @@ Big rooms: past WELCOME_MEMBERS members, a room gets no `join` and `leave` per p
 thousand people arriving would be a million events, and a log full of them). A join that
 takes a room past WELCOME_MEMBERS is not told, nor is that person's leave (a leave is told
 when its join was); instead the room's `member_count` comes in a `presence` event, from the
-one worker that counts every room each presence beat (PRESENCE_TTL/4: `counted`), when it
-changed, to the room's clients on every worker. A room told once is told until it empties.
-So a page's count, from its welcome, the lines and the counts, stays right either side of
-the line.
+one worker that counts every room each presence beat (PRESENCE_TTL/4: `counted`), to the
+room's clients on every worker, for every room of over COUNTED_FROM members. So a page's
+count, from its welcome, the lines and the counts, is right again at each beat, either side
+of the line.
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ TYPING_EVERY = 2.0  # at most one `typing` per client per this many seconds; mor
 WELCOME_BYTES = 256 * 1024  # history in one welcome, at most (the newest messages; `more` says some were left)
 MESSAGE_OVERHEAD = 200  # bytes a message weighs in JSON besides its text (ids, names, time)
 WELCOME_MEMBERS = 100  # members listed in a welcome; member_count has them all (a big room is not N^2)
+COUNTED_FROM = WELCOME_MEMBERS // 2  # rooms of more members are told their count each presence beat
 POST_QUEUE = 1024  # messages checked but not yet stored; past this, senders wait
 POST_BATCH = 256  # at most this many messages in one append_many
 POST_WAIT = 30.0  # an HTTP post waits this long for its message to be stored
@@ -185,9 +186,6 @@ class Chat:
         self.config = config
         self._posts: Queue = Queue(POST_QUEUE)
         self._poster: gevent.Greenlet | None = None
-        # Rooms told their member count -> the count last told. Presence's heartbeat's, on
-        # the worker that counts for all (another worker's, should that one stop).
-        self._told_counts: dict[str, int] = {}
         # Limits per client address, which a reconnect does not reset (this worker's counts).
         limit = self.config.address_rate_limit
         self._per_address = KeyedRateLimiter(limit, RATE_WINDOW) if limit else None
@@ -344,21 +342,15 @@ class Chat:
             return 0
 
     def counted(self, counts: dict[str, int]) -> None:
-        """Presence's count of every room (each beat, on the worker that counts for all): each
-        room past WELCOME_MEMBERS, or told before, is told its count when it changed, on every
-        worker; a room that emptied is forgotten."""
-        for room in [room for room in self._told_counts if not counts.get(room)]:
-            del self._told_counts[room]
+        """Presence's count of every room (each beat, on the one worker that counts for all):
+        each room of over COUNTED_FROM members is told its count, on every worker, whether or
+        not it changed. Stateless on purpose: a page's count, moved by lines between two
+        counts (a leave whose join was told), is set right at the next one, whichever worker
+        counts by then; and a room that went past WELCOME_MEMBERS and back between two beats
+        (its silent joins and leaves) is told all the same."""
         for room, count in counts.items():
-            told = self._told_counts.get(room)
-            if count == told or (told is None and count <= WELCOME_MEMBERS):
-                continue
-            try:
+            if count > COUNTED_FROM:
                 self.rt.emit(room, {"type": "presence", "room": room, "member_count": count})
-            except Unavailable:  # the backplane is away: the next beat tells it
-                log.warning("member counts not told this beat: the backplane is unavailable")
-                return
-            self._told_counts[room] = count
 
     def message(self, conn: Connection, event: dict[str, Any]) -> None:
         text, cid = parse_message(event, self.config.max_message_chars)

@@ -187,7 +187,8 @@ class Connection:
 
     - CONNECTING: the connect handler runs; nothing is written. What `send` gives (the
       welcome) and what the Hub offers are held, together at most SEND_QUEUE_SIZE (past it:
-      closed 1013); PING is ignored. A close request is recorded, for `start_writer`.
+      closed 1013); PING is ignored. A close request is recorded, for `start_writer`; the
+      Hub's offers after it are dropped.
     - OPEN: `start_writer` has queued what was held, `send`'s first, so the welcome goes out
       before any room event. Offers are queued (full: closed 1013, `offer` returns False).
     - CLOSING: the writer sends what was queued before the request, the farewell error event
@@ -277,7 +278,10 @@ class Connection:
                 return self._too_slow()
             if self._writer is None:
                 self._run_writer()
-        elif state is CONNECTING and item is not PING:  # nothing is out yet to ping about
+        elif state is CONNECTING and item is not PING and self._close is None:  # PING: nothing is out yet
+            # A close asked for while connecting (a resync, say) goes out after what was held
+            # then: what came after it is dropped, as once CLOSING. A client told to resume
+            # must not be shown an event past one it missed.
             if not self._can_hold(item):
                 return self._too_slow()
             self._held_offered.append(item)

@@ -126,8 +126,8 @@ class Realtime:
 
     def on_presence_counted(self, handler: CountsHandler) -> CountsHandler:
         """`handler(counts)` runs every PRESENCE_TTL/4 s on one worker of all (the one that
-        sweeps presence), with every room's member count on every worker (0: a room emptied
-        since the last time): where an app tells rooms their counts, once per room."""
+        sweeps presence), with the member count on every worker of every room that has
+        members: where an app tells rooms their counts, once per room."""
         self._counted = handler
         return handler
 
@@ -166,8 +166,8 @@ class Realtime:
         self._backplane.publish(room, encode(event), seq)
 
     def emit_local(self, room: str, event: dict[str, Any]) -> None:
-        """Send `event` to the clients in `room` on this worker only (say, a figure that each
-        worker reads from shared state, like a member count)."""
+        """Send `event` to the clients in `room` on this worker only (say, a figure about this
+        worker itself; what every worker's clients should see goes through `emit`)."""
         self.start()
         self._hub.publish(room, encode(event))
 

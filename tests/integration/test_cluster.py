@@ -239,7 +239,9 @@ def test_a_slot_moved_while_people_chat_loses_nothing(make_server, make_cluster)
         threads = [threading.Thread(target=s.say, args=(40,), daemon=True) for s in senders]
         for thread in threads:
             thread.start()
-        while sum(len(s.acked) for s in senders) < 20:
+        deadline = time.monotonic() + TIMEOUT
+        while sum(len(s.acked) for s in senders) < 20:  # acked in the senders' threads
+            assert time.monotonic() < deadline, "the senders got nothing acked"
             time.sleep(0.05)
         cluster.move_slot(f"chat:{{{r}}}:events", source, target)
         for thread in threads:

@@ -264,3 +264,23 @@ def test_cluster_a_busy_rooms_slot_moved_is_lost_then_back_and_nothing_is_delive
     assert not [entry for entry in worker.timeline[lost:back] if entry[:2] == ("event", busy)]
     seqs = [entry[2] for entry in worker.timeline if entry[:2] == ("event", busy)]
     assert seqs == sorted(set(seqs))
+
+
+def test_redis_a_lost_rooms_events_are_dropped_until_it_is_reported_back(request, monkeypatch, room: str) -> None:
+    """Between a room's loss and its report back, events heard for it are not delivered (its
+    clients resume from the store once it is back: one shown an event past a missed one would
+    resume past that one); after the report, they are. Another room on the same connection,
+    heard after the dropped event, shows that the listener got that far."""
+    with workers("redis", request, monkeypatch) as start:
+        worker = start()
+        marker = room + "-marker"
+        worker.join(room, marker)
+        worker.backplane._report_lost([room])
+        worker.publish_raw(room, b"1\ndropped")
+        worker.publish_raw(marker, b"2\nmarker")  # one connection, one order: heard after it
+        assert worker.next(marker) == (b"marker", 2)
+        worker.backplane._report_back({room})
+        worker.publish_raw(room, b"3\ndelivered")
+        assert worker.next(room) == (b"delivered", 3)
+        assert [entry[2] for entry in worker.timeline if entry[:2] == ("event", room)] == [3]
+        assert worker.changes == [(frozenset({room}), False), (frozenset({room}), True)]

@@ -8,7 +8,7 @@ import sqlite3
 import gevent
 import pytest
 
-from chatapp.chat import WELCOME_MEMBERS, Chat, as_text, parse_message, parse_name, parse_room
+from chatapp.chat import COUNTED_FROM, WELCOME_MEMBERS, Chat, as_text, parse_message, parse_name, parse_room
 from chatapp.config import Config
 from chatapp.ratelimit import KeyedRateLimiter, RateLimiter, address_key
 from chatapp.realtime import Realtime
@@ -202,8 +202,8 @@ def joiner(chat: Chat, room: str, name: str) -> Connection:
 
 def test_a_big_room_gets_member_counts_instead_of_each_join_and_leave(chat: Chat) -> None:
     """Past WELCOME_MEMBERS a join is not told, nor that person's leave; presence's count of
-    every room (one worker's, each beat) tells the room its count instead, when it changed,
-    and keeps telling it until it empties. A leave whose join was told is told."""
+    every room (one worker's, each beat) tells the room its count instead. A leave whose join
+    was told is told."""
     watcher = joiner(chat, "big", "watcher")
     crowd = [joiner(chat, "big", f"m{i}") for i in range(WELCOME_MEMBERS + 1)]  # two past the line
     chat.counted(chat.rt.rooms())  # presence's beat: 102
@@ -211,8 +211,7 @@ def test_a_big_room_gets_member_counts_instead_of_each_join_and_leave(chat: Chat
         chat.rt._hub.unregister(conn)
         chat.disconnect(conn)
     member(chat, "sync")  # the Hub has taken them out
-    chat.counted(chat.rt.rooms())  # 100: told before, so told
-    chat.counted(chat.rt.rooms())  # unchanged: nothing
+    chat.counted(chat.rt.rooms())  # 100
     chat.post("big", {"id": "bot:b", "name": "b"}, "after", None)  # behind the leaves in the poster
     member(chat, "other")  # the Hub is through with all of it
     events = [json.loads(e) for batch in watcher._held_offered for e in batch.events]
@@ -222,26 +221,23 @@ def test_a_big_room_gets_member_counts_instead_of_each_join_and_leave(chat: Chat
     assert [e["member_count"] for e in events if e["type"] == "presence"] == [WELCOME_MEMBERS + 2, WELCOME_MEMBERS]
 
 
-def test_a_room_that_grew_big_elsewhere_is_counted_here_too(chat: Chat) -> None:
-    """Members that came in while the room was small (or through another worker) get the
-    counts once the room, counted for every worker, passes the welcome's list; a room only
-    ever small is never counted, and one that empties is forgotten."""
+def test_each_beat_every_room_past_counted_from_is_told_its_count(chat: Chat) -> None:
+    """Whether or not it changed, and however its members came (through this worker or
+    another, while it was small or big): a page's count moved by lines is set right at each
+    beat, and so is one left behind by a room that went past the line and back between two
+    beats. A room of COUNTED_FROM or fewer is not counted: its lines tell it all."""
     watcher = member(chat, "grew")
-    for _ in range(WELCOME_MEMBERS):
+    for _ in range(COUNTED_FROM):
         member(chat, "grew")
     small = member(chat, "small")
+    for _ in range(COUNTED_FROM - 1):
+        member(chat, "small")
     chat.counted(chat.rt.rooms())
+    chat.counted(chat.rt.rooms())  # unchanged: told all the same
     member(chat, "sync")
     events = [json.loads(e) for batch in watcher._held_offered for e in batch.events]
-    assert events == [{"type": "presence", "room": "grew", "member_count": WELCOME_MEMBERS + 1}]
-    chat.counted(chat.rt.rooms())  # unchanged: nothing more
-    member(chat, "sync")
-    assert len([e for batch in watcher._held_offered for e in batch.events]) == 1
+    assert events == [{"type": "presence", "room": "grew", "member_count": COUNTED_FROM + 1}] * 2
     assert not small._held_offered
-    chat.counted({"grew": 0})  # emptied: forgotten, so told again should it come back
-    chat.counted({"grew": WELCOME_MEMBERS + 1})
-    member(chat, "sync")
-    assert len([e for batch in watcher._held_offered for e in batch.events]) == 2
 
 
 def test_an_ipv6_client_is_counted_by_its_64() -> None:

@@ -317,3 +317,18 @@ def test_what_is_held_while_connecting_keeps_to_the_queues_bytes() -> None:
     assert conn.offer(Batch([b"a" * 2000])) and conn.offer(Batch([b"b" * 2000]))
     assert conn.offer(Batch([b"c" * 2000])) is False  # 6,000 bytes > 4,096: closing, 1013
     assert conn.close_reason == (1013, "you read too slowly")
+
+
+def test_what_the_hub_offers_after_a_close_asked_for_while_connecting_is_dropped(open_: Open) -> None:
+    """A resync asked for while the client connects (its room came back after a loss) goes
+    out after the welcome and what was held before it, and nothing offered after it: the
+    client resumes with the last id it was shown, which must not be past one it missed."""
+    conn, peer = open_()
+    conn.send({"type": "welcome"})
+    assert conn.offer(room_event("before", 100))
+    conn.close(CloseCode.SERVICE_RESTART, ErrorCode.RESYNC, "delivery is back")
+    assert conn.offer(room_event("after", 102))  # dropped quietly
+    conn.start_writer()
+    events, code = peer.until_close()
+    assert code == CloseCode.SERVICE_RESTART
+    assert [e.get("text") or e.get("code") or e["type"] for e in events] == ["welcome", "before", "resync"]

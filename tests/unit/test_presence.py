@@ -127,10 +127,10 @@ def test_one_worker_at_a_time_holds_the_sweep_and_hands_it_on(request, monkeypat
 
 @pytest.mark.parametrize("kind", ["hub", "redis", "cluster"])
 def test_each_beat_one_worker_of_all_reports_every_rooms_count(request, monkeypatch, kind: str, room: str) -> None:
-    """Presence's heartbeat: every beat, one worker of all (the one; with Redis, the sweeper)
-    reports each room's member count on every worker, so an app tells each room once; a room
-    that emptied is reported once more, at 0."""
-    ttl = 0.4  # beats of 0.1 s
+    """Presence's heartbeat: every beat, one worker of all (the one; with Redis, the steady
+    holder of the sweeper's lease) reports the count of each room with members on every
+    worker, so that an app tells each room once; a room that emptied is left out."""
+    ttl = 2.0  # beats of 0.5 s; the lease lasts 1 s, a worker is steady after 1.5 s
     client = None
     if kind != "hub":
         monkeypatch.setattr(redis.connection, "socket", gevent.socket)
@@ -140,28 +140,52 @@ def test_each_beat_one_worker_of_all_reports_every_rooms_count(request, monkeypa
     if kind == "hub":
         workers = workers[:1]  # one worker: no one else to report
     reports: list[tuple[int, dict[str, int]]] = []
-    seen = gevent.event.Event()
-
-    def on_counted(n: int, counts: dict[str, int]) -> None:
-        reports.append((n, ours(counts, room)))
-        if ours(counts, room) == {room: 0}:
-            seen.set()
-
     for n, rt in enumerate(workers):
-        rt.on_presence_counted(lambda counts, n=n: on_counted(n, counts))
+        rt.on_presence_counted(lambda counts, n=n: reports.append((n, ours(counts, room))))
     try:
         for rt in workers:
             rt.start()
         members = [named(rt, f"m{n}", room) for n, rt in enumerate(workers)]
-        with gevent.Timeout(10):
+        with gevent.Timeout(15):
             while {room: len(workers)} not in [counts for _n, counts in reports]:
-                gevent.sleep(0.02)  # reported from the heartbeat: nothing to await but it
+                gevent.sleep(0.05)  # reported from the heartbeat: nothing to await but it
             for rt, member in zip(workers, members, strict=True):
                 rt.leave(member, room)  # type: ignore[arg-type]
-            seen.wait()
+            left = len(reports)
+            while {} not in [counts for _n, counts in reports[left:]]:
+                gevent.sleep(0.05)
         assert len({n for n, _counts in reports}) == 1  # one worker reports, the other does not
     finally:
         for rt in workers:
             rt.stop()
         if client is not None:
             close(client)
+
+
+@pytest.mark.parametrize("kind", ["redis", "cluster"])
+def test_a_sweep_takes_out_and_reports_each_expired_member_and_counts_every_room(
+    request, monkeypatch, kind: str, room: str
+) -> None:
+    """Redis presence's sweep, pipelined (on a cluster too, whose pipeline takes EVAL only as a
+    plain command): an entry past its deadline is taken out and reported once; a room left
+    empty leaves the rooms list; the others' counts come back."""
+    monkeypatch.setattr(redis.connection, "socket", gevent.socket)
+    client = redis_client(request, kind)
+    presence = RedisPresence(client, ttl=30.0)
+    expired: list[tuple[str, dict]] = []
+    presence.attach(None, lambda r, info: expired.append((r, info)), lambda r, info: None, lambda counts: None)  # type: ignore[arg-type]
+    presence.add(room, "c1", {"id": "c1", "name": "ann"})
+    presence.add(room, "c2", {"id": "c2", "name": "bob"})
+    presence.add(room + "-gone", "c3", {"id": "c3", "name": "cy"})
+    for key, member in [(_key(room), "c1"), (_key(room + "-gone"), "c3")]:  # as if their worker died
+        (entry,) = [m for m in client.zrange(key, 0, -1) if f'"{member}"'.encode() in m]
+        client.zadd(key, {entry: time.time() - 1})
+    presence.rooms()  # the cluster's listings are in
+    counts = presence.sweep()
+    assert ours(counts, room) == {room: 1}
+    assert sorted(expired) == [(room, {"id": "c1", "name": "ann"}), (room + "-gone", {"id": "c3", "name": "cy"})]
+    assert room + "-gone" not in ours(presence.rooms(), room)
+    presence.sweep()
+    assert len(expired) == 2  # reported once
+    presence.remove_all("c2")
+    close(client)

@@ -228,7 +228,7 @@ class RedisBackplane:
         message lost here is in the store: clients get it when they resume."""
         try:
             self._nodes.publish(channel(room), b"%b\n%b" % (b"" if seq is None else b"%d" % seq, event))
-        except redis.RedisError as exc:  # an outage: the listener sees it too, and reports it
+        except (redis.RedisError, RedisClusterException) as exc:  # an outage: the listener sees it too
             log.error("publish to %s lost: %s", room, exc)
 
     def start(self) -> None:

@@ -33,7 +33,7 @@ class Presence(Protocol):
         worker's, read only. `on_expired(room, info)`: a member that went without a
         disconnect (its worker died) was swept out; `on_restored(room, info)`: one swept out
         wrongly (a stalled worker) was found there, and put back. `on_counted(counts)`: each
-        beat, on one worker of all, every room's member count (0: emptied since the last)."""
+        beat, on one worker of all, the member count of every room that has members."""
         ...
 
     def add(self, room: str, conn_id: str, info: Info) -> None: ...
@@ -65,12 +65,11 @@ class HubPresence:
     """One worker: members are the Hub's; adding and removing is the Hub's join and leave.
     Its heartbeat (every `every` s) only reports the counts."""
 
-    def __init__(self, every: float = 30.0 / BEATS) -> None:
+    def __init__(self, every: float) -> None:
         self._hub = Hub()  # until attached: an empty one
         self._on_counted: Counted = lambda counts: None
-        self.every = every
+        self.every = every  # seconds between heartbeats
         self._heartbeat: gevent.Greenlet | None = None
-        self._counted: set[str] = set()  # rooms of the last report with members
 
     def attach(self, hub: Hub, on_expired: Report, on_restored: Report, on_counted: Counted) -> None:
         self._hub = hub  # no worker of its own can die: nothing to report
@@ -106,11 +105,7 @@ class HubPresence:
     def _beat(self) -> None:
         while True:
             gevent.sleep(self.every)
-            counts = self.rooms()
-            for room in self._counted - counts.keys():  # emptied since the last report
-                counts[room] = 0
-            self._counted = {room for room, n in counts.items() if n}
             try:
-                self._on_counted(counts)
+                self._on_counted(self.rooms())
             except Exception:
                 log.exception("presence: reporting the counts failed")

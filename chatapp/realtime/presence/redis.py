@@ -3,16 +3,16 @@
 Each worker writes its own clients into a sorted set per room with a deadline as the score,
 and its heartbeat renews them every TTL/4 s with a deadline 3/4 TTL ahead: an entry survives a
 renewal up to TTL/2 late. A worker that dies stops renewing; its clients' deadlines pass
-within 3/4 TTL and the next sweep of any live worker (every TTL/4) takes them out, so they
-leave within PRESENCE_TTL of the death, each reported once (on_expired, a Lua script sweeps)
-so that the app can tell the room they left.
+within 3/4 TTL and the next sweep (every TTL/4, by the live worker that sweeps) takes them
+out, so they leave within PRESENCE_TTL of the death, each reported once (on_expired, a Lua
+script sweeps) so that the app can tell the room they left.
 
 One worker sweeps at a time: the holder of a lease (SWEEPER, a redis-py Lock that its holder
 extends each beat, taken by another worker's next beat once its holder stops extending it).
 So a sweep costs every room once per beat, not once per worker, and goes pipelined: a few
 round trips per beat however many rooms there are. The sweep's script counts each room's
-members as it goes: the holder reports the counts (on_counted), and counts them alone while
-it may not sweep yet (its heartbeat not steady). A holder that dies leaves the lease within
+members as it goes: the holder reports the counts (on_counted). Only a steady worker holds
+the lease: one whose heartbeat is not steady gives it up. A holder that dies leaves the lease within
 LEASE_BEATS beats, and the next sweep still comes within PRESENCE_TTL of its death: its
 members' deadlines pass 3/4 TTL after its last renewal, by when the lease has moved on.
 
@@ -65,6 +65,9 @@ _unavailable = unavailable_on("presence (Redis)", redis.RedisError, RedisCluster
 
 LIFETIME = 0.75  # an entry's deadline, in PRESENCE_TTLs after its renewal: LIFETIME + 1/BEATS = 1
 LEASE_BEATS = 2  # the lease's lifetime, in heartbeats, after it is taken or extended
+LISTING_WAIT = 1.0  # seconds rooms() waits for this worker's listings under way (a cluster's)
+SWEEP_CHUNK = 1000  # rooms per pipeline of a sweep
+GIVE_UP_WAIT = 1.0  # seconds a worker's end waits to release the lease
 
 
 class RedisPresence:
@@ -84,6 +87,7 @@ class RedisPresence:
         # The lease's token lives here, not in a thread-local: the heartbeat greenlet alone uses it.
         self._lease = client.lock(SWEEPER, timeout=self.every * LEASE_BEATS, thread_local=False)
         self._heartbeat: gevent.Greenlet | None = None
+        self._listing: set[gevent.Greenlet] = set()  # a cluster's SADDs to the rooms list, under way
         self._steady_since: float | None = None  # monotonic; None: the last renewal failed or was slow
 
     def attach(self, hub: Hub, on_expired: Report, on_restored: Report, on_counted: Counted) -> None:
@@ -96,10 +100,11 @@ class RedisPresence:
     @_unavailable
     def add(self, room: str, conn_id: str, info: Info) -> None:
         member = json.dumps(info, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-        if isinstance(self._redis, redis.RedisCluster):  # the list of rooms is on another master: asked at once
-            listing = gevent.spawn(self._list, room)
+        if isinstance(self._redis, redis.RedisCluster):  # the list of rooms is on another master: not waited for
             self._redis.zadd(_key(room), {member: time.time() + self.lifetime})
-            listing.join()  # _list never raises; the client's socket timeout bounds it
+            listing = gevent.spawn(self._list, room)  # after the ZADD: a sweep meanwhile keeps the room listed
+            self._listing.add(listing)
+            listing.link(self._listing.discard)
         else:
             with self._redis.pipeline(transaction=False) as pipe:  # one round trip
                 pipe.zadd(_key(room), {member: time.time() + self.lifetime})
@@ -140,7 +145,8 @@ class RedisPresence:
 
     @_unavailable
     def rooms(self) -> dict[str, int]:
-        counts = self.counts(sorted(r.decode() for r in self._redis.smembers(ROOMS)))
+        gevent.joinall(list(self._listing), timeout=LISTING_WAIT)  # what this worker listed, in
+        counts = self.counts(self._listed())
         return {room: n for room, n in counts.items() if n}
 
     @_unavailable
@@ -162,21 +168,25 @@ class RedisPresence:
         sweeps, not the first after the lease lapses."""
         if self._heartbeat is not None:
             self._heartbeat.kill()
+        with gevent.Timeout(GIVE_UP_WAIT, False):  # a worker's end: not held up by a Redis away
+            self._give_up()
+
+    def _give_up(self) -> None:
+        """Release the lease if this worker holds it (it lapses by itself otherwise)."""
         if self._lease.local.token is not None:
             try:
                 self._lease.release()
-            except (redis.RedisError, RedisClusterException):  # lapsed, or Redis away: it lapses
-                pass
+            except (redis.RedisError, RedisClusterException):  # lapsed already, or Redis away
+                self._lease.local.token = None
 
     def _beat(self) -> None:
-        """The heartbeat greenlet: renews this worker's entries and, when steady, sweeps out
-        expired ones."""
+        """The heartbeat greenlet: renews this worker's entries and, when steady and holding
+        the sweeper's lease, sweeps out expired ones and reports every room's count."""
         while True:
             gevent.sleep(self.every)
             try:
-                steady = self.renew()
-                if self.leased():
-                    self._on_counted(self.sweep() if steady else self._counts(self._listed()))
+                if self.leased(self.renew()):
+                    self._on_counted(self.sweep())
             except (redis.RedisError, RedisClusterException) as exc:
                 self._steady_since = None
                 log.warning("presence: Redis unavailable (%s)", exc)
@@ -211,8 +221,13 @@ class RedisPresence:
             self._steady_since = now
         return now - self._steady_since >= self.lifetime
 
-    def leased(self) -> bool:
-        """Whether this worker holds the sweeper's lease (extended, or taken now)."""
+    def leased(self, steady: bool = True) -> bool:
+        """Whether this worker holds the sweeper's lease (extended, or taken now). Only a
+        steady worker holds it: one whose renewals are slow gives it up, for a steady one to
+        take at its next beat (should none be steady, Redis stalls for all: no one sweeps)."""
+        if not steady:
+            self._give_up()
+            return False
         if self._lease.local.token is not None:
             try:
                 return bool(self._lease.reacquire())
@@ -225,15 +240,19 @@ class RedisPresence:
 
     def sweep(self) -> dict[str, int]:
         """Take out every entry whose deadline has passed, in every room, and report each;
-        every listed room's member count after it."""
+        the member count of every room that has members, after it."""
         now = time.time()
         rooms = self._listed()
-        # EVAL, not a registered script's EVALSHA: redis-py's cluster pipeline refuses those
-        # (Redis caches the script by its body all the same).
-        with self._redis.pipeline(transaction=False) as pipe:
-            for room in rooms:
-                pipe.eval(_SWEEP, 1, _key(room), now)
-            swept = pipe.execute()
+        swept: list[list] = []
+        for first in range(0, len(rooms), SWEEP_CHUNK):  # bounded pipelines, the others run between
+            # EVAL as a plain command, not a registered script's EVALSHA (which redis-py's cluster
+            # pipeline refuses) nor its `eval` (which it leaves unimplemented); Redis caches the
+            # script by its body all the same.
+            with self._redis.pipeline(transaction=False) as pipe:
+                for room in rooms[first : first + SWEEP_CHUNK]:
+                    pipe.execute_command("EVAL", _SWEEP, 1, _key(room), now)
+                swept += pipe.execute()
+            gevent.sleep(0)
         empty = [room for room, (left, _gone) in zip(rooms, swept, strict=True) if not left]
         if empty:  # out of the list; back in at once if someone joined meanwhile
             self._redis.srem(ROOMS, *empty)
@@ -243,4 +262,4 @@ class RedisPresence:
         for room, (_left, gone) in zip(rooms, swept, strict=True):
             for member in gone:
                 self._on_expired(room, json.loads(member))
-        return {room: left for room, (left, _gone) in zip(rooms, swept, strict=True)}
+        return {room: left for room, (left, _gone) in zip(rooms, swept, strict=True) if left}
