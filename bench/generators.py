@@ -9,8 +9,10 @@
   server is the limit of a fan-out figure, not the generator.
 
 A step's row from either has the keys of run.py's step row but the server's, which
-run.py's `step` adds, and `elapsed_s`: the step's wall time, sending and the wait after (the
-generator's CPU is over it, and so is the server's).
+run.py's `step` adds; and `gaps` (holes in the ids or numbers) and `elapsed_s`, the step's
+wall time, sending and the wait after (the generator's CPU is over it, and so is the
+server's). bench/loadgen's adds `latency_samples`, `reads` and `waits` (its recvmsg and
+epoll_wait calls: what its CPU goes on).
 """
 
 from __future__ import annotations

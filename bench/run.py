@@ -29,7 +29,7 @@ at a total rate that grows by half each step; a step passes when >= 99% of deliv
 arrive with p99 latency <= 250 ms. The figure of a server is its best passing step.
 
 Generators (bench/generators.py). `python`: bench/load.py's clients in this process, one
-epoll loop; it tops out near 600,000 deliveries/s on its core, under this server's capacity.
+epoll loop; it fills its core at 576,500-864,750 deliveries/s, under this server's capacity.
 `c` (fanout and latency): bench/loadgen, built from bench/loadgen.c by `make bench/loadgen`
 (`make bench` builds it), the same clients and checks in C, a process of its own on CPU 1
 driven over a pipe; a +deflate server still gets load.py's (loadgen has no permessage-deflate).
