@@ -51,10 +51,11 @@ format: install
 	$(BIN)/ruff check --fix .
 
 # The benchmark sitting behind the README's figures (about 30 minutes; server on CPU 0, load on CPU 1).
-bench: install
-	$(BIN)/python bench/run.py fanout --n 1000 --servers plain,chat,chat-redis,chat-redis-2w
-	$(BIN)/python bench/run.py fanout --n 100 --servers plain,chat
-	$(BIN)/python bench/run.py latency --n 1000 --rate 20
+# Fan-out and latency are driven by bench/loadgen (C), the other modes by bench/load.py.
+bench: install bench/loadgen
+	$(BIN)/python bench/run.py fanout --n 1000 --servers plain,chat,chat-redis,chat-redis-2w --generator c
+	$(BIN)/python bench/run.py fanout --n 100 --servers plain,chat --generator c
+	$(BIN)/python bench/run.py latency --n 1000 --rate 20 --generator c
 	$(BIN)/python bench/run.py storm --n 1000
 	$(BIN)/python bench/run.py flood --rate 10 --servers chat,chat+limits
 	$(BIN)/python bench/run.py idle --n 5000 --room-size 0
@@ -63,6 +64,10 @@ bench: install
 	$(BIN)/python bench/run.py rooms --n 2000 --room-size 5 --servers chat,chat-redis-8w
 	$(BIN)/python bench/history.py
 	$(BIN)/python bench/sweep.py --rooms 2000
+
+# The compiled load generator (C11, libc and Linux's epoll only: gcc from Debian's packages).
+bench/loadgen: bench/loadgen.c
+	cc -O2 -Wall -Wextra -o bench/loadgen bench/loadgen.c
 
 # The churn test of the suite, ten times longer (20,000 connect-chat-close cycles, a few minutes).
 soak: install

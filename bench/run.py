@@ -1,11 +1,12 @@
-"""The benchmark runner: starts each server, drives it with bench/load.py's clients, prints
-a table and writes JSON (bench/results/). One process and one thread; the server is pinned
-to CPU 0 and this process to CPU 1 (taskset and sched_setaffinity), as on the 2-core machine
-the figures in the README come from.
+"""The benchmark runner: starts each server, drives it with bench/load.py's clients (or, for
+fanout and latency with `--generator c`, bench/loadgen's), prints a table and writes JSON
+(bench/results/). One process and one thread; the server is pinned to CPU 0 and this process
+(and bench/loadgen) to CPU 1 (taskset and sched_setaffinity), as on the 2-core machine the
+figures in the README come from.
 
-    .venv/bin/python bench/run.py fanout --n 1000 --servers plain,chat
-    .venv/bin/python bench/run.py fanout --n 1000 --servers chat-redis,chat-redis-2w
-    .venv/bin/python bench/run.py latency --n 1000 --rate 20
+    .venv/bin/python bench/run.py fanout --n 1000 --servers plain,chat --generator c
+    .venv/bin/python bench/run.py fanout --n 1000 --servers chat-redis,chat-redis-2w --generator c
+    .venv/bin/python bench/run.py latency --n 1000 --rate 20 --generator c
     .venv/bin/python bench/run.py storm --n 1000
     .venv/bin/python bench/run.py idle --n 10000 --room-size 0
     .venv/bin/python bench/run.py fanout --n 1000 --servers plain+deflate,chat+deflate
@@ -26,6 +27,13 @@ until all are welcomed). idle: N idle connections (server memory per connection,
 permessage-deflate, as browsers do. Fan-out ramp: N clients in one room, S of them sending
 at a total rate that grows by half each step; a step passes when >= 99% of deliveries
 arrive with p99 latency <= 250 ms. The figure of a server is its best passing step.
+
+Generators (bench/generators.py). `python`: bench/load.py's clients in this process, one
+epoll loop; it fills its core at 576,500-864,750 deliveries/s, under this server's capacity.
+`c` (fanout and latency): bench/loadgen, built from bench/loadgen.c by `make bench/loadgen`
+(`make bench` builds it), the same clients and checks in C, a process of its own on CPU 1
+driven over a pipe; a +deflate server still gets load.py's (loadgen has no permessage-deflate).
+Each row shows the generator's CPU beside the server's; the JSON names the generator.
 
 Servers. `chat-redis-Nw`: N workers on Redis (2: on CPUs 0 and 1, shared with the generator;
 more: on CPU 0). `chat-cluster-8w`: 8 workers on a Redis Cluster of three masters and three
@@ -58,6 +66,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.generators import CGenerator, Generator, PythonGenerator, check_loadgen  # noqa: E402
 from bench.load import BenchClient, Loop, connect_all, free_port, percentile, request_all  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -156,6 +165,10 @@ class ServerProcess:
             return "/ws"
         return f"/ws?room={f'r{i // room_size}' if room_size else 'bench'}&name=c{i}"
 
+    def room_path(self) -> str:
+        """Every client's URL in one room, `{i}` for the client's number (bench/loadgen's --path)."""
+        return "/ws" if self.protocol == "plain" else "/ws?room=bench&name=c{i}"
+
     def connect(self, loop: Loop, path: Callable[[int], str], n: int, senders: int, at_once: int) -> list[BenchClient]:
         return connect_all(loop, "127.0.0.1", self.port, path, self.protocol, n, senders, at_once, self.deflate)
 
@@ -185,97 +198,75 @@ class ServerProcess:
             self.proc.kill()
 
 
-def step(
-    server: ServerProcess, loop: Loop, clients: list[BenchClient], senders: int, rate: float, seconds: float
-) -> dict:
+def step(server: ServerProcess, gen: Generator, senders: int, rate: float, seconds: float) -> dict:
     """Send `rate` messages/s in all, round-robin from the first `senders` clients, for
-    `seconds`; then wait (5 s at most) for the last deliveries, and measure."""
-    for client in clients:
-        client.lat = []
-        client.dups = client.gaps = 0
-    base = [client.delivered for client in clients]
-    received = sum(client.received for client in clients)
-    sent = [0] * senders
-    start_seq = list(clients[0].got)
-    total = int(rate * seconds)
-    cpu0, own0, start = server.cpu(), time.process_time(), time.time()
-
-    def sending() -> bool:
-        """Send what is due by now (an even stream, not bursts); True once all is sent."""
-        due_count = min(total, int((time.time() - start) * rate) + 1)
-        while sum(sent) < due_count:
-            sender = sum(sent) % senders
-            clients[sender].say(sender, start_seq[sender] + sent[sender])
-            sent[sender] += 1
-        return due_count == total
-
-    loop.run(sending, seconds + 10, tick=0.001)
-    loop.run(lambda: all(c.delivered - b >= total for c, b in zip(clients, base, strict=True)), 5.0)
-    elapsed = time.time() - start
-    cpu, own = server.cpu() - cpu0, time.process_time() - own0
-    latencies = sorted(x for client in clients for x in client.lat)
-    expected = len(clients) * total
-    delivered = sum(client.delivered for client in clients) - sum(base)
-    row = {
-        "rate": rate,
-        "sent": total,
-        "expected": expected,
-        "delivered": delivered,
-        "missing": expected - delivered,
-        "doubled": sum(c.dups for c in clients),
-        "connections_lost": sum(1 for c in clients if not c.open),
-        "deliveries_per_s": delivered / seconds,  # over the send window; late ones fail the p99 rule
-        "p50_ms": percentile(latencies, 50) * 1e3,
-        "p99_ms": percentile(latencies, 99) * 1e3,
-        "max_ms": (latencies[-1] if latencies else float("nan")) * 1e3,
-        "frames": sum(c.frames for c in clients),
-        "bytes_per_delivery": (sum(c.received for c in clients) - received) / max(1, delivered),
-        "server_cpu_pct": 100 * cpu / elapsed,
-        "bench_cpu_pct": 100 * own / elapsed,
-        "server_rss_mb": server.rss_mb(),
-    }
-    row["passed"] = delivered >= PASS_DELIVERED * expected and row["p99_ms"] <= PASS_P99 * 1e3 and not row["doubled"]
+    `seconds`; then wait (5 s at most) for the last deliveries, and measure: the generator's
+    row, with the server's CPU over the same time beside the generator's."""
+    cpu0 = server.cpu()
+    row = gen.step(senders, rate, seconds)
+    row["server_cpu_pct"] = 100 * (server.cpu() - cpu0) / row["elapsed_s"]  # over the generator's step
+    row["server_rss_mb"] = server.rss_mb()
+    row["passed"] = (
+        row["delivered"] >= PASS_DELIVERED * row["expected"] and row["p99_ms"] <= PASS_P99 * 1e3 and not row["doubled"]
+    )
     return row
 
 
-def one_room(server: ServerProcess, n: int, senders: int) -> tuple[Loop, list[BenchClient]]:
-    loop = Loop()
-    clients = server.connect(loop, server.path, n, senders, at_once=200)
-    loop.wait_quiet(clients, still=0.5, limit=60)
-    wait_ready(server, loop, clients)
-    return loop, clients
+def one_room(server: ServerProcess, n: int, senders: int, generator: str) -> Generator:
+    """N clients in one room, every one reached by a broadcast: bench/loadgen's (`generator`
+    c, but for a +deflate server) or load.py's."""
+    gen: Generator
+    if generator == "c" and not server.deflate:
+        gen = CGenerator(server.port, server.room_path(), server.protocol, n, senders, at_once=200)
+    else:
+        loop = Loop()
+        gen = PythonGenerator(loop, server.connect(loop, server.path, n, senders, at_once=200))
+    try:
+        gen.quiet(still=0.5, limit=60)
+        wait_ready(server, gen)
+    except BaseException:
+        gen.close()
+        raise
+    return gen
 
 
-def fanout(kind: str, n: int, senders: int, seconds: float, folder: str, redis_url: str | None) -> dict:
+def fanout(kind: str, n: int, senders: int, seconds: float, folder: str, redis_url: str | None, generator: str) -> dict:
     server = ServerProcess(kind, folder, redis_url)
     try:
-        loop, clients = one_room(server, n, senders)
-        rate, rows = max(1.0, 10_000 / n), []
-        for _ in range(16):
-            row = step(server, loop, clients, senders, rate, seconds)
-            rows.append(row)
-            print(format_row(kind, n, row), flush=True)
-            if not row["passed"]:
-                break
-            loop.wait_quiet(clients, still=0.3, limit=60)
-            rate *= 1.5
+        gen = one_room(server, n, senders, generator)
+        try:
+            rate, rows = max(1.0, 10_000 / n), []
+            for _ in range(16):
+                row = step(server, gen, senders, rate, seconds)
+                rows.append(row)
+                print(format_row(kind, n, row), flush=True)
+                if not row["passed"]:
+                    break
+                gen.quiet(still=0.3, limit=60)
+                rate *= 1.5
+        finally:
+            gen.close()
         passing = [r for r in rows if r["passed"]]
         best = max(passing, key=lambda r: r["deliveries_per_s"]) if passing else None
-        loop.close(clients)
-        return {"server": kind, "n": n, "senders": senders, "steps": rows, "best": best}
+        return {"server": kind, "n": n, "senders": senders, "generator": gen.kind, "steps": rows, "best": best}
     finally:
         server.stop()
 
 
-def latency(kind: str, n: int, senders: int, rate: float, seconds: float, folder: str, redis_url: str | None) -> dict:
+def latency(
+    kind: str, n: int, senders: int, rate: float, seconds: float, folder: str, redis_url: str | None, generator: str
+) -> dict:
     """A fixed rate into one room of N: the latency a person feels, not the peak."""
     server = ServerProcess(kind, folder, redis_url)
     try:
-        loop, clients = one_room(server, n, senders)
-        row = step(server, loop, clients, senders, rate, seconds)
+        gen = one_room(server, n, senders, generator)
+        try:
+            row = step(server, gen, senders, rate, seconds)
+        finally:
+            gen.close()
         print(format_row(kind, n, row), flush=True)
-        loop.close(clients)
-        return {"server": kind, "n": n, "senders": senders, "steps": [row], "best": row if row["passed"] else None}
+        best = row if row["passed"] else None
+        return {"server": kind, "n": n, "senders": senders, "generator": gen.kind, "steps": [row], "best": best}
     finally:
         server.stop()
 
@@ -333,15 +324,13 @@ def storm(kind: str, n: int, folder: str, redis_url: str | None) -> dict:
         server.stop()
 
 
-def broadcast(
-    server: ServerProcess, loop: Loop, clients: list[BenchClient], rooms: list[str], limit: float = 60.0
-) -> float:
+def broadcast(server: ServerProcess, gen: Generator, rooms: list[str], limit: float = 60.0) -> float:
     """One message to every client (chat: posted by the HTTP API to each room; plain: sent by
     the first client); the seconds until all have it. SystemExit if some lack it after `limit`."""
-    base = [client.delivered for client in clients]
+    gen.mark()
     start = time.monotonic()
     if server.protocol == "plain":
-        clients[0].say(0, clients[0].got[0])
+        gen.say(0)
         rooms = []
     for room in rooms:
         request = urllib.request.Request(
@@ -350,9 +339,9 @@ def broadcast(
             headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"},
         )
         urllib.request.urlopen(request, timeout=10).read()
-    if not loop.run(lambda: all(c.delivered > b for c, b in zip(clients, base, strict=True)), limit):
-        missing = sum(1 for c, b in zip(clients, base, strict=True) if c.delivered == b)
-        raise SystemExit(f"the broadcast did not reach {missing} of {len(clients)} clients in {limit:.0f} s")
+    missing = gen.reached(limit)
+    if missing:
+        raise SystemExit(f"the broadcast did not reach {missing} of the clients in {limit:.0f} s")
     return time.monotonic() - start
 
 
@@ -389,7 +378,7 @@ def flood(kind: str, rate: float, seconds: float, folder: str) -> dict:
         threads = [threading.Thread(target=flooder, args=(n,), daemon=True) for n in (0, 1)]
         for thread in threads:
             thread.start()
-        row = step(server, loop, pair, 2, rate, seconds)
+        row = step(server, PythonGenerator(loop, pair), 2, rate, seconds)
         stop.set()
         for thread in threads:
             thread.join(10)
@@ -401,19 +390,19 @@ def flood(kind: str, rate: float, seconds: float, folder: str) -> dict:
         server.stop()
 
 
-def wait_ready(server: ServerProcess, loop: Loop, clients: list[BenchClient]) -> None:
+def wait_ready(server: ServerProcess, gen: Generator) -> None:
     """Wait until the server delivers to every client. The chat has once it welcomed them; the
     baseline says nothing when its handler has put a new socket in its set, some time after
     the 101, so a step started at once would miss some: broadcast until one reaches all."""
     for _ in range(30):
         try:
-            broadcast(server, loop, clients, ["bench"], limit=2.0)
+            broadcast(server, gen, ["bench"], limit=2.0)
             break
         except SystemExit:
             continue
     else:
         raise SystemExit("the server never delivered to every client")
-    loop.wait_quiet(clients, still=0.3, limit=60)
+    gen.quiet(still=0.3, limit=60)
 
 
 def idle(kind: str, n: int, room_size: int, settle: float, folder: str, redis_url: str | None) -> dict:
@@ -432,7 +421,7 @@ def idle(kind: str, n: int, room_size: int, settle: float, folder: str, redis_ur
         after = server.rss_mb()
         per = (after - before) * 1024 / n
         rooms = sorted({f"r{i // room_size}" for i in range(n + 10)})
-        took = broadcast(server, loop, warm + clients, rooms)
+        took = broadcast(server, PythonGenerator(loop, warm + clients), rooms)
         result = {
             "server": kind,
             "n": n,
@@ -918,6 +907,12 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=0, help="rooms: clients in one more room, at --rate")
     parser.add_argument("--settle", type=float, default=60.0, help="idle: seconds idle before measuring")
     parser.add_argument("--servers", default="plain,chat")
+    parser.add_argument(
+        "--generator",
+        choices=["python", "c"],
+        default="python",
+        help="fanout, latency: the clients of bench/load.py or bench/loadgen (`make bench/loadgen`; not for +deflate)",
+    )
     parser.add_argument("--old", default=str(ServerProcess.old_code), help="the code of a KIND@old server")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
@@ -928,6 +923,10 @@ def main() -> None:
         check_kind(kind, ServerProcess.old_code)
         if args.mode == "rooms" and kind.startswith("plain"):
             raise SystemExit("rooms: the chat's servers only (the plain baseline has one room)")
+    drives = args.mode in ("fanout", "latency") and any("+deflate" not in kind for kind in kinds)
+    if args.generator == "c" and drives:
+        check_loadgen()
+        print("generator: bench/loadgen (C), on CPU 1; load.py's clients for a +deflate server", flush=True)
     if shutil.which("taskset"):
         os.sched_setaffinity(0, {1})
     # a socket per client here, and as many in the server: 10,000 clients pass 1,024
@@ -942,9 +941,9 @@ def main() -> None:
             url = backend.url
             try:
                 if args.mode == "fanout":
-                    results.append(fanout(kind, args.n, args.senders, seconds, folder, url))
+                    results.append(fanout(kind, args.n, args.senders, seconds, folder, url, args.generator))
                 elif args.mode == "latency":
-                    results.append(latency(kind, args.n, args.senders, args.rate, 10.0, folder, url))
+                    results.append(latency(kind, args.n, args.senders, args.rate, 10.0, folder, url, args.generator))
                 elif args.mode == "storm":
                     results.append(storm(kind, args.n, folder, url))
                 elif args.mode == "flood":
