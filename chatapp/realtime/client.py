@@ -29,6 +29,7 @@ import secrets
 import socket
 from collections.abc import Callable
 from enum import Enum
+from itertools import chain
 from time import monotonic
 from typing import Any, NamedTuple
 
@@ -43,7 +44,7 @@ from wsproto.extensions import PerMessageDeflate
 
 from ..config import Config
 from ..ratelimit import RateLimiter
-from .framing import Batch, Opcode, frame, message_frame, render, render_lines
+from .framing import Batch, Opcode, frame, message_frame, render, render_lines, whole_texts
 from .hub import PING, PingTick
 from .metrics import ERRORS, Stats
 from .protocol import CloseCode, ErrorCode, encode, error_event
@@ -92,6 +93,21 @@ class _Echo:
 
 
 Outgoing = Batch | PingTick | _Pong | _Echo  # what a send queue holds
+
+
+def _between_messages(ws: WSConnection) -> bool:
+    """Whether wsproto holds nothing of a frame or of a fragmented message, and no extension
+    is on: where the reader may parse whole text frames itself (framing.whole_texts). Read
+    from wsproto's parser (pinned in requirements.txt), which has no public getter for it."""
+    proto = ws._proto
+    decoder = proto._frame_decoder
+    return (
+        ws.state is WSState.OPEN
+        and not proto.extensions
+        and decoder.header is None
+        and not decoder.buffer.buffer
+        and proto._message_decoder.opcode is None
+    )
 
 
 def _deflate_agreed(ws: WSConnection) -> bool:
@@ -537,9 +553,18 @@ class Connection:
                 return
             self.last_seen = monotonic()
             gevent.sleep(0)  # a client sending fast must not keep the Hub and writers waiting
-            ws.receive_data(data)
+            # The common frames first, parsed here when wsproto is between messages (nothing
+            # of a frame or a fragmented message held) and no extension is on; the rest, and
+            # all of it otherwise, by wsproto. The same checks follow for both.
+            whole: list[TextMessage] = []
+            if not parts and _between_messages(ws):
+                texts, taken = whole_texts(data, limit)
+                whole = [TextMessage(text) for text in texts]
+                data = data[taken:]
+            if data:
+                ws.receive_data(data)
             del data  # see below
-            for event in ws.events():
+            for event in chain(whole, ws.events()):
                 handled += 1
                 if handled % TURN_EVERY == 0:
                     gevent.sleep(0)
@@ -575,6 +600,7 @@ class Connection:
             # While it waits for the next read, the reader holds nothing it read: not its bytes
             # (up to RECV_BYTES), nor the last event, chunk or message (up to max_frame_bytes).
             event = chunk = message = None
+            whole = []
 
     def end(self) -> None:
         """After the reader has returned: let the writer finish (bounded), then drop the socket."""

@@ -144,3 +144,32 @@ def render(batches: list[Batch], deflate: bool, seen_through: int | None = None)
     if not batches:
         return b""
     return message_frame(b"\n".join(batch.payload for batch in batches), deflate=deflate)
+
+
+def whole_texts(data: bytes, limit: int) -> tuple[list[str], int]:
+    """The text messages at the start of `data` (a client's bytes, read from a frame boundary)
+    that are each one whole frame: FIN, no RSV bit, masked, a length of one byte or a minimal
+    two, at most `limit` bytes, valid UTF-8; and where the first frame that is not one begins.
+    Everything from there (control frames, fragments, compressed or bigger messages, bad
+    UTF-8, a frame not all read yet) is wsproto's to parse, and to refuse. Written by hand for
+    the common frame only: wsproto takes about 18 us for such a frame, this 2 (a whole
+    message's XOR as one big integer), and a message taken in is the ingest's first cost."""
+    texts: list[str] = []
+    pos, end = 0, len(data)
+    while end - pos >= 6 and data[pos] == FIN | Opcode.TEXT and data[pos + 1] & MASKED:
+        size, start = data[pos + 1] & 0x7F, pos + 6
+        if size == 126:
+            size, start = int.from_bytes(data[pos + 2 : pos + 4], "big"), pos + 8
+            if size < 126:  # not minimal: wsproto's protocol error
+                break
+        elif size == 127:
+            break
+        if size > limit or start + size > end:
+            break
+        key = int.from_bytes(data[start - 4 : start] * (size // 4 + 1), "little") & ((1 << 8 * size) - 1)
+        try:
+            texts.append((int.from_bytes(data[start : start + size], "little") ^ key).to_bytes(size, "little").decode())
+        except UnicodeDecodeError:
+            break
+        pos = start + size
+    return texts, pos

@@ -12,7 +12,7 @@ from wsproto.connection import ConnectionType
 from wsproto.events import BytesMessage, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
-from chatapp.realtime.framing import Batch, Opcode, frame, header, message_frame, render
+from chatapp.realtime.framing import Batch, Opcode, frame, header, message_frame, render, whole_texts
 from chatapp.realtime.protocol import encode
 from tests.helpers import events_of
 
@@ -120,3 +120,33 @@ def test_encoded_events_in_one_frame_split_back_exactly(events: list[dict]) -> N
     assert [
         events_of(message) for message in read(client(deflate=True), message_frame(data[start:], deflate=True))
     ] == [events]
+
+
+# A client's frames of every kind whole_texts meets: what it takes, and what it leaves to wsproto.
+CLIENT_FRAMES = st.one_of(
+    st.text(max_size=300).map(lambda text: frame(Opcode.TEXT, text.encode(), mask=True)),
+    st.sampled_from([0, 125, 126, 65535, 65536]).map(lambda n: frame(Opcode.TEXT, b"x" * n, mask=True)),
+    st.just(frame(Opcode.PING, b"p", mask=True)),
+    st.just(frame(Opcode.BINARY, b"\x00\x01", mask=True)),
+    st.just(frame(Opcode.TEXT, b"frag", fin=False, mask=True) + frame(Opcode.CONTINUATION, b"ment", mask=True)),
+    st.just(frame(Opcode.TEXT, b"\xff\xfe", mask=True)),  # not UTF-8: wsproto's 1007
+    st.just(frame(Opcode.TEXT, b"plain", mask=False)),  # unmasked: wsproto's 1002
+    st.just(b"\x81\xfe\x00\x05abcd" + bytes(b ^ k for b, k in zip(b"short", b"abcda", strict=True))),  # 126 for 5
+)
+
+
+@settings(max_examples=300)
+@given(frames=st.lists(CLIENT_FRAMES, max_size=8), cut=st.integers(min_value=0, max_value=10))
+def test_whole_texts_takes_what_wsproto_would_make_of_the_same_bytes_and_stops_where_it_must(
+    frames: list[bytes], cut: int
+) -> None:
+    """Against wsproto as the server (an independent decoder): the texts taken are the text
+    messages wsproto makes of the same bytes, up to the first frame that is not a whole,
+    minimal, masked, valid text frame within the limit (or one cut short), where it stops."""
+    data = b"".join(frames)
+    data = data[: len(data) - cut] if cut < len(data) else data
+    texts, taken = whole_texts(data, 65536)
+    server = WSConnection(ConnectionType.SERVER)
+    server.receive_data(data[:taken])
+    assert [event.data for event in server.events()] == texts  # the same messages, nothing left over
+    assert taken == sum(len(f) for f in frames[: len(texts)])
