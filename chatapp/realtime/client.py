@@ -27,9 +27,8 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import Enum
-from itertools import chain
 from time import monotonic
 from typing import Any, NamedTuple
 
@@ -95,10 +94,27 @@ class _Echo:
 Outgoing = Batch | PingTick | _Pong | _Echo  # what a send queue holds
 
 
+def _events(ws: WSConnection, data: bytes, limit: int, fast: bool) -> Iterator[Any]:
+    """The events of `data`, a client's bytes just read, lazily (a reader that stops taking
+    them parses no more): with `fast` (no fragmented message under way here) and wsproto
+    between messages, the whole small text frames at the start parsed here
+    (framing.whole_texts), then the rest, and all of it otherwise, by wsproto."""
+    taken = 0
+    if fast and _between_messages(ws):
+        for text, end in whole_texts(data, limit):
+            taken = end
+            yield TextMessage(text)
+    if taken < len(data):
+        ws.receive_data(data[taken:] if taken else data)
+    del data
+    yield from ws.events()
+
+
 def _between_messages(ws: WSConnection) -> bool:
     """Whether wsproto holds nothing of a frame or of a fragmented message, and no extension
     is on: where the reader may parse whole text frames itself (framing.whole_texts). Read
-    from wsproto's parser (pinned in requirements.txt), which has no public getter for it."""
+    from wsproto's parser (pinned in requirements.txt), which has no public getter for it.
+    Not asked after a close frame or a protocol error: the reader returns at that event."""
     proto = ws._proto
     decoder = proto._frame_decoder
     return (
@@ -553,18 +569,7 @@ class Connection:
                 return
             self.last_seen = monotonic()
             gevent.sleep(0)  # a client sending fast must not keep the Hub and writers waiting
-            # The common frames first, parsed here when wsproto is between messages (nothing
-            # of a frame or a fragmented message held) and no extension is on; the rest, and
-            # all of it otherwise, by wsproto. The same checks follow for both.
-            whole: list[TextMessage] = []
-            if not parts and _between_messages(ws):
-                texts, taken = whole_texts(data, limit)
-                whole = [TextMessage(text) for text in texts]
-                data = data[taken:]
-            if data:
-                ws.receive_data(data)
-            del data  # see below
-            for event in chain(whole, ws.events()):
+            for event in _events(ws, data, limit, fast=not parts):
                 handled += 1
                 if handled % TURN_EVERY == 0:
                     gevent.sleep(0)
@@ -599,8 +604,7 @@ class Connection:
                     return
             # While it waits for the next read, the reader holds nothing it read: not its bytes
             # (up to RECV_BYTES), nor the last event, chunk or message (up to max_frame_bytes).
-            event = chunk = message = None
-            whole = []
+            event = chunk = message = data = None
 
     def end(self) -> None:
         """After the reader has returned: let the writer finish (bounded), then drop the socket."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import IntEnum
 
 
@@ -23,11 +23,14 @@ class Opcode(IntEnum):
 
 
 FIN, RSV1, MASKED = 0x80, 0x40, 0x80
+WHOLE_TEXT_MAX = 4096  # bytes: a longer client frame is wsproto's to parse (whole_texts)
 
 
-def frame(opcode: int, payload: bytes, *, fin: bool = True, rsv1: bool = False, mask: bool = False) -> bytes:
+def frame(
+    opcode: int, payload: bytes, *, fin: bool = True, rsv1: bool = False, mask: bool = False, key: bytes = b""
+) -> bytes:
     """One whole frame. A server's frames are unmasked; a client's must be masked (`mask`: a
-    random key, as RFC 6455 asks of clients). `rsv1` marks a compressed message."""
+    random key, as RFC 6455 asks of clients, or `key`). `rsv1` marks a compressed message."""
     first = (FIN if fin else 0) | (RSV1 if rsv1 else 0) | opcode
     size = len(payload)
     masked = MASKED if mask else 0
@@ -39,7 +42,7 @@ def frame(opcode: int, payload: bytes, *, fin: bool = True, rsv1: bool = False, 
         header = struct.pack("!BBQ", first, masked | 127, size)
     if not mask:
         return header + payload
-    key = os.urandom(4)
+    key = key or os.urandom(4)
     keys = (key * (size // 4 + 1))[:size]  # XOR as one big integer: far faster than byte by byte
     return header + key + (int.from_bytes(payload, "big") ^ int.from_bytes(keys, "big")).to_bytes(size, "big")
 
@@ -146,30 +149,32 @@ def render(batches: list[Batch], deflate: bool, seen_through: int | None = None)
     return message_frame(b"\n".join(batch.payload for batch in batches), deflate=deflate)
 
 
-def whole_texts(data: bytes, limit: int) -> tuple[list[str], int]:
+def whole_texts(data: bytes, limit: int) -> Iterator[tuple[str, int]]:
     """The text messages at the start of `data` (a client's bytes, read from a frame boundary)
     that are each one whole frame: FIN, no RSV bit, masked, a length of one byte or a minimal
-    two, at most `limit` bytes, valid UTF-8; and where the first frame that is not one begins.
-    Everything from there (control frames, fragments, compressed or bigger messages, bad
-    UTF-8, a frame not all read yet) is wsproto's to parse, and to refuse. Written by hand for
-    the common frame only: wsproto takes about 18 us for such a frame, this 2 (a whole
-    message's XOR as one big integer), and a message taken in is the ingest's first cost."""
-    texts: list[str] = []
-    pos, end = 0, len(data)
-    while end - pos >= 6 and data[pos] == FIN | Opcode.TEXT and data[pos + 1] & MASKED:
+    two, at most `limit` and WHOLE_TEXT_MAX bytes, valid UTF-8; each with where its frame ends.
+    Lazily: a reader that stops taking (a client past its frame budget) parses no more.
+    Everything from the first frame that is not one (control frames, fragments, compressed or
+    bigger messages, bad UTF-8, a frame not all read yet) is wsproto's to parse, and to
+    refuse. Written by hand for the common frame only: wsproto takes about 18 us for a small
+    one, this 2 (the XOR of a whole payload as one big integer, no faster than wsproto's
+    strided XOR past a few KB), and a message taken in is the ingest's first cost."""
+    pos, end, first = 0, len(data), FIN | Opcode.TEXT
+    limit = min(limit, WHOLE_TEXT_MAX)
+    while end - pos >= 6 and data[pos] == first and data[pos + 1] & MASKED:
         size, start = data[pos + 1] & 0x7F, pos + 6
         if size == 126:
             size, start = int.from_bytes(data[pos + 2 : pos + 4], "big"), pos + 8
             if size < 126:  # not minimal: wsproto's protocol error
-                break
+                return
         elif size == 127:
-            break
+            return
         if size > limit or start + size > end:
-            break
+            return
         key = int.from_bytes(data[start - 4 : start] * (size // 4 + 1), "little") & ((1 << 8 * size) - 1)
         try:
-            texts.append((int.from_bytes(data[start : start + size], "little") ^ key).to_bytes(size, "little").decode())
+            text = (int.from_bytes(data[start : start + size], "little") ^ key).to_bytes(size, "little").decode()
         except UnicodeDecodeError:
-            break
+            return
         pos = start + size
-    return texts, pos
+        yield text, pos

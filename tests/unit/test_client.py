@@ -16,9 +16,10 @@ from gevent.queue import Full
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionType
 from wsproto.events import CloseConnection, Event, Ping, TextMessage
+from wsproto.extensions import PerMessageDeflate
 
 from chatapp.config import Config
-from chatapp.realtime.client import CLOSED, CLOSING, CONNECTING, OPEN, Connection, SendQueue
+from chatapp.realtime.client import CLOSED, CLOSING, CONNECTING, OPEN, Connection, SendQueue, _between_messages
 from chatapp.realtime.framing import Batch, Opcode, frame
 from chatapp.realtime.hub import PING
 from chatapp.realtime.protocol import CloseCode, ErrorCode, encode
@@ -332,3 +333,29 @@ def test_what_the_hub_offers_after_a_close_asked_for_while_connecting_is_dropped
     events, code = peer.until_close()
     assert code == CloseCode.SERVICE_RESTART
     assert [e.get("text") or e.get("code") or e["type"] for e in events] == ["welcome", "before", "resync"]
+
+
+def test_the_reader_parses_frames_itself_only_where_wsproto_holds_nothing() -> None:
+    """_between_messages reads wsproto's parser (pinned): the fast path of whole text frames
+    may start only between messages, with no extension on; a wsproto that changed inside
+    fails here, not in production."""
+
+    def fed(*chunks: bytes, extensions: list | None = None) -> WSConnection:
+        ws = WSConnection(ConnectionType.SERVER, extensions)
+        for chunk in chunks:
+            ws.receive_data(chunk)
+            list(ws.events())
+        return ws
+
+    whole = frame(Opcode.TEXT, b"hello", mask=True)
+    assert _between_messages(fed()) and _between_messages(fed(whole))
+    assert not _between_messages(fed(whole[:1]))  # a header begun
+    assert not _between_messages(fed(whole[:6]))  # a header read, its payload not yet
+    assert not _between_messages(fed(whole[:-2]))  # a payload begun
+    assert not _between_messages(fed(frame(Opcode.TEXT, b"frag", fin=False, mask=True)))  # a message begun
+    deflate = PerMessageDeflate()
+    deflate.finalize("permessage-deflate")
+    assert not _between_messages(fed(extensions=[deflate]))
+    closing = fed()
+    closing.send(CloseConnection(code=1000))
+    assert not _between_messages(closing)

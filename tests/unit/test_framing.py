@@ -12,7 +12,16 @@ from wsproto.connection import ConnectionType
 from wsproto.events import BytesMessage, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
-from chatapp.realtime.framing import Batch, Opcode, frame, header, message_frame, render, whole_texts
+from chatapp.realtime.framing import (
+    WHOLE_TEXT_MAX,
+    Batch,
+    Opcode,
+    frame,
+    header,
+    message_frame,
+    render,
+    whole_texts,
+)
 from chatapp.realtime.protocol import encode
 from tests.helpers import events_of
 
@@ -122,31 +131,85 @@ def test_encoded_events_in_one_frame_split_back_exactly(events: list[dict]) -> N
     ] == [events]
 
 
-# A client's frames of every kind whole_texts meets: what it takes, and what it leaves to wsproto.
-CLIENT_FRAMES = st.one_of(
-    st.text(max_size=300).map(lambda text: frame(Opcode.TEXT, text.encode(), mask=True)),
-    st.sampled_from([0, 125, 126, 65535, 65536]).map(lambda n: frame(Opcode.TEXT, b"x" * n, mask=True)),
-    st.just(frame(Opcode.PING, b"p", mask=True)),
-    st.just(frame(Opcode.BINARY, b"\x00\x01", mask=True)),
-    st.just(frame(Opcode.TEXT, b"frag", fin=False, mask=True) + frame(Opcode.CONTINUATION, b"ment", mask=True)),
-    st.just(frame(Opcode.TEXT, b"\xff\xfe", mask=True)),  # not UTF-8: wsproto's 1007
-    st.just(frame(Opcode.TEXT, b"plain", mask=False)),  # unmasked: wsproto's 1002
-    st.just(b"\x81\xfe\x00\x05abcd" + bytes(b ^ k for b, k in zip(b"short", b"abcda", strict=True))),  # 126 for 5
-)
+# A client's frames of every kind whole_texts meets: (the frame, its text if whole_texts may
+# take it within a limit, else None), each masked with a drawn key, so that examples replay.
+@st.composite
+def client_frames(draw: st.DrawFn) -> tuple[bytes, str | None]:
+    key = draw(st.binary(min_size=4, max_size=4))
+    kind = draw(
+        st.sampled_from(["text", "text", "sized", "ping", "binary", "fragment", "bad", "unmasked", "rsv1", "long"])
+    )
+    if kind in ("text", "sized"):
+        text = (
+            draw(st.text(max_size=300))
+            if kind == "text"
+            else "x" * draw(st.sampled_from([125, 126, 4096, 4097, 65535, 65536]))
+        )
+        return frame(Opcode.TEXT, text.encode(), mask=True, key=key), text
+    if kind == "ping":
+        return frame(Opcode.PING, b"p", mask=True, key=key), None
+    if kind == "binary":
+        return frame(Opcode.BINARY, b"\x00\x01", mask=True, key=key), None
+    if kind == "fragment":
+        return frame(Opcode.TEXT, b"fr", fin=False, mask=True, key=key) + frame(
+            Opcode.CONTINUATION, b"ag", mask=True, key=key
+        ), None
+    if kind == "bad":  # not UTF-8 (a lone surrogate, an overlong NUL, a stray byte): wsproto's 1007
+        return frame(
+            Opcode.TEXT, draw(st.sampled_from([b"\xed\xa0\x80", b"\xc0\x80", b"\xff"])), mask=True, key=key
+        ), None
+    if kind == "unmasked":
+        return frame(Opcode.TEXT, b"plain"), None
+    if kind == "rsv1":
+        return frame(Opcode.TEXT, b"squeezed", rsv1=True, mask=True, key=key), None
+    # a length in two bytes where one would do: wsproto's 1002
+    return b"\x81\xfe\x00\x05" + key + bytes(b ^ k for b, k in zip(b"short", key * 2, strict=False)), None
 
 
-@settings(max_examples=300)
-@given(frames=st.lists(CLIENT_FRAMES, max_size=8), cut=st.integers(min_value=0, max_value=10))
-def test_whole_texts_takes_what_wsproto_would_make_of_the_same_bytes_and_stops_where_it_must(
-    frames: list[bytes], cut: int
-) -> None:
-    """Against wsproto as the server (an independent decoder): the texts taken are the text
-    messages wsproto makes of the same bytes, up to the first frame that is not a whole,
-    minimal, masked, valid text frame within the limit (or one cut short), where it stops."""
-    data = b"".join(frames)
-    data = data[: len(data) - cut] if cut < len(data) else data
-    texts, taken = whole_texts(data, 65536)
+def wsproto_events(data: bytes) -> list[tuple[str, object]]:
     server = WSConnection(ConnectionType.SERVER)
-    server.receive_data(data[:taken])
-    assert [event.data for event in server.events()] == texts  # the same messages, nothing left over
-    assert taken == sum(len(f) for f in frames[: len(texts)])
+    server.receive_data(data)
+    return [(type(e).__name__, getattr(e, "data", getattr(e, "code", None))) for e in server.events()]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    frames=st.lists(client_frames(), max_size=8),
+    cut=st.integers(min_value=0, max_value=10),
+    limit=st.sampled_from([0, 125, 126, 300, 4096, 1 << 20]),
+)
+def test_whole_texts_takes_exactly_the_whole_text_frames_wsproto_would_and_leaves_it_the_rest(
+    frames: list[tuple[bytes, str | None]], cut: int, limit: int
+) -> None:
+    """Against wsproto as the server (an independent decoder): whole_texts takes every leading
+    frame it may (a whole, masked, minimal, valid text frame within the limit and
+    WHOLE_TEXT_MAX), no other, each ending where its frame ends; and wsproto, given the rest,
+    makes of it what it makes of those bytes after the same messages."""
+    data = b"".join(f for f, _text in frames)
+    data = data[: max(0, len(data) - cut)]
+    expected, end = [], 0
+    for raw, text in frames:
+        if text is None or len(text.encode()) > min(limit, WHOLE_TEXT_MAX) or end + len(raw) > len(data):
+            break
+        end += len(raw)
+        expected.append((text, end))
+    taken = list(whole_texts(data, limit))
+    assert taken == expected
+    rest = data[expected[-1][1] :] if expected else data
+    assert wsproto_events(data) == [("TextMessage", text) for text, _end in expected] + wsproto_events(rest)
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (frame(Opcode.TEXT, b"x" * 65536, mask=True, key=b"abcd"), "a length in eight bytes"),
+        (frame(Opcode.TEXT, b"x" * (WHOLE_TEXT_MAX + 1), mask=True, key=b"abcd"), "past WHOLE_TEXT_MAX"),
+        (frame(Opcode.TEXT, b"squeezed", rsv1=True, mask=True, key=b"abcd"), "an RSV bit"),
+        (frame(Opcode.TEXT, b"\xed\xa0\x80", mask=True, key=b"abcd"), "a surrogate"),
+    ],
+)
+def test_whole_texts_leaves_to_wsproto(raw: bytes, why: str) -> None:
+    """The frames it must leave, with a key that keeps every masked byte ASCII (so that only
+    the check, not a failed decode, can leave them): nothing is taken, and wsproto reads it."""
+    before = frame(Opcode.TEXT, b"first", mask=True, key=b"abcd")
+    assert list(whole_texts(before + raw, 1 << 20)) == [("first", len(before))], why
