@@ -58,8 +58,24 @@ class RedisClusterServers:
         self.url = self.nodes[0].url
 
     def start(self) -> RedisClusterServers:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # the nodes that did start: none left running past the test
+            raise
+
+    def _start(self) -> RedisClusterServers:
         for node in self.nodes:
-            self.start_node(node)
+            for attempt in range(3):
+                try:
+                    self.start_node(node)
+                    break
+                except RuntimeError:  # its port or bus port taken since it was chosen (a busy machine)
+                    if attempt == 2:
+                        raise
+                    node.port = cluster_port()
+                    node.url = f"redis://127.0.0.1:{node.port}/0"
+        self.url = self.nodes[0].url
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
         subprocess.run(
             [REDIS_CLI, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],

@@ -310,7 +310,7 @@ class RedisServer:
         command += ["--save", "", "--appendonly", "yes", "--appendfsync", "always", *extra]
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.proc.poll() is None:  # exited: its port was taken
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
                     if self.tls:
@@ -320,9 +320,12 @@ class RedisServer:
                         return self
             except OSError:
                 time.sleep(0.02)  # a process that is starting: there is no event to await
-        raise RuntimeError("redis-server did not start")
+        self.stop()  # not left running for the garbage collector to warn of
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+        elif self.proc is not None:
+            self.proc.wait()  # reaped: no warning of a process still running
