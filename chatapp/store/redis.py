@@ -41,11 +41,12 @@ import redis
 from redis.exceptions import RedisClusterException
 
 from ..realtime.protocol import encode
+from ..redis_errors import REDIS_ERRORS
 from ..unavailable import Unavailable, unavailable_on
 from . import History, Message, sender
 
 log = logging.getLogger(__name__)
-_unavailable = unavailable_on("the message store (Redis)", redis.RedisError, RedisClusterException)
+_unavailable = unavailable_on("the message store (Redis)", *REDIS_ERRORS)
 # What says a Redis (or one master) is away, or a slot is on the move, rather than refusing the
 # message: each becomes Unavailable for the messages of its room, which the page sends again.
 _AWAY = (
@@ -220,7 +221,7 @@ class RedisStore:
             try:
                 client = self._redis.get_redis_connection(self._redis.get_node(node_name=name))
                 replies = self._pipelined(client, [calls[i] for i in indexes], wait)
-            except (redis.RedisError, RedisClusterException) as exc:  # the master is away: a failover?
+            except REDIS_ERRORS as exc:  # the master is away: a failover?
                 replies, wait = [exc] * len(indexes), False
             if wait and not replies.pop():  # no replica has it in time: at risk, and not waited for a while
                 self._unreplicated[name] = monotonic() + UNREPLICATED_FOR
@@ -258,7 +259,7 @@ class RedisStore:
         waiting for a replica: a rare case, at risk in a failover like an unreplicated batch)."""
         try:
             return _appended(self._append(keys=call[0], args=call[1]))
-        except (redis.RedisError, RedisClusterException) as exc:
+        except REDIS_ERRORS as exc:
             return exc
 
     @_unavailable

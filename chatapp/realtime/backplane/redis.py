@@ -54,8 +54,8 @@ from typing import Protocol
 import gevent
 import redis
 from gevent.event import Event
-from redis.exceptions import RedisClusterException
 
+from ...redis_errors import REDIS_ERRORS
 from ...unavailable import Unavailable
 from . import Deliver, InUse, OnChange, unattached
 
@@ -228,7 +228,7 @@ class RedisBackplane:
         message lost here is in the store: clients get it when they resume."""
         try:
             self._nodes.publish(channel(room), b"%b\n%b" % (b"" if seq is None else b"%d" % seq, event))
-        except (redis.RedisError, RedisClusterException) as exc:  # an outage: the listener sees it too
+        except REDIS_ERRORS as exc:  # an outage: the listener sees it too
             log.error("publish to %s lost: %s", room, exc)
 
     def start(self) -> None:
@@ -379,7 +379,7 @@ class _Link:
                 self._connect(pubsub)
                 for message in self._heard(pubsub):
                     self._handle(message)
-            except (redis.RedisError, RedisClusterException) as exc:
+            except REDIS_ERRORS as exc:
                 if not self.retired:
                     log.warning("backplane: Redis connection lost (%s); retrying in %.1f s", exc, self._backoff)
             except Exception:  # a bug must not end delivery for good
@@ -399,7 +399,7 @@ class _Link:
             self._backoff = min(self._backoff * 2, BACKOFF_CAP)
             try:
                 self._backplane._replan()  # a failover: some rooms (or all) are served elsewhere now
-            except (redis.RedisError, RedisClusterException) as exc:  # no node answers: the next round asks again
+            except REDIS_ERRORS as exc:  # no node answers: the next round asks again
                 log.warning("backplane: cannot ask Redis where rooms are served (%s)", exc)
 
     def _connect(self, pubsub: redis.client.PubSub) -> None:

@@ -33,8 +33,8 @@ from time import monotonic
 
 import gevent
 import redis
-from redis.exceptions import RedisClusterException
 
+from ...redis_errors import REDIS_ERRORS
 from ...unavailable import unavailable_on
 from ..hub import Hub
 from . import BEATS, Counted, Info, Report
@@ -61,7 +61,7 @@ def _key(room: str) -> str:
     return f"chat:{{{room}}}:presence"
 
 
-_unavailable = unavailable_on("presence (Redis)", redis.RedisError, RedisClusterException)
+_unavailable = unavailable_on("presence (Redis)", *REDIS_ERRORS)
 
 LIFETIME = 0.75  # an entry's deadline, in PRESENCE_TTLs after its renewal: LIFETIME + 1/BEATS = 1
 LEASE_BEATS = 2  # the lease's lifetime, in heartbeats, after it is taken or extended
@@ -115,7 +115,7 @@ class RedisPresence:
     def _list(self, room: str) -> None:
         try:
             self._redis.sadd(ROOMS, room)
-        except (redis.RedisError, RedisClusterException) as exc:  # the next heartbeat lists it
+        except REDIS_ERRORS as exc:  # the next heartbeat lists it
             log.warning("presence: %s not listed yet (%s)", room, exc)
 
     @_unavailable
@@ -176,7 +176,7 @@ class RedisPresence:
         if self._lease.local.token is not None:
             try:
                 self._lease.release()
-            except (redis.RedisError, RedisClusterException):  # lapsed already, or Redis away
+            except REDIS_ERRORS:  # lapsed already, or Redis away
                 self._lease.local.token = None
 
     def _beat(self) -> None:
@@ -187,7 +187,7 @@ class RedisPresence:
             try:
                 if self.leased(self.renew()):
                     self._on_counted(self.sweep())
-            except (redis.RedisError, RedisClusterException) as exc:
+            except REDIS_ERRORS as exc:
                 self._steady_since = None
                 log.warning("presence: Redis unavailable (%s)", exc)
             except Exception:
