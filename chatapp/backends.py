@@ -198,9 +198,11 @@ def _cluster_client(url: str, options: dict[str, Any]) -> Any:
     gunicorn's timeout is killed and started again, the others serving on."""
     import redis
 
+    from .redis_errors import REDIS_ERRORS
+
     while True:
         try:
             return redis.RedisCluster.from_url(url, **options)
-        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("REDIS_URL: the cluster cannot be reached (%s); trying again in %.0f s", exc, CLUSTER_RETRY)
             time.sleep(CLUSTER_RETRY)

@@ -12,9 +12,10 @@ extends each beat, taken by another worker's next beat once its holder stops ext
 So a sweep costs every room once per beat, not once per worker, and goes pipelined: a few
 round trips per beat however many rooms there are. The sweep's script counts each room's
 members as it goes: the holder reports the counts (on_counted). Only a steady worker holds
-the lease: one whose heartbeat is not steady gives it up. A holder that dies leaves the lease within
-LEASE_BEATS beats, and the next sweep still comes within PRESENCE_TTL of its death: its
-members' deadlines pass 3/4 TTL after its last renewal, by when the lease has moved on.
+the lease: one whose heartbeat is not steady gives it up. A holder that dies leaves the
+lease within LEASE_BEATS beats, and the next sweep still comes within PRESENCE_TTL of its
+death: its members' deadlines pass 3/4 TTL after its last renewal, by when the lease has
+moved on.
 
 A stalled Redis (or a stalled worker) must not look like dead workers: during a stall no one
 renews, and the first sweep after it would find every deadline passed. So a worker sweeps only
