@@ -49,10 +49,15 @@ except ConfigError as exc:
 _host = os.environ.get("HOST") or ("0.0.0.0" if os.environ.get("PORT") else "127.0.0.1")
 bind = [f"{_host}:{_config.port}"]
 worker_class = "gevent"
-# Requests in flight per worker (gevent's default of 1,000 would cap them; `ulimit -n` must
-# allow it). A WebSocket counts only during its handshake: its request ends there and the
-# connection lives on in a greenlet of the realtime layer (chatapp/realtime/endpoint.py).
-worker_connections = 20000
+# Requests in flight per worker: HTTP requests, keep-alive connections between them, and
+# WebSocket handshakes (a WebSocket counts only until its handshake is answered: the
+# connection then lives on in a greenlet of the realtime layer, chatapp/realtime/endpoint.py,
+# uncounted). Past it the worker stops accepting, and the rest wait in the kernel's backlog
+# (2,048) until these are done. Without the bound, a storm of connects (every client back
+# after a deploy) is accepted at once and queues seconds of handshakes ahead of the Hub's
+# next turn: 3,000 at once delayed a talking pair's messages by 2.4-2.9 s with 20,000 or
+# 1,000 here, 0.4-0.5 s with 200 (docs/performance.md, "A storm of connects").
+worker_connections = 200
 graceful_timeout = 20  # SIGTERM: clients are told to reconnect (1001) well within this
 control_socket_disable = True  # no gunicornc; two servers on one machine would share its path
 logconfig_dict = gunicorn_logconfig(_config.log_format)  # LOG_FORMAT=json: gunicorn's lines too

@@ -52,6 +52,9 @@ class Config:
     # Open WebSockets per client address on one worker (0: no cap); past it, HTTP 429 before
     # the upgrade. An office or a mobile carrier can put many people behind one address.
     max_connections_per_ip: int = 100
+    # Open WebSockets on one worker (0: no cap); past it, HTTP 503 before the upgrade, so that
+    # a load balancer can try another worker. Each costs a file descriptor (`ulimit -n`).
+    max_connections: int = 20000
     chat_echo_route: bool = False  # 1: /ws/echo echoes every message (for conformance suites)
     max_rooms: int = 10000  # rooms with clients on one worker (0: no cap); a new one past it is refused
     chat_api_token: str | None = None
@@ -105,6 +108,7 @@ class Config:
             ("address_rate_limit", 0),
             ("announce_limit", 0),
             ("max_connections_per_ip", 0),
+            ("max_connections", 0),
             ("connect_rate_limit", 0),
             ("max_rooms", 0),
         ):
@@ -246,6 +250,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "address_rate_limit": _integer,
     "announce_limit": _integer,
     "max_connections_per_ip": _integer,
+    "max_connections": _integer,
     "max_rooms": _integer,
     "chat_echo_route": _flag,
     "chat_api_token": _text,

@@ -121,6 +121,28 @@ def _origin(url: str) -> tuple[str, str, int] | None:
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+class WorkerCap:
+    """At most `limit` open WebSockets on this worker (0: no cap), counted by `running`; past
+    it, 503 with Retry-After, before the upgrade (a load balancer may try another worker).
+    Upgrades under way are not counted yet: a burst may pass it by those in flight (at most
+    gunicorn's worker_connections)."""
+
+    RETRY_AFTER = "10"  # seconds, in the 503's Retry-After
+
+    def __init__(self, limit: int, running: Callable[[], int]) -> None:
+        self.limit = limit
+        self._running = running
+
+    def __call__(self, upgrade: Upgrade) -> None:
+        if self.limit and self._running() >= self.limit:
+            raise Refused(
+                503,
+                "server_full",
+                f"this server holds {self.limit} connections; try again later",
+                {"Retry-After": self.RETRY_AFTER},
+            )
+
+
 class PerAddressRate:
     """At most `limit` upgrades per `per` seconds per client address on this worker (0: no cap),
     whether or not they stay open: a client that connects and closes in a loop is slowed to

@@ -29,6 +29,7 @@ from typing import NamedTuple, Protocol
 from gevent.event import Event
 from gevent.queue import Queue
 
+from ..unavailable import Unavailable
 from .framing import Batch
 from .metrics import Stats
 from .protocol import CloseCode, ErrorCode
@@ -36,7 +37,9 @@ from .protocol import CloseCode, ErrorCode
 log = logging.getLogger(__name__)
 
 MAX_ROUND = 512  # commands handled per round: bounds a round's latency and a batch's size
-ACK_TIMEOUT = 5.0  # seconds a joiner waits for the Hub before giving up (the Hub is stuck)
+# Seconds a joiner waits for the Hub before giving up: the Hub is stuck, or the worker so busy
+# (a storm of connects queued ahead of it) that the client had better come back later.
+ACK_TIMEOUT = 5.0
 
 
 class PingTick:
@@ -108,8 +111,9 @@ class CloseAll(NamedTuple):
 Command = Register | Unregister | Join | Leave | Publish | TellAll | PingAll | CloseAll
 
 
-class HubStuck(RuntimeError):
-    """The Hub did not answer within ACK_TIMEOUT."""
+class HubStuck(Unavailable):
+    """The Hub did not answer within ACK_TIMEOUT, or could not take the joiner: the client is
+    refused as when a backend is away (`unavailable`, 1013 on connect), and may try again."""
 
 
 class Hub:

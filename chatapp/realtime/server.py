@@ -31,7 +31,7 @@ from ..config import Config
 from . import endpoint
 from .backplane import Backplane, MemoryBackplane
 from .client import Connection
-from .handshake import Hook, PerAddressCap, PerAddressRate, check_handshake, check_origin
+from .handshake import Hook, PerAddressCap, PerAddressRate, WorkerCap, check_handshake, check_origin
 from .hub import Hub
 from .lifecycle import Lifecycle
 from .presence import BEATS, HubPresence, Info, Presence
@@ -71,15 +71,16 @@ class Realtime:
         self._expired: PresenceHandler | None = None
         self._restored: PresenceHandler | None = None
         self._counted: CountsHandler | None = None
+        self._lifecycle = Lifecycle(config, self._hub, self._backplane, self._presence)
+        self._sessions = Sessions(config, self._hub, self._presence, self._handlers, self.start)
         # The layer's own hooks first; an app's (before_upgrade) run after them.
         self._hooks: list[Hook] = [
             check_handshake,
             check_origin(config.allowed_origins),
+            WorkerCap(config.max_connections, lambda: self._sessions.running),
             PerAddressCap(config.max_connections_per_ip),
             PerAddressRate(config.connect_rate_limit, CONNECT_WINDOW),
         ]
-        self._lifecycle = Lifecycle(config, self._hub, self._backplane, self._presence)
-        self._sessions = Sessions(config, self._hub, self._presence, self._handlers, self.start)
         self._shutting_down = False  # shutdown() was called
 
     # -- handlers ---------------------------------------------------------------------------

@@ -121,3 +121,20 @@ def test_the_request_ends_at_the_handshake_and_its_connection_keeps_nothing_of_i
     assert isinstance(second.next(), CloseConnection)
     second.close()
     assert rt.drain(5)  # its session is over
+
+
+def test_a_worker_past_max_connections_refuses_the_upgrade_with_503_in_json() -> None:
+    app = Flask(__name__)
+    rt = Realtime(Config(max_connections=1))
+    rt.init_app(app)
+    rt.on_connect(lambda conn: conn.send({"type": "welcome"}))
+    first = upgrade(app)
+    assert isinstance(first, Client)
+    first.next()
+    assert upgrade(app) == 503
+    first.close()
+    assert isinstance(first.next(), CloseConnection)
+    assert rt.drain(5)
+    assert isinstance(upgrade(app), Client)  # room again
+    while SOCKETS:
+        SOCKETS.pop().close()

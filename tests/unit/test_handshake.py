@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from chatapp.realtime.handshake import PerAddressCap, PerAddressRate, Refused, Upgrade, check_handshake, check_origin
+from chatapp.realtime.handshake import (
+    PerAddressCap,
+    PerAddressRate,
+    Refused,
+    Upgrade,
+    WorkerCap,
+    check_handshake,
+    check_origin,
+)
 
 GOOD = {
     "Upgrade": "websocket",
@@ -75,6 +83,15 @@ def test_connections_per_address_are_capped_until_a_request_ends() -> None:
     cap(upgrade())
     second.end()
     assert cap.open == {"127.0.0.2": 1, "127.0.0.3": 1}
+
+
+def test_a_worker_holding_its_cap_of_connections_refuses_more_with_503() -> None:
+    running = [2]
+    cap = WorkerCap(2, lambda: running[0])
+    assert refusal(cap, upgrade()) == (503, "server_full", {"Retry-After": "10"})
+    running[0] = 1
+    cap(upgrade())
+    WorkerCap(0, lambda: 10**9)(upgrade())  # 0: no cap
 
 
 def test_no_cap_counts_nothing() -> None:

@@ -15,7 +15,8 @@ from wsproto.events import CloseConnection, TextMessage
 
 from chatapp.config import Config
 from chatapp.realtime import Connection, ErrorCode, ProtocolError, Realtime, Upgrade
-from tests.unit.fakes import listener
+from chatapp.realtime import hub as hub_module
+from tests.unit.fakes import Listener, listener
 
 
 class Peer:
@@ -127,3 +128,29 @@ def test_a_connect_handler_that_refuses_closes_with_1008_and_no_disconnect(rt: R
     assert peer.closed() == 1008
     session.get(timeout=10)
     assert seen == []
+
+
+def test_a_hub_that_does_not_answer_a_join_refuses_the_client_as_unavailable_without_a_traceback(
+    rt: Realtime, serve, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker too busy to answer within ACK_TIMEOUT (a storm of connects queued ahead of the
+    Hub) sheds the joiner: `unavailable` and 1013, a warning, no traceback and no 1011."""
+    monkeypatch.setattr(hub_module, "ACK_TIMEOUT", 0.2)
+
+    class Busy(Listener):
+        def offer(self, item: object) -> bool:
+            gevent.sleep(1.0)  # a Hub round that does not end: no join is answered meanwhile
+            return True
+
+    busy = Busy("busy")
+    rt._hub.register(busy)
+    rt.join(busy, "r")  # type: ignore[arg-type]
+    rt.on_connect(lambda conn: rt.join(conn, "r"))
+    rt.emit("r", {"type": "note"})  # the Hub is in `busy.offer` from now on for a second
+    session, peer = serve({})
+    refusal = peer.next()
+    assert (refusal["type"], refusal["code"]) == ("error", "unavailable"), refusal
+    assert peer.closed() == 1013
+    session.get(timeout=10)
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    assert any("refused" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
