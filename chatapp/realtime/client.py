@@ -9,7 +9,7 @@ Greenlets of a connection:
   byte is out (a non-blocking send, then gevent's `sendall`), and nobody else writes, so
   frames are whole and never interleaved (simple-websocket's `send` uses a bare `sock.send`,
   which can write part of a frame to a slow client, and its own thread writes pongs beside
-  the app; we use neither: see realtime.py). When it runs: Connection's docstring.
+  the app; we use neither: see endpoint.py). When it runs: Connection's docstring.
 
 State and its owners:
 - `state`: moved by `start_writer` (the reader's greenlet), `close` (any greenlet) and the

@@ -9,6 +9,7 @@ import threading
 import time
 import zlib
 
+from chatapp.realtime import framing
 from tests.helpers import TIMEOUT, Client, RawClient
 
 PING, PONG, CLOSE, TEXT = 0x9, 0xA, 0x8, 0x1
@@ -224,15 +225,16 @@ def violation(server, frame: bytes) -> tuple[int, RawClient]:
 
 
 def masked_frame(first: int, payload: bytes, length: int | None = None) -> bytes:
-    """A client frame with `first` as its first byte (FIN, RSV, opcode), masked with zeros."""
+    """A client frame with `first` as its first byte (FIN, RSV, opcode), masked with zeros
+    (framing.frame); with `length`, one whose header says `length` bytes but only `payload` follows."""
     size = len(payload) if length is None else length
-    header = bytes((first, 0x80 | size)) if size < 126 else bytes((first, 0x80 | 126)) + struct.pack("!H", size)
-    return header + b"\0\0\0\0" + payload
+    whole = framing.frame(first, payload.ljust(size, b"\0"), fin=False, mask=True, key=bytes(4))
+    return whole[: len(whole) - (size - len(payload))]
 
 
 def test_socket_level_violations_get_1002_and_disturb_nobody(server) -> None:
     cases = {
-        "unmasked": bytes((0x81, 2)) + b"{}",
+        "unmasked": framing.frame(framing.Opcode.TEXT, b"{}"),
         "reserved opcode 0x3": masked_frame(0x83, b"x"),
         "reserved opcode 0xB": masked_frame(0x8B, b"x"),
         "RSV1 without deflate": masked_frame(0xC1, b"{}"),

@@ -133,7 +133,7 @@ Open = Callable[..., tuple[Connection, Peer]]
 def open_() -> Iterator[Open]:
     """Open connections on socket pairs (on TCP with `tcp`), with their readers running unless
     `reader=False`; when the test is over, each peer goes and the connection ends as under
-    realtime.py."""
+    a session (session.py)."""
     opened: list[tuple[Connection, Peer, socket.socket]] = []
 
     def make(reader: bool = True, tcp: bool = False, **settings: Any) -> tuple[Connection, Peer]:
