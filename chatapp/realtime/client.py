@@ -5,7 +5,9 @@ Greenlets of a connection:
   is answered. `read_pump` is the only code that reads the socket and the only caller of
   wsproto's `receive_data`.
 - the writer runs `_write_pump`, the only code that writes the socket (events, pings, pongs,
-  the close frame) and the only caller of wsproto's `send`. Its `_write` sends until every
+  the close frame) and the only caller of wsproto's `send`: a greenlet of its own, started
+  when something is queued, or, for the first write (the welcome), the reader's greenlet as
+  it ends the connect phase (`start_writer`). `_writer` names the one; never two at once. Its `_write` sends until every
   byte is out (a non-blocking send, then gevent's `sendall`), and nobody else writes, so
   frames are whole and never interleaved (simple-websocket's `send` uses a bare `sock.send`,
   which can write part of a frame to a slow client, and its own thread writes pongs beside
@@ -411,13 +413,19 @@ class Connection:
     # -- the writer greenlet ------------------------------------------------------------------
     def start_writer(self) -> None:
         """End the connect phase (the reader's greenlet, after the connect handler): what was
-        sent to this client alone goes out first, then what the Hub offered meanwhile."""
+        sent to this client alone goes out first, then what the Hub offered meanwhile. This
+        greenlet writes it (the welcome) itself, as the writer: a greenlet started for one
+        write and ended at the next PING cost every connect a greenlet and its stack. What
+        comes while it writes is left to a writer started then."""
         self._move(OPEN if self._close is None else CLOSING)
         held = self._held_sent + self._held_offered
         self._held_sent, self._held_offered = [], []
         for item in held:
             self._queue.put_nowait(item)  # it fits: held kept to the same bounds (_can_hold)
-        if held or self.state is CLOSING:
+        if held and self.state is OPEN:
+            self._writer = gevent.getcurrent()
+            self._write_pump(once=True)
+        elif held or self.state is CLOSING:
             self._run_writer()
 
     def _run_writer(self) -> None:
@@ -428,16 +436,18 @@ class Connection:
         else:
             self._queue.wake()
 
-    def _write_pump(self) -> None:
-        """The writer: the only code that writes this socket. Ends after a ping interval with
-        nothing to write (OPEN: the next offer starts another), or for good (CLOSED) after the
-        close frame, on a write error or timeout, or when the peer has been silent too long;
-        then it shuts the socket down so the reader wakes up too. Not when the peer reset the
-        connection: the kernel wakes the reader then, and it must first read what the peer
-        sent before it went (a last message and a close: a shutdown here would throw them away)."""
+    def _write_pump(self, once: bool = False) -> None:
+        """The writer: the only code that writes this socket, run by the greenlet `_writer`
+        names. Ends after a ping interval with nothing to write (OPEN: the next offer starts
+        another), or for good (CLOSED) after the close frame, on a write error or timeout, or
+        when the peer has been silent too long; then it shuts the socket down so the reader
+        wakes up too. Not when the peer reset the connection: the kernel wakes the reader then,
+        and it must first read what the peer sent before it went (a last message and a close: a
+        shutdown here would throw them away). `once` (OPEN, from start_writer): one write of
+        what is queued, then a writer greenlet for what came meanwhile, if anything did."""
         over, shutdown = True, True
         try:
-            over = self._write_loop()
+            over = self._write_loop(once)
         except ConnectionError as exc:  # reset or broken pipe: the peer is gone
             log.debug("%r: write failed: %r", self, exc)
             shutdown = False
@@ -452,17 +462,20 @@ class Connection:
                 self._move(CLOSED)
                 if shutdown:
                     self._shutdown_socket()
+            elif once and (self.state is CLOSING or not self._queue.empty()):
+                self._run_writer()
 
-    def _write_loop(self) -> bool:
+    def _write_loop(self, once: bool = False) -> bool:
         """Write until the connection is over (True), or, while OPEN, until a PING finds that
-        nothing was written since the one before (False: this writer ends)."""
+        nothing was written since the one before (False: this writer ends); `once`: after one
+        write (False)."""
         queue = self._queue
         silence_limit = self._config.ping_interval + self._config.pong_timeout
         while True:
             # Waits only while OPEN, for an item or a wake (no timer: the Hub's ticker sends
             # PING). Between here and the write below nothing switches, so what is queued now
             # goes out in this write, and a close request seen below comes after all of it.
-            items = queue.take(wait=self.state is OPEN)
+            items = queue.take(wait=self.state is OPEN and not once)
             data = self._render(items)
             events, idle = bool(data), False
             if PING in items:
@@ -482,6 +495,8 @@ class Connection:
                 return True
             if data:
                 self._write(data)  # may switch: more may be queued, or a close asked for, meanwhile
+            if once:
+                return False
             if idle and queue.empty() and self.state is OPEN:
                 return False
             del items, data  # while it waits, a writer holds no frame (the welcome is big)
