@@ -5,7 +5,9 @@ What a client "shows" is modelled on the page: every `message` event it receives
 order received (the welcome's `history` first, then live ones), and it resumes with
 `since=<the id of the last one shown>`. So if a lower id arrives after a higher one, the
 room is shown out of order, and a drop between the two loses the lower one for good (the
-resume asks for what is after the higher one): a gap.
+resume asks for what is after the higher one): a gap. A welcome that says `more` (it holds
+the newest 256 KB of what came since) is completed from the API first, as a client does by
+docs/protocol.md (a run of ORDER_MESSAGES=2000 has readers whose backlog is bigger).
 
 ORDER_MESSAGES sets how many messages are sent (default 360); ORDER_SEED replays a run's
 drop points (the seed is in every failure message).
@@ -13,6 +15,7 @@ drop points (the seed is in every failure message).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import secrets
@@ -124,10 +127,13 @@ def read(
             welcome = next_event(client, shown, deadline)
             assert welcome["type"] == "welcome", f"{shown.name}: first event {welcome}"
             history = welcome["history"]
+            if welcome["more"]:  # the welcome holds the newest part: the rest is paged from the API
+                history = paged(server, r, since, int(history[0]["id"])) + history
             shown.resumes.append(
                 f"since={since}: history {len(history)}"
                 + (f" ({history[0]['id']}..{history[-1]['id']})" if history else "")
                 + (", truncated" if welcome["truncated"] else "")
+                + (f", more: {len(history) - len(welcome['history'])} paged" if welcome["more"] else "")
             )
             assert not welcome["truncated"], f"{shown.name}: since={since} not kept (HISTORY_LIMIT too low?)"
             for message in history:
@@ -135,6 +141,19 @@ def read(
     finally:
         for c in clients:
             c.__exit__()
+
+
+def paged(server: Server, r: str, since: int | None, below: int) -> list[dict[str, Any]]:
+    """The stored messages after `since` and below id `below`, oldest first, page by page."""
+    messages: list[dict[str, Any]] = []
+    while True:
+        after = messages[-1]["id"] if messages else since
+        status, _, body = server.get(f"/api/rooms/{r}/messages?limit=500&since={after}")
+        assert status == 200, body
+        found = json.loads(body)["messages"]
+        messages += [m for m in found if int(m["id"]) < below]
+        if not found or int(found[-1]["id"]) >= below:
+            return messages
 
 
 def send(sender: Client, name: str, count: int, start: threading.Barrier) -> None:

@@ -125,6 +125,35 @@ def test_one_worker_at_a_time_holds_the_sweep_and_hands_it_on(request, monkeypat
     close(client)
 
 
+@pytest.mark.parametrize("kind", ["redis", "cluster"])
+def test_a_dead_lease_holders_members_are_swept_within_the_ttl(request, monkeypatch, kind: str, room: str) -> None:
+    """Redis presence: the sweeper's lease holder dies just after a beat (renewed, lease
+    extended). Its lease must lapse before its members' deadlines pass, so that another
+    worker, beating at any phase (here the worst: just before each quarter of TTL after the
+    death), takes the lease and sweeps them within PRESENCE_TTL of the death, as documented
+    (a lease of a whole TTL made it 5/4 TTL)."""
+    monkeypatch.setattr(presence_redis, "SWEEPER", f"chat:{room}:sweeper")  # this test's own lease
+    client = redis_client(request, kind)
+    ttl = 1.0  # beats of 0.25 s
+    holder, other = RedisPresence(client, ttl), RedisPresence(client, ttl)
+    gone: list[int] = []  # the other's beat (1 to BEATS after the death) that reported the member
+    other.attach(None, lambda r, info: gone.append(beat), lambda r, info: None, lambda counts: None)  # type: ignore[arg-type]
+    holder.add(room, "c1", {"id": "c1", "name": "ghost"})
+    holder.renew()
+    assert holder.leased()
+    died = time.monotonic()  # it dies now, holding the lease, without a word
+    for beat in range(1, presence_redis.BEATS + 1):
+        time.sleep(max(died + beat * other.every - 0.05 - time.monotonic(), 0))
+        if other.leased():
+            other.sweep()
+        if gone:
+            break
+    assert gone, f"a dead holder's member not swept within {presence_redis.BEATS} beats (PRESENCE_TTL)"
+    other.stop()
+    client.delete(_key(room))
+    close(client)
+
+
 @pytest.mark.parametrize("kind", ["hub", "redis", "cluster"])
 def test_each_beat_one_worker_of_all_reports_every_rooms_count(request, monkeypatch, kind: str, room: str) -> None:
     """Presence's heartbeat: every beat, one worker of all (the one; with Redis, the steady
