@@ -49,6 +49,7 @@
   const myCids = new Set(loadJSON("chat.cids", []).filter((c) => typeof c === "string"));  // and after a reload
   const seen = new Set();            // message ids shown in this room (a resume shows none twice)
   let lastId = null;                 // newest message id shown, for ?since= on reconnect
+  let held = null;                   // events that came while a welcome's gap is fetched (see fillGap)
   let lastTs = null;                 // its time: a message long after it comes to a quiet room
   let epoch = null;                  // the welcome's epoch that lastId belongs to (&epoch=)
   let newAfter = null;               // the first other's message after this id gets the "New messages" rule
@@ -119,6 +120,7 @@
     clearTimeout(retryTimer);
     clearInterval(countdown);
     dropSocket("reconnecting");  // never two sockets: the one in progress gives way
+    held = null;  // a gap fill of the socket given way is over
     if (!navigator.onLine) return setStatus("closed", "Offline");  // the "online" event connects
     setStatus("connecting", "Connecting…");
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -130,7 +132,9 @@
     socket.onmessage = (e) => {
       if (socket !== ws) return;
       for (const line of String(e.data).split("\n")) {
-        if (line) handle(JSON.parse(line));
+        if (!line) continue;
+        if (held) held.push(JSON.parse(line));  // after a welcome whose gap is being fetched
+        else handle(JSON.parse(line));
       }
     };
     socket.onclose = (e) => {
@@ -235,9 +239,46 @@
       addSystem("The server's history was reset; this is what it holds now.");
     } else if (event.truncated && lastId !== null) {
       addSystem("Some messages from while you were away are no longer kept.");
-    } else if (event.more && lastId !== null) {  // the welcome carries a bounded number of bytes
-      addSystem("More came while you were away than fits here: the oldest of it is not shown.");
+    } else if (event.more && lastId !== null && event.history.length) {
+      // The welcome carries a bounded number of bytes: the oldest of what came while we were
+      // away is fetched first, and what the socket brings meanwhile waits for it.
+      held = [];
+      return fillGap(ws, event);
     }
+    showHistory(event, event.history);
+  }
+
+  // A resume's welcome with `more`: the messages after lastId and before the welcome's own,
+  // fetched from the API page by page, go in before them. Events that came meanwhile are
+  // handled after. Should the API fail, what the welcome has is shown, and says so.
+  async function fillGap(socket, event) {
+    setStatus("connecting", "Catching up…");
+    const first = Number(event.history[0].id);  // ids come as strings: compared as numbers
+    const gap = [];
+    let after = lastId;
+    let complete = false;
+    while (socket === ws) {
+      const query = new URLSearchParams({ since: after, limit: "500" });
+      if (event.epoch) query.set("epoch", event.epoch);
+      const page = await getJSON(`/api/rooms/${room}/messages?${query}`);
+      if (!page || !Array.isArray(page.messages) || page.reset || page.truncated) break;
+      const before = page.messages.filter((m) => Number(m.id) < first);
+      gap.push(...before);
+      if (before.length < page.messages.length || page.messages.length < 500) {
+        complete = true;
+        break;
+      }
+      after = page.messages[page.messages.length - 1].id;
+    }
+    if (socket !== ws) return;  // dropped or replaced meanwhile: its successor starts again
+    if (!complete) addSystem("More came while you were away than fits here: the oldest of it is not shown.");
+    showHistory(event, [...gap, ...event.history]);
+    const later = held;
+    held = null;
+    for (const queued of later) handle(queued);
+  }
+
+  function showHistory(event, history) {
     // On a resume the history is what came while we were away: it counts as unread. On a first
     // join, what came since this room was last in view gets the "New messages" rule.
     const resumed = lastId !== null;
@@ -248,7 +289,7 @@
     epoch = event.epoch ?? null;
     // History goes in with one insertion (no jump while it loads).
     const batch = document.createDocumentFragment();
-    for (const message of event.history) addMessage(message, batch, resumed);
+    for (const message of history) addMessage(message, batch, resumed);
     append(batch);
     if (!resumed) newAfter = null;  // the rule is for what came while away, not for what comes next
     if (!log.querySelector(".msg, .empty")) showEmpty();

@@ -74,3 +74,39 @@ def test_a_history_that_was_reset_on_the_server_starts_the_page_afresh(new_page,
         writer.expect("welcome")
         writer.say("new 1")  # id 1 again, which the page had shown before ("old 1")
     expect(bodies).to_have_text(["new 1"])
+
+
+def test_a_resume_past_what_one_welcome_carries_fetches_the_rest_and_misses_nothing(
+    new_page, make_server, tmp_path
+) -> None:
+    """More came while the page was away than a welcome carries (256 KB: `more`). The page
+    fetches what the welcome left out, page by page from the API, and shows every message once,
+    in order; what the socket brought meanwhile comes after."""
+    server = make_server()
+    page = new_page(server.url + "/r/gap?name=viewer")
+    expect(page.locator("#status")).to_have_attribute("data-state", "open")
+    with Client(server, "gap", "writer") as writer:
+        writer.expect("welcome")
+        writer.say("before")
+    bodies = page.locator("#log .msg .body")
+    expect(bodies).to_have_text(["before"])
+
+    port = server.port
+    server.stop()
+    expect(page.locator("#status")).to_have_attribute("data-state", "closed")
+    other = SQLiteStore(str(tmp_path / "chat.sqlite3"), 1000)
+    bot = {"id": "bot:other", "name": "other"}
+    missed = [f"missed {n:03d} " + "x" * 500 for n in range(900)]  # about 630 KB: two API pages besides
+    for text in missed:
+        append(other, "gap", {"ts": time.time(), "user": bot, "text": text})
+    other.close()
+
+    server = make_server(port=port)
+    expect(page.locator("#status")).to_have_attribute("data-state", "open", timeout=15_000)
+    with Client(server, "gap", "writer") as writer:
+        writer.expect("welcome")
+        writer.say("after")
+    expect(bodies.last).to_have_text("after")
+    shown = page.eval_on_selector_all("#log .msg .body", "nodes => nodes.map((n) => n.textContent)")
+    assert shown == ["before", *missed, "after"]
+    expect(page.locator("#log .system", has_text="not shown")).to_have_count(0)
