@@ -49,6 +49,9 @@ def test_three_people_see_groups_times_and_join_lines(new_page, server: Server) 
         ]
         # every message keeps its sender's name for a screen reader, the hidden header too
         expect(messages.locator(".meta .who")).to_have_text(["ann", "ann", "bob", "ann"])
+        # ...in the accessibility tree (to_have_text reads textContent, which display:none keeps)
+        grouped = "- listitem:\n  - text: ann\n  - time\n  - text: second, same sender"
+        expect(messages.nth(1)).to_match_aria_snapshot(grouped)
         stamp = messages.first.locator("time")
         assert stamp.get_attribute("datetime").endswith("Z") and ":" in stamp.inner_text()
     expect(cat.locator("#log .msg.mine")).to_have_count(0)
@@ -257,6 +260,7 @@ def test_screenshots_desktop_and_phone_light_and_dark(new_page, make_server, art
                 if (scheme, device) == ("light", "desktop"):
                     ann.locator("#rooms a", has_text="design").click()
                     expect(ann.locator("#log .rule.new")).to_be_visible()
+                    ann.mouse.move(560, 120)  # off the room list: no hover on the room just left
                     shots.append(artifacts / "new-messages.png")
                     ann.screenshot(path=shots[-1])
             server.stop()

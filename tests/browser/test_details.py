@@ -79,3 +79,16 @@ def test_the_page_has_an_icon(new_page, server: Server) -> None:
     assert response.status == 200
     assert response.headers["content-type"].startswith("image/svg+xml")
     assert b"<svg" in response.body()
+    by_old_name = page.request.get(server.url + "/favicon.ico")  # what browsers and tools ask for unbidden
+    assert by_old_name.status == 200 and by_old_name.body() == response.body()
+
+
+def test_the_people_drawers_close_button_is_a_plain_cross_on_a_tablet(new_page, server: Server) -> None:
+    """Between a phone and a desktop (721 to 1023 px) the people are a drawer and the rooms a
+    sidebar: the drawer's close button is the phone's bare cross, not a framed box."""
+    page = open_chat(new_page, server, "/r/tablet?name=flat", viewport={"width": 800, "height": 700})
+    page.click("#members-toggle")
+    close = page.locator("#members-panel [data-close]")
+    expect(close).to_be_visible()
+    expect(close).to_have_css("border-top-color", "rgba(0, 0, 0, 0)")
+    expect(close).to_have_css("background-color", "rgba(0, 0, 0, 0)")
