@@ -15,36 +15,42 @@ import heapq
 from time import monotonic
 
 from .realtime import Realtime
-from .store import Store
+from .store import Counted, Store
 
 LISTED = 100  # busiest rooms listed besides the ones named
 FRESH = 10.0  # seconds the busiest rooms' counts are reused
+NONE = Counted(0, 0)  # a room without messages
 
 
 class Listing:
     def __init__(self, rt: Realtime, store: Store) -> None:
         self._rt = rt
         self._store = store
-        self._busiest: dict[str, tuple[int, int]] = {}  # room -> (members, messages), as counted
+        self._busiest: dict[str, tuple[int, Counted]] = {}  # room -> (members, messages), as counted
         self._counted_at = -FRESH  # monotonic
         self._rooms_here = -1  # how many rooms this worker had clients in then
 
     def rooms(self, named: list[str]) -> list[dict[str, int | str]]:
-        """{"room", "members", "messages"} of each room with people: those `named`, counted
-        now, and the busiest of this worker's."""
+        """{"room", "members", "messages", "last"} of each room with people (the busiest of this
+        worker's), and of each room `named` that has people or messages, counted now: `last` is
+        its newest message's id (the page counts a recent room's unread messages when it moved)."""
         if monotonic() - self._counted_at >= FRESH or self._rt.local_room_count != self._rooms_here:
             here = self._rt.local_rooms()
             self._busiest = self._counted(heapq.nsmallest(LISTED, here, key=lambda room: (-here[room], room)))
             self._counted_at, self._rooms_here = monotonic(), len(here)
-        found = {**self._busiest, **self._counted(named)}
+        found = {room: (members, messages) for room, (members, messages) in self._busiest.items() if members}
+        found.update(
+            (room, (members, messages))
+            for room, (members, messages) in self._counted(named).items()
+            if members or messages.kept
+        )
         return [
-            {"room": room, "members": members, "messages": messages}
+            {"room": room, "members": members, "messages": messages.kept, "last": str(messages.last)}
             for room, (members, messages) in sorted(found.items())
-            if members
         ]
 
-    def _counted(self, rooms: list[str]) -> dict[str, tuple[int, int]]:
+    def _counted(self, rooms: list[str]) -> dict[str, tuple[int, Counted]]:
         if not rooms:
             return {}
         members, messages = self._rt.counts(rooms), self._store.counts(rooms)
-        return {room: (members.get(room, 0), messages.get(room, 0)) for room in rooms}
+        return {room: (members.get(room, 0), messages.get(room, NONE)) for room in rooms}

@@ -884,10 +884,14 @@
     const named = new URLSearchParams(recentRooms().map((r) => ["room", r]));  // counted now; the rest may lag
     const listed = await getJSON(`/api/rooms?${named}`);
     if (!listed || !Array.isArray(listed.rooms)) return;
-    online = new Map(listed.rooms.filter((r) => r && ROOM_RE.test(r.room) && Number.isInteger(r.members))
-      .map((r) => [r.room, r.members]));
+    const rooms = listed.rooms.filter((r) => r && ROOM_RE.test(r.room) && Number.isInteger(r.members));
+    online = new Map(rooms.filter((r) => r.members > 0).map((r) => [r.room, r.members]));
+    // A recent room is counted again when its newest message is not the one seen there: new
+    // ones came (from people who may have gone since), or its history started again.
+    const last = new Map(rooms.map((r) => [r.room, Number(r.last)]));
     const marks = loadSeen();
-    const asked = recentRooms().filter((r) => r !== room && online.has(r) && marks[r]);
+    const moved = (r) => last.has(r) && last.get(r) !== Number(marks[r].id ?? 0);
+    const asked = recentRooms().filter((r) => r !== room && marks[r] && moved(r));
     await Promise.all(asked.map((r) => countNew(r, marks[r])));
     renderRooms();
   }

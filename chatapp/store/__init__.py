@@ -13,7 +13,7 @@ its data, a deleted SQLite file) starts its ids again under a new epoch, so a cl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 Message = dict[str, Any]
 
@@ -26,6 +26,13 @@ class History:
     epoch: str  # the generation of the room's ids in this store (opaque)
     truncated: bool = False  # `since` is not kept here: `messages` are the last ones, some may be missing
     reset: bool = False  # `since` is from another epoch, or beyond the room's last id: forget what it showed
+
+
+class Counted(NamedTuple):
+    """A room's messages, as Store.counts gives them."""
+
+    kept: int  # messages kept
+    last: int  # the newest one's id
 
 
 class Store(Protocol):
@@ -57,8 +64,8 @@ class Store(Protocol):
           on); without, the last `limit` (catching up); truncated either way."""
         ...
 
-    def counts(self, rooms: list[str]) -> dict[str, int]:
-        """Messages kept per room, for the given rooms."""
+    def counts(self, rooms: list[str]) -> dict[str, Counted]:
+        """Of the given rooms, each that has messages: how many are kept, and its newest id."""
         ...
 
 

@@ -43,7 +43,7 @@ from redis.exceptions import RedisClusterException
 from ..realtime.protocol import encode
 from ..redis_errors import REDIS_ERRORS
 from ..unavailable import Unavailable, unavailable_on
-from . import History, Message, sender
+from . import Counted, History, Message, sender
 
 log = logging.getLogger(__name__)
 _unavailable = unavailable_on("the message store (Redis)", *REDIS_ERRORS)
@@ -271,8 +271,15 @@ class RedisStore:
         return History([json.loads(body) for body in bodies], epoch.decode(), bool(truncated), bool(reset))
 
     @_unavailable
-    def counts(self, rooms: list[str]) -> dict[str, int]:
+    def counts(self, rooms: list[str]) -> dict[str, Counted]:
         with self._redis.pipeline(transaction=False) as pipe:
             for room in rooms:
-                pipe.zcard(_keys(room)[1])
-            return {room: n for room, n in zip(rooms, pipe.execute(), strict=True) if n}
+                seq, messages, _cids = _keys(room)
+                pipe.zcard(messages)
+                pipe.get(seq)
+            replies = pipe.execute()
+        return {
+            room: Counted(kept, int(last or 0))
+            for room, kept, last in zip(rooms, replies[::2], replies[1::2], strict=True)
+            if kept
+        }

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..unavailable import Unavailable, unavailable_on
-from . import History, Message, sender
+from . import Counted, History, Message, sender
 
 # A locked file past busy_timeout, a full disk: the same call may work later.
 _unavailable = unavailable_on("the message store (SQLite)", sqlite3.OperationalError)
@@ -162,8 +162,10 @@ class SQLiteStore:
     @_unavailable
     def counts(self, rooms: list[str]) -> dict[str, int]:
         marks = ",".join("?" * len(rooms))
-        rows = self._db.execute(f"SELECT room, COUNT(*) FROM messages WHERE room IN ({marks}) GROUP BY room", rooms)
-        return dict(rows.fetchall())
+        rows = self._db.execute(
+            f"SELECT room, COUNT(*), MAX(id) FROM messages WHERE room IN ({marks}) GROUP BY room", rooms
+        )
+        return {room: Counted(kept, last) for room, kept, last in rows.fetchall()}
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[None]:

@@ -80,10 +80,11 @@ def test_presence_and_history_span_servers(make_server, redis_server) -> None:
             assert welcome["history"] == [said]
             assert ann.expect("join")["user"]["name"] == "bob"
             bob.say("said on two")
-            assert ann.expect("message")["text"] == "said on two"
+            last = ann.expect("message")
+            assert last["text"] == "said on two"
         assert ann.expect("leave")["user"]["name"] == "bob"
         status, _, body = two.get(f"/api/rooms?room={r}")  # a room with no one on `two`, named
-        assert {"room": r, "members": 1, "messages": 2} in json.loads(body)["rooms"]
+        assert {"room": r, "members": 1, "messages": 2, "last": last["id"]} in json.loads(body)["rooms"]
         with Client(two, r, "carl") as carl:
             assert [m["id"] for m in carl.expect("welcome")["members"] if m["name"] == "ann"] == [ann_id]
 
