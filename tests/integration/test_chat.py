@@ -278,6 +278,16 @@ def test_every_response_says_nosniff(server: Server) -> None:
     ]:
         got, answer, _ = server.get(path, headers)
         assert (got, answer.get("X-Content-Type-Options")) == (status, "nosniff"), path
+    for request, status in [  # refused by gunicorn itself, before the app
+        (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\nHost: localhost\r\nHost: localhost\r\n\r\n", 400),
+    ]:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
+            sock.sendall(request)
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            assert (response.status, response.getheader("X-Content-Type-Options")) == (status, "nosniff")
 
 
 def test_a_reconnect_does_not_reset_the_limits_of_an_address(make_server) -> None:
