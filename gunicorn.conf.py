@@ -6,11 +6,14 @@ Locally it listens on 127.0.0.1:8000. A platform that sets $PORT (Heroku and its
 
 import gc
 import glob
+import html
 import os
 import shutil
 import signal
 import sys
 import tempfile
+
+import gunicorn.util
 
 # Prometheus multiprocess mode (chatapp/metrics.py): every worker writes its metrics to files
 # in this directory, and /metrics adds them up. It must be set before prometheus_client is
@@ -74,6 +77,24 @@ if not _config.redis_url:
 # collections every 50,000 net allocations let those objects die first: one full collection
 # in the run, p99 30 ms. Refcounting still frees all but cycles at once.
 GC_THRESHOLDS = (50_000, 20, 10)
+
+
+def _write_error(sock, status_int, reason, mesg):
+    """gunicorn's own refusals (a request line or headers too large, a malformed request), which
+    never reach the app, say nosniff too, as every response of the app does (views._nosniff).
+    gunicorn's util.write_error (pinned in requirements.txt), with that one header more."""
+    body = (
+        f"<html>\n  <head>\n    <title>{reason}</title>\n  </head>\n  <body>\n"
+        f"    <h1><p>{reason}</p></h1>\n    {html.escape(mesg)}\n  </body>\n</html>\n"
+    )
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: text/html\r\n"
+        f"X-Content-Type-Options: nosniff\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn.util.write_nonblock(sock, (head + body).encode("latin1"))
+
+
+gunicorn.util.write_error = _write_error  # the workers call it as util.write_error
 
 
 def on_starting(server):

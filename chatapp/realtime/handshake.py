@@ -71,8 +71,11 @@ Hook = Callable[[Upgrade], None]
 
 
 def check_handshake(upgrade: Upgrade) -> None:
-    """RFC 6455 (4.2.1): an upgrade to WebSocket, version 13, a key of 16 bytes in base64; else 400."""
+    """RFC 6455 (4.2.1): a Host, an upgrade to WebSocket, version 13, a key of 16 bytes in base64;
+    else 400. (Without a Host, simple-websocket's handshake would fail: a 500 and a traceback.)"""
     headers = upgrade.headers
+    if not headers.get("Host", "").strip():
+        raise Refused(400, "bad_host", "a Host header is required")
     if headers.get("Upgrade", "").lower() != "websocket":
         raise Refused(400, "not_websocket", "this endpoint speaks WebSocket only")
     if headers.get("Sec-WebSocket-Version") != "13":

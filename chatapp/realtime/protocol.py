@@ -62,11 +62,20 @@ class ProtocolError(Exception):
 
 
 def error_event(code: ErrorCode, detail: str, cid: str | None = None) -> dict[str, str]:
-    """An `error` event; with the `cid` of the client's event it answers, when it had one."""
+    """An `error` event; with the `cid` of the client's event it answers, when it had one and it
+    can be sent (a JSON escape may carry a lone surrogate, which no UTF-8 holds)."""
     event = {"type": "error", "code": str(code), "detail": detail}
-    if cid is not None:
+    if cid is not None and _sendable(cid):
         event["cid"] = cid[:64]
     return event
+
+
+def _sendable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def encode(event: Mapping[str, Any]) -> bytes:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import secrets
+import socket
 import threading
 import time
 
@@ -96,6 +98,8 @@ def test_join_and_leave_are_announced(server: Server) -> None:
         (json.dumps({"type": "message", "text": "x" * 2001}), "too_long"),
         (json.dumps({"type": "message", "text": "ok", "cid": 7}), "bad_field"),
         ('{"type": "message", "text": "half \\ud800 a pair"}', "bad_field"),  # a lone surrogate
+        ('{"type": "message", "text": "ok", "cid": "\\ud800"}', "bad_field"),  # in the cid, which errors echo
+        ('{"type": "message", "text": " ", "cid": "\\udc00"}', "empty"),  # refused for its text, cid not echoable
         (b"\x00\x01binary", "bad_type"),
     ],
 )
@@ -169,6 +173,21 @@ def test_a_bad_handshake_is_an_http_400(server: Server, headers: dict[str, str],
     status, response_headers, body = server.get("/ws", headers)
     assert status == 400
     assert json.loads(body)["error"] == error
+
+
+@pytest.mark.parametrize("version", ["HTTP/1.1", "HTTP/1.0"])
+def test_an_upgrade_without_a_host_is_a_400_not_a_500(server: Server, version: str) -> None:
+    """RFC 6455 (4.2.1) requires a Host; without one the handshake library would fail (500)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(
+            f"GET /ws?room=lobby&name=nohost {version}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
+        )
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert (response.status, response.getheader("X-Content-Type-Options")) == (400, "nosniff")
+        assert json.loads(response.read())["error"] == "bad_host"
+    assert "Traceback" not in server.log()
 
 
 def test_permessage_deflate_is_not_negotiated(server: Server) -> None:
@@ -259,6 +278,16 @@ def test_every_response_says_nosniff(server: Server) -> None:
     ]:
         got, answer, _ = server.get(path, headers)
         assert (got, answer.get("X-Content-Type-Options")) == (status, "nosniff"), path
+    for request, status in [  # refused by gunicorn itself, before the app
+        (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\nHost: localhost\r\nHost: localhost\r\n\r\n", 400),
+    ]:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
+            sock.sendall(request)
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            assert (response.status, response.getheader("X-Content-Type-Options")) == (status, "nosniff")
 
 
 def test_a_reconnect_does_not_reset_the_limits_of_an_address(make_server) -> None:

@@ -337,6 +337,27 @@ def test_what_the_hub_offers_after_a_close_asked_for_while_connecting_is_dropped
     assert [e.get("text") or e.get("code") or e["type"] for e in events] == ["welcome", "before", "resync"]
 
 
+def test_a_burst_of_frames_is_read_a_few_at_a_time_with_the_others_running_between(open_: Open) -> None:
+    """Fairness: 1,600 frames in one read (no frame budget here) are not handled all at once:
+    every few frames (TURN_EVERY) the other greenlets (the Hub, writers, other readers) run."""
+    conn, peer = open_(frame_rate_limit=0)
+    seen: list[int] = []  # how many the reader had handled, each time another greenlet ran
+
+    def other() -> None:
+        while True:
+            seen.append(len(conn.data["received"]))
+            gevent.sleep(0)
+
+    watcher = gevent.spawn(other)
+    gevent.sleep(0)
+    peer.sock.sendall(frame(Opcode.TEXT, b"{}", mask=True) * 1600)
+    with gevent.Timeout(TIMEOUT):
+        while len(conn.data["received"]) < 1600:
+            gevent.sleep(0.01)
+    watcher.kill()
+    assert len({n for n in seen if 0 < n < 1600}) >= 1600 // 64  # the others ran at least every 64 frames
+
+
 def test_the_reader_parses_frames_itself_only_where_wsproto_holds_nothing() -> None:
     """_between_messages reads wsproto's parser (pinned): the fast path of whole text frames
     may start only between messages, with no extension on; a wsproto that changed inside

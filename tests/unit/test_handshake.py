@@ -15,6 +15,7 @@ from chatapp.realtime.handshake import (
 )
 
 GOOD = {
+    "Host": "chat.example:8000",
     "Upgrade": "websocket",
     "Sec-WebSocket-Version": "13",
     "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
@@ -40,6 +41,7 @@ def refusal(hook, value: Upgrade) -> tuple[int, str, dict[str, str]]:
         ({"Sec-WebSocket-Version": "8"}, "bad_version", {"Sec-WebSocket-Version": "13"}),
         ({"Sec-WebSocket-Key": "c2hvcnQ="}, "bad_key", {}),
         ({"Sec-WebSocket-Key": "not base64!"}, "bad_key", {}),
+        ({"Host": ""}, "bad_host", {}),
     ],
 )
 def test_a_handshake_that_breaks_rfc_6455_is_a_400(change: dict, error: str, headers: dict) -> None:
