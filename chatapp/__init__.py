@@ -52,7 +52,8 @@ def create_app(config: Config | None = None) -> Flask:
     if config.proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxy_hops, x_proto=config.proxy_hops)  # type: ignore[method-assign]
 
-    hosts.init_app(app, config.allowed_hosts)  # first: a request for another name goes no further
+    # first: a request for another name goes no further
+    hosts.init_app(app, config.allowed_hosts, config.loopback_hosts)
     clients = backends.Clients(config)  # one Redis client, shared by the three
     realtime = Realtime(config, backends.backplane(config, clients), backends.presence(config, clients))
     store = backends.store(config, clients, os.path.join(app.instance_path, "chat.sqlite3"))

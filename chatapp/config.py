@@ -32,6 +32,10 @@ class Config:
     # others get 400 (DNS rebinding). Unset: any when the platform sets PORT (its router has
     # chosen the app by name already), else the loopback names, where a local server listens.
     allowed_hosts: tuple[str, ...] = ()  # () : any
+    # Unset with PORT: a request that comes in on a loopback address must still be for one of
+    # these (a server run locally with PORT, `heroku local`, must not answer a rebound name);
+    # a platform's router never connects there.
+    loopback_hosts: tuple[str, ...] = ()
     connect_rate_limit: int = 100  # WebSocket upgrades per 10 s per client address, on one worker (0: no cap)
     max_message_chars: int = 2000
     max_frame_bytes: int = 16384
@@ -86,8 +90,8 @@ class Config:
                 raise ConfigError(f"{name}={raw!r}: {exc}") from None
         if "proxy_hops" not in values and environ.get("PORT", "").strip():
             values["proxy_hops"] = 1
-        if "allowed_hosts" not in values and not environ.get("PORT", "").strip():
-            values["allowed_hosts"] = LOOPBACK_NAMES
+        if "allowed_hosts" not in values:
+            values["loopback_hosts" if environ.get("PORT", "").strip() else "allowed_hosts"] = LOOPBACK_NAMES
         config = cls(**values)
         config.check()
         return config

@@ -262,6 +262,26 @@ def test_a_request_for_another_name_is_refused(server: Server) -> None:
         assert server.get("/healthz", {"Host": host})[0] == 200, host
 
 
+def test_with_port_set_a_request_that_comes_in_on_loopback_is_still_for_a_loopback_name(tmp_path) -> None:
+    """`PORT=... gunicorn -b 127.0.0.1:...`, `heroku local`: the platform's setting, run on a
+    developer's machine, where a rebound name reaches the server on loopback. A platform's
+    router connects on the network, where any name goes (test_config)."""
+    server = Server(tmp_path)
+    server.env["PORT"] = str(server.port)  # as the platform sets it (the bind stays loopback)
+    server.start()
+    try:
+        status, _, body = server.get("/healthz", {"Host": "evil.example"})
+        assert (status, json.loads(body)["error"]) == (400, "bad_host")
+        raw = RawClient(
+            server, "/ws?room=lobby&name=rebound", headers={"Host": "evil.example", "Origin": "http://evil.example"}
+        )
+        assert raw.status == 400
+        raw.close()
+        assert server.get("/healthz", {"Host": f"localhost:{server.port}"})[0] == 200
+    finally:
+        server.stop()
+
+
 def test_every_response_says_nosniff(server: Server) -> None:
     """JSON, static files, errors and refusals too, not only the pages: a browser must never
     guess another type (a JSON body taken for HTML or script)."""

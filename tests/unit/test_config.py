@@ -23,6 +23,8 @@ def test_behind_a_platforms_router_its_forwarded_address_is_trusted() -> None:
 def test_a_local_server_answers_to_loopback_names_and_a_platforms_to_any() -> None:
     assert Config.from_env({}).allowed_hosts == ("localhost", "127.0.0.1", "::1")
     assert Config.from_env({"PORT": "5000"}).allowed_hosts == ()
+    assert Config.from_env({"PORT": "5000"}).loopback_hosts == ("localhost", "127.0.0.1", "::1")
+    assert Config.from_env({"PORT": "5000", "ALLOWED_HOSTS": "*"}).loopback_hosts == ()
     assert Config.from_env({"ALLOWED_HOSTS": "Chat.Example.com, .example.org,[::1]"}).allowed_hosts == (
         "chat.example.com",
         ".example.org",
