@@ -73,6 +73,7 @@ from chatapp.realtime.framing import Opcode, frame  # noqa: E402
 TICK = os.sysconf("SC_CLK_TCK")
 PASS_DELIVERED = 0.99
 PASS_P99 = 0.250
+REFINE = 2  # fanout: steps tried between the last passed and the first failed (see fanout)
 API_TOKEN = "bench-token"
 PRESENCE_WARM = 35.0  # rooms: seconds from a Redis server's start to its step (presence's sweeps begin)
 
@@ -245,6 +246,16 @@ def fanout(kind: str, n: int, senders: int, seconds: float, folder: str, redis_u
                     break
                 gen.quiet(still=0.3, limit=60)
                 rate *= 1.5
+            # Steps grow by half, so a best step is up to a third below what the server can
+            # do: between the last step passed and the one failed, REFINE more, each halfway
+            # (geometrically) between the closest passed and failed so far.
+            passed, failed = rate / 1.5, rate
+            for _ in range(REFINE if rows[-1]["passed"] is False and len(rows) > 1 else 0):
+                gen.quiet(still=0.3, limit=60)
+                row = step(server, gen, senders, (passed * failed) ** 0.5, seconds)
+                rows.append(row)
+                print(format_row(kind, n, row), flush=True)
+                passed, failed = (row["rate"], failed) if row["passed"] else (passed, row["rate"])
         finally:
             gen.close()
         passing = [r for r in rows if r["passed"]]

@@ -98,6 +98,8 @@ def parse_name(raw: str | None, code: ErrorCode = ErrorCode.BAD_PARAM) -> str:
     if raw is None or raw.strip() == "":
         return "guest-" + secrets.token_hex(2)
     name = raw.strip()
+    if len(name) <= MAX_NAME and name.isascii() and name.isprintable():  # most names: visible, nothing to refuse
+        return name
     _check_unicode(name, "name", code)
     if len(name) > MAX_NAME or any(unicodedata.category(c) in _NOT_IN_NAMES or c in BIDI_CONTROLS for c in name):
         raise ProtocolError(code, f"name must be 1 to {MAX_NAME} characters, with no control or bidi characters")

@@ -43,7 +43,8 @@ def favicon() -> Response:
 @bp.after_app_request
 def _nosniff(response: Response) -> Response:
     """Every response, JSON, static files, errors and refusals too: never sniffed as another type."""
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if "X-Content-Type-Options" not in response.headers:  # not setdefault: werkzeug's raises and catches a KeyError
+        response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 
 
