@@ -57,6 +57,7 @@ bench: install bench/loadgen
 	$(BIN)/python bench/run.py fanout --n 100 --servers plain,chat --generator c
 	$(BIN)/python bench/run.py latency --n 1000 --rate 20 --generator c
 	$(BIN)/python bench/run.py storm --n 1000
+	taskset -c 1 $(BIN)/python bench/storm_pair.py 3000
 	$(BIN)/python bench/run.py flood --rate 10 --servers chat,chat+limits
 	$(BIN)/python bench/run.py idle --n 5000 --room-size 0
 	$(BIN)/python bench/run.py idle --n 10000 --room-size 0

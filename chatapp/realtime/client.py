@@ -7,11 +7,12 @@ Greenlets of a connection:
 - the writer runs `_write_pump`, the only code that writes the socket (events, pings, pongs,
   the close frame) and the only caller of wsproto's `send`: a greenlet of its own, started
   when something is queued, or, for the first write (the welcome), the reader's greenlet as
-  it ends the connect phase (`start_writer`). `_writer` names the one; never two at once. Its `_write` sends until every
-  byte is out (a non-blocking send, then gevent's `sendall`), and nobody else writes, so
-  frames are whole and never interleaved (simple-websocket's `send` uses a bare `sock.send`,
-  which can write part of a frame to a slow client, and its own thread writes pongs beside
-  the app; we use neither: see endpoint.py). When it runs: Connection's docstring.
+  it ends the connect phase (`start_writer`). `_writer` names the one; never two at once.
+  Its `_write` sends until every byte is out (a non-blocking send, then gevent's `sendall`),
+  and nobody else writes, so frames are whole and never interleaved (simple-websocket's
+  `send` uses a bare `sock.send`, which can write part of a frame to a slow client, and its
+  own thread writes pongs beside the app; we use neither: see endpoint.py). When it runs:
+  Connection's docstring.
 
 State and its owners:
 - `state`: moved by `start_writer` (the reader's greenlet), `close` (any greenlet) and the

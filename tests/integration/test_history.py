@@ -349,7 +349,7 @@ def test_api_rooms_lists_rooms_online(server: Server) -> None:
         a.expect("welcome")
         b.expect("welcome")
         a.say("one")
-        a.expect("message")
+        said = a.expect("message")
         status, _, body = server.get(f"/api/rooms?room={r}")
         assert status == 200
-        assert {"room": r, "members": 2, "messages": 1} in json.loads(body)["rooms"]
+        assert {"room": r, "members": 2, "messages": 1, "last": said["id"]} in json.loads(body)["rooms"]
