@@ -96,8 +96,9 @@ class TellAll(NamedTuple):
     rooms: frozenset[str] | None  # None: every connection, else those in any of these rooms
 
 
-class PingAll(NamedTuple):
-    pass
+class Ping(NamedTuple):
+    turn: int  # pings the connections whose turn this is: hash(id) % parts == turn
+    parts: int
 
 
 class CloseAll(NamedTuple):
@@ -108,7 +109,7 @@ class CloseAll(NamedTuple):
     rooms: frozenset[str] | None = None  # None: every connection, else those in any of these rooms
 
 
-Command = Register | Unregister | Join | Leave | Publish | TellAll | PingAll | CloseAll
+Command = Register | Unregister | Join | Leave | Publish | TellAll | Ping | CloseAll
 
 
 class HubStuck(Unavailable):
@@ -149,9 +150,10 @@ class Hub:
         given, orders the event within the room (a message id)."""
         self._inbox.put(Publish(room, event, seq))
 
-    def ping_all(self) -> None:
-        """Ask every connection's writer to ping its peer."""
-        self._inbox.put(PingAll())
+    def ping_turn(self, turn: int, parts: int) -> None:
+        """Ask the writers of one `parts`-th of the connections (those whose turn `turn` is, the
+        same ones every time) to ping their peers."""
+        self._inbox.put(Ping(turn, parts))
 
     def tell_all(self, event: bytes, rooms: frozenset[str] | None = None) -> None:
         """Send one serialised event to every connection of this worker (or, given `rooms`,
@@ -244,8 +246,8 @@ class Hub:
             case TellAll(event, rooms):
                 self._deliver(pending, list(pending))
                 self._offer_all(self._in(rooms), Batch([event]))
-            case PingAll():
-                self._offer_all(self.connections.values(), PING)
+            case Ping(turn, parts):
+                self._offer_all([c for c in self.connections.values() if hash(c.id) % parts == turn], PING)
             case CloseAll(code, error, detail, refuse_new, rooms):
                 self._deliver(pending, list(pending))
                 if refuse_new:

@@ -152,9 +152,30 @@ def test_ping_all_reaches_every_connection_in_any_room(hub: Hub) -> None:
     joined(hub, "r", a)
     joined(hub, "s", b)
     hub.register(lonely)
-    hub.ping_all()
+    hub.ping_turn(0, 1)
     for member in (a, b, lonely):
         assert member.received.get(timeout=2) is PING
+
+
+def test_pings_go_out_in_turns_each_connection_once_per_cycle(hub: Hub) -> None:
+    """The ticker pings a 25th of the connections at a time, not all in one round (10,000
+    writers started at once), and each at its own turn, the same every cycle: a connection
+    missed for a cycle would be taken as silent."""
+    members = [FakeMember(f"c{n}") for n in range(500)]
+    for member in members:
+        hub.register(member)
+    for cycle in range(2):
+        turns = []
+        for turn in range(25):
+            hub.ping_turn(turn, 25)
+            gevent.idle()  # the Hub has handled it
+            pinged = {m.id for m in members if not m.received.empty() and m.received.get() is PING}
+            turns.append(pinged)
+        assert sorted(id_ for pinged in turns for id_ in pinged) == sorted(m.id for m in members)  # once each
+        assert max(map(len, turns)) < 50  # about 20 a turn
+        if cycle == 0:
+            first = turns
+    assert turns == first  # the same turn for each, every cycle
 
 
 def test_tell_all_reaches_every_connection_and_close_all_spares_newcomers(hub: Hub) -> None:
@@ -179,7 +200,7 @@ def test_told_or_closed_by_room_each_member_of_those_rooms_is_reached_once_and_n
     hub.register(lonely)
     hub.tell_all(b"notice", frozenset({"r", "s"}))
     hub.close_all(CloseCode.SERVICE_RESTART, ErrorCode.RESYNC, "reconnect", rooms=frozenset({"r", "s"}))
-    hub.ping_all()  # handled after both: what the others got by then is all they get
+    hub.ping_turn(0, 1)  # handled after both: what the others got by then is all they get
     assert both.events() == [b"notice"] and one.events() == [b"notice"]
     assert both.closed == one.closed == (CloseCode.SERVICE_RESTART, ErrorCode.RESYNC)
     for member in (both, one, other, lonely):
