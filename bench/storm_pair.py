@@ -1,9 +1,10 @@
 """A storm of connects, as the clients already there feel it: a pair talks in one room (a
 message every 20 ms, each timed until the other one has it) while N clients connect at once to
 another room of the same worker. Prints the pair's latency during the storm, the storm's
-length, and the tracebacks and refusals in the server's log.
+length, and the tracebacks and refusals in the server's log; with --hold, the pair's latency
+while the N stay connected and idle that many seconds more (the worker pings them meanwhile).
 
-    .venv/bin/python bench/storm_pair.py 3000 [--kind chat]
+    .venv/bin/python bench/storm_pair.py 3000 [--kind chat] [--hold 60]
 
 The server is pinned to CPU 0 (bench/run.py's ServerProcess); run this on CPU 1 (taskset -c 1).
 gunicorn settings can be tried through GUNICORN_CMD_ARGS (say, "--worker-connections 1000").
@@ -50,10 +51,20 @@ def talk(port: int, stop: threading.Event, latencies: list[float]) -> None:
     b.close()
 
 
+def figures(latencies: list[float]) -> str:
+    ordered = sorted(latencies) or [float("nan")]
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return (
+        f"{len(ordered)} messages, p50 {ordered[len(ordered) // 2] * 1000:.0f} ms,"
+        f" p99 {p99 * 1000:.0f} ms, max {ordered[-1] * 1000:.0f} ms"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("n", type=int, help="clients connecting at once")
-    parser.add_argument("--kind", default="chat", help="a bench/run.py server kind")
+    parser.add_argument("--kind", default="chat", help="a bench/run.py server kind (KIND@old: see bench/run.py)")
+    parser.add_argument("--hold", type=float, default=0.0, help="seconds the N stay idle after the storm")
     args = parser.parse_args()
     server = ServerProcess(args.kind, tempfile.mkdtemp(), None)
     latencies: list[float] = []
@@ -71,14 +82,16 @@ def main() -> None:
         upgraded = time.monotonic() - start
         loop.wait_quiet(clients, still=0.05, limit=120)
         welcomed = time.monotonic() - start
+        stormed = len(latencies)
+        loop.run(lambda: False, args.hold)  # the pair talks on; the N are idle, their pings answered
         stop.set()
         pair.join(35)
-        during = sorted(latencies[before:]) or [float("nan")]
         print(
-            f"{args.n} at once: upgraded in {upgraded:.2f} s, all welcomed and quiet in {welcomed:.2f} s; the pair"
-            f" meanwhile: {len(during)} messages, p50 {during[len(during) // 2] * 1000:.0f} ms,"
-            f" max {during[-1] * 1000:.0f} ms"
+            f"{args.n} at once: upgraded in {upgraded:.2f} s, all welcomed and quiet in {welcomed:.2f} s;"
+            f" the pair meanwhile: {figures(latencies[before:stormed])}"
         )
+        if args.hold:
+            print(f"then {args.hold:.0f} s with the {args.n} idle: the pair {figures(latencies[stormed:])}")
         loop.close(clients)
     finally:
         stop.set()

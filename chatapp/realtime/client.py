@@ -4,21 +4,24 @@ Greenlets of a connection:
 - the reader is the connection's session greenlet (session.py), started once the handshake
   is answered. `read_pump` is the only code that reads the socket and the only caller of
   wsproto's `receive_data`.
-- the writer runs `_write_pump`, the only code that writes the socket (events, pings, pongs,
-  the close frame) and the only caller of wsproto's `send`: a greenlet of its own, started
-  when something is queued, or, for the first write (the welcome), the reader's greenlet as
-  it ends the connect phase (`start_writer`). `_writer` names the one; never two at once.
-  Its `_write` sends until every byte is out (a non-blocking send, then gevent's `sendall`),
-  and nobody else writes, so frames are whole and never interleaved (simple-websocket's
-  `send` uses a bare `sock.send`, which can write part of a frame to a slow client, and its
-  own thread writes pongs beside the app; we use neither: see endpoint.py). When it runs:
-  Connection's docstring.
+- writes: an event offered while no writer runs and nothing waits is written at once by the
+  greenlet that offers it (the Hub's, or the reader's as it ends the connect phase), in one
+  non-blocking send, which never switches (`_write_now`); what the kernel does not take, and
+  everything else (pings, pongs, the close frame, events that come while one waits), goes
+  through the queue to the writer, a greenlet that runs `_write_pump` until the queue is
+  empty: `_write` sends until every byte is out (a non-blocking send, then gevent's
+  `sendall`). `_writer` names it; never two. Only these write the socket, and only the
+  writer calls wsproto's `send`, so frames are whole and never interleaved
+  (simple-websocket's `send` uses a bare `sock.send`, which can write part of a frame to a
+  slow client, and its own thread writes pongs beside the app; we use neither: see
+  endpoint.py). When they run: Connection's docstring.
 
 State and its owners:
 - `state`: moved by `start_writer` (the reader's greenlet), `close` (any greenlet) and the
   writer, always through `_move`.
 - `_queue`: items are put by the Hub (fan-out), by `send` and `echo` (to this client only)
-  from any greenlet, and by the reader (pongs); only the writer takes them. Bounded: a put
+  from any greenlet, and by the reader (pongs); only the writer takes them. `_unsent`: the
+  rest of a frame `_write_now` began, put by it, written first by the writer it starts. Bounded: a put
   that finds it full means the client reads too slowly, and it is closed with 1013.
 - `rooms`: the Hub's (hub.py). `data` and `info`: the app's handlers' (`info` is what other
   members see, through presence).
@@ -37,7 +40,6 @@ from typing import Any, NamedTuple
 
 import gevent
 from gevent.event import Event
-from gevent.hub import Waiter, get_hub
 from gevent.queue import Full
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionState as WSState
@@ -148,14 +150,12 @@ class WriteTimeout(Exception):
 
 
 class SendQueue:
-    """A client's bounded send queue: any greenlet puts (never blocking), one greenlet (the
-    writer) takes. Bounded in items and in bytes (the payloads it holds: a batch grows with
-    load, so a count alone would let a client that never reads pin any amount). Built on
-    gevent's Waiter rather than gevent.queue.Queue, which serves any number of getters and
-    putters: a handoff to a waiting writer costs about 4 us here against 8-10 us, and a
-    message to a room of 1,000 is 1,000 handoffs."""
+    """A client's bounded send queue: any greenlet puts (never blocking), the writer takes all
+    at once. Bounded in items and in bytes (the payloads it holds: a batch grows with load, so
+    a count alone would let a client that never reads pin any amount). Nobody waits on it: a
+    writer runs while it holds something (Connection._run_writer)."""
 
-    __slots__ = ("_bytes", "_items", "_limit", "_limit_bytes", "_waiter")
+    __slots__ = ("_bytes", "_items", "_limit", "_limit_bytes")
 
     def __init__(self, limit: int, limit_bytes: int) -> None:
         # A list, not a deque: the taker takes all at once, and an empty deque is 760 bytes
@@ -164,7 +164,6 @@ class SendQueue:
         self._limit = limit
         self._limit_bytes = limit_bytes
         self._bytes = 0  # the sizes of what it holds
-        self._waiter: Waiter | None = None  # set while the writer waits
 
     def put_nowait(self, item: Outgoing) -> None:
         """Queue `item`, or raise gevent.queue.Full (past the count, or past the bytes unless
@@ -173,27 +172,9 @@ class SendQueue:
             raise Full
         self._bytes += item.size
         self._items.append(item)
-        waiter = self._waiter
-        if waiter is not None:  # `wake`, inlined: this is the fan-out's hot path
-            self._waiter = None
-            get_hub().loop.run_callback(waiter.switch, None)
 
-    def wake(self) -> None:
-        """Let a waiting taker return, with nothing if nothing came."""
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            get_hub().loop.run_callback(waiter.switch, None)
-
-    def take(self, wait: bool) -> list[Outgoing]:
-        """Everything queued, oldest first; with `wait`, first wait until something comes or
-        `wake` is called."""
-        if wait and not self._items:
-            self._waiter = Waiter()
-            try:
-                self._waiter.get()
-            finally:
-                self._waiter = None
+    def take(self) -> list[Outgoing]:
+        """Everything queued, oldest first."""
         items, self._items = self._items, []
         self._bytes = 0
         return items
@@ -224,8 +205,10 @@ class Connection:
       welcome) and what the Hub offers are held, together at most SEND_QUEUE_SIZE (past it:
       closed 1013); PING is ignored. A close request is recorded, for `start_writer`; the
       Hub's offers after it are dropped.
-    - OPEN: `start_writer` has queued what was held, `send`'s first, so the welcome goes out
-      before any room event. Offers are queued (full: closed 1013, `offer` returns False).
+    - OPEN: `start_writer` has written what was held, `send`'s first, so the welcome goes out
+      before any room event. An event offered is written at once when no writer runs (what
+      the kernel does not take starts one), else queued (full: closed 1013, `offer` returns
+      False).
     - CLOSING: the writer sends what was queued before the request, the farewell error event
       and the close frame, waits up to CLOSE_TIMEOUT for the peer's, and ends. Later offers
       are dropped.
@@ -234,9 +217,8 @@ class Connection:
       peer sent before it went (a last message, a close), so that shutdown waits CLOSE_TIMEOUT.
 
     Apart from the state, a writer greenlet runs or not (`writing`). In OPEN it runs while
-    there is something to write, and ends when a PING finds nothing written since the last
-    one (an idle client costs no greenlet stack); the next offer starts another (a PING to an
-    idle client, one that pings and ends). In CLOSING
+    there is something queued (or the rest of a frame), and ends when the queue is empty (an
+    idle client costs no greenlet stack; a PING starts one that pings and ends). In CLOSING
     it runs until CLOSED. Never two: `_run_writer` is the one place that starts one.
     `close`: the first request wins; TRY_AGAIN_LATER also drops what is queued or held.
     """
@@ -283,11 +265,7 @@ class Connection:
         self._seen_through: int | None = None  # the client has the events numbered up to this
         self._peer_closed = Event()  # the peer's close frame came, or its end of the socket closed
         self._writer: gevent.Greenlet | None = None  # the running writer, if any
-        # Events written since the last PING (the writers', one at a time). Kept here, not by
-        # each writer: a writer started only to ping an idle client then finds it False, pings
-        # and ends at once, where one that began with True stayed a whole ping interval (every
-        # idle client held a writer half the time, and 10,000 were started every other tick).
-        self._wrote = True
+        self._unsent = b""  # the rest of a frame `_write_now` began: the writer writes it first
         # A plain-text client's: each event as a line (None: not shown), set before it opens.
         self.lines: Callable[[bytes], str | None] | None = None
 
@@ -307,6 +285,9 @@ class Connection:
         (too slow) and should be forgotten by its rooms. Dropped quietly once closing."""
         state = self.state
         if state is OPEN:
+            if self._writer is None and type(item) is Batch:  # no writer: nothing waits to go first
+                self._write_now([item])
+                return True
             try:
                 self._queue.put_nowait(item)
             except Full:
@@ -414,41 +395,54 @@ class Connection:
     # -- the writer greenlet ------------------------------------------------------------------
     def start_writer(self) -> None:
         """End the connect phase (the reader's greenlet, after the connect handler): what was
-        sent to this client alone goes out first, then what the Hub offered meanwhile. This
-        greenlet writes it (the welcome) itself, as the writer: a greenlet started for one
-        write and ended at the next PING cost every connect a greenlet and its stack. What
-        comes while it writes is left to a writer started then."""
+        sent to this client alone goes out first, then what the Hub offered meanwhile, written
+        at once (`_write_now`: no writer greenlet for the welcome)."""
         self._move(OPEN if self._close is None else CLOSING)
         held = self._held_sent + self._held_offered
         self._held_sent, self._held_offered = [], []
+        if self.state is OPEN:
+            if held:
+                self._write_now(held)
+            return
         for item in held:
             self._queue.put_nowait(item)  # it fits: held kept to the same bounds (_can_hold)
-        if held and self.state is OPEN:
-            self._writer = gevent.getcurrent()
-            self._write_pump(once=True)
-        elif held or self.state is CLOSING:
+        self._run_writer()
+
+    def _write_now(self, items: list[Outgoing]) -> None:
+        """Write `items` from this greenlet, when no writer runs (nothing queued, nothing
+        unsent): one non-blocking send, which never switches, so no writer can start meanwhile
+        and no frame of another can come between. What the kernel does not take (a client that
+        reads slowly), or a send that fails, is left to a writer started for it: it writes the
+        rest first, or meets the error and ends the connection as writers do. No greenlet is
+        woken for the usual event: the Hub writes a room's frame to each of its clients."""
+        data = self._render(items)
+        if not data:  # the client had it all already (skip_through)
+            return
+        try:
+            sent = self._sock.send(data, 0, 0.0)  # gevent: timeout 0.0 never waits
+        except OSError:  # would block; or reset, broken: the writer finds out again
+            sent = 0
+        self._stats.bytes += sent
+        if sent < len(data):
+            self._unsent = data[sent:]
             self._run_writer()
 
     def _run_writer(self) -> None:
-        """Have a writer see what is new: start one when none runs (the one place that starts
-        writers), else wake the running one should it wait."""
+        """Start a writer when none runs (the one place that starts writers); a running one
+        writes what is queued before it ends."""
         if self._writer is None:
             self._writer = gevent.spawn(self._write_pump)
-        else:
-            self._queue.wake()
 
-    def _write_pump(self, once: bool = False) -> None:
-        """The writer: the only code that writes this socket, run by the greenlet `_writer`
-        names. Ends after a ping interval with nothing to write (OPEN: the next offer starts
-        another), or for good (CLOSED) after the close frame, on a write error or timeout, or
-        when the peer has been silent too long; then it shuts the socket down so the reader
-        wakes up too. Not when the peer reset the connection: the kernel wakes the reader then,
-        and it must first read what the peer sent before it went (a last message and a close: a
-        shutdown here would throw them away). `once` (OPEN, from start_writer): one write of
-        what is queued, then a writer greenlet for what came meanwhile, if anything did."""
+    def _write_pump(self) -> None:
+        """The writer: a greenlet that writes what is queued until nothing is (OPEN: the next
+        offer is written at once, or starts another), or for good (CLOSED) after the close
+        frame, on a write error or timeout, or when the peer has been silent too long; then it
+        shuts the socket down so the reader wakes up too. Not when the peer reset the
+        connection: the kernel wakes the reader then, and it must first read what the peer sent
+        before it went (a last message and a close: a shutdown here would throw them away)."""
         over, shutdown = True, True
         try:
-            over = self._write_loop(once)
+            over = self._write_loop()
         except ConnectionError as exc:  # reset or broken pipe: the peer is gone
             log.debug("%r: write failed: %r", self, exc)
             shutdown = False
@@ -463,44 +457,36 @@ class Connection:
                 self._move(CLOSED)
                 if shutdown:
                     self._shutdown_socket()
-            elif once and (self.state is CLOSING or not self._queue.empty()):
-                self._run_writer()
 
-    def _write_loop(self, once: bool = False) -> bool:
-        """Write until the connection is over (True), or, while OPEN, until a PING finds that
-        nothing was written since the one before (False: this writer ends); `once`: after one
-        write (False)."""
+    def _write_loop(self) -> bool:
+        """Write until the connection is over (True), or, while OPEN, until nothing is left to
+        write (False: this writer ends)."""
         queue = self._queue
         silence_limit = self._config.ping_interval + self._config.pong_timeout
         while True:
-            # Waits only while OPEN, for an item or a wake (no timer: the Hub's ticker sends
-            # PING). Between here and the write below nothing switches, so what is queued now
-            # goes out in this write, and a close request seen below comes after all of it.
-            items = queue.take(wait=self.state is OPEN and not once)
+            # Between here and the write below nothing switches, so what is queued now goes
+            # out in this write, and a close request seen below comes after all of it.
+            items = queue.take()
             data = self._render(items)
-            events, idle = bool(data), False
+            if self._unsent:  # the rest of a frame begun at once (_write_now): first
+                data, self._unsent = self._unsent + data, b""
             if PING in items:
                 silent = monotonic() - self.last_seen
                 if silent > silence_limit:
                     self._log_drop("silent", f"no answer for {silent:.0f} s")
                     return True
-                # idle: nothing for a ping interval
-                idle, self._wrote = not (self._wrote or events), False
                 if self._ws.state is WSState.OPEN:
                     data += self._ws.send(Ping())
                     self._stats.frames += 1
-            self._wrote = self._wrote or events
             if self.state is CLOSING:
                 self._write(data + self._closing_frames())
                 self._peer_closed.wait(CLOSE_TIMEOUT)
                 return True
             if data:
                 self._write(data)  # may switch: more may be queued, or a close asked for, meanwhile
-            if once:
+            if self.state is OPEN and queue.empty():
                 return False
-            if idle and queue.empty() and self.state is OPEN:
-                return False
-            del items, data  # while it waits, a writer holds no frame (the welcome is big)
+            del items, data  # between writes, a writer holds no frame (the welcome is big)
 
     def _render(self, items: list[Outgoing]) -> bytes:
         """Queued items as bytes: all events in one frame (framing.render), then pongs and echoes."""

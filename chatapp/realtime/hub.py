@@ -11,10 +11,13 @@ Concurrency story (one worker process, gevent greenlets, no threads):
   joined into one Batch: each event was serialised once by its publisher, the batch is framed
   once, and every member gets the same bytes object. A membership change first delivers what
   was published before it, so a joiner never gets older events and a leaver misses none.
-- Delivery never blocks the Hub: `Connection.offer` is a non-blocking put into the client's
-  bounded queue. A full queue means that client reads too slowly: it alone is closed with
-  1013 and taken out of every room at once; the Hub and every other client go on.
-- The client's writer greenlet (client.py) is the only code that writes its socket.
+- Delivery never blocks the Hub: `Connection.offer` writes the event at once when the
+  client has no writer running (one non-blocking send, which never switches: what the kernel
+  does not take goes to a writer greenlet), else puts it in the client's bounded queue. A
+  full queue means that client reads too slowly: it alone is closed with 1013 and taken out
+  of every room at once; the Hub and every other client go on.
+- A client's socket is written only by `offer`'s send and its writer greenlet (client.py),
+  never both at once, so frames are whole and in order.
 - `stats` (metrics.Stats) are plain counters: the Hub and every connection's reader and writer
   add to them (gevent never switches inside a `+=`, so no lock), the sampler greenlet reads.
 """

@@ -38,8 +38,8 @@ def test_send_queue_is_bounded_and_hands_everything_over_in_order() -> None:
         queue.put_nowait(item)
     with pytest.raises(Full):
         queue.put_nowait(d)
-    assert queue.take(wait=False) == [a, b, c]
-    assert queue.take(wait=False) == [] and queue.empty()
+    assert queue.take() == [a, b, c]
+    assert queue.take() == [] and queue.empty()
 
 
 def test_send_queue_is_bounded_in_bytes_too() -> None:
@@ -50,43 +50,11 @@ def test_send_queue_is_bounded_in_bytes_too() -> None:
     queue.put_nowait(big[1])
     with pytest.raises(Full):
         queue.put_nowait(big[2])  # 4,500 bytes > 3,000
-    queue.take(wait=False)
+    queue.take()
     huge = Batch([b"h" * 5000])
     queue.put_nowait(huge)  # alone, one batch over the bound still goes to a client that reads
     with pytest.raises(Full):
         queue.put_nowait(big[2])
-
-
-def test_send_queue_wakes_its_waiting_taker() -> None:
-    queue = SendQueue(8, 1024)
-    taker = gevent.spawn(queue.take, True)
-    gevent.sleep(0)  # the taker now waits
-    assert not taker.ready()
-    x, y = batches("x", "y")
-    queue.put_nowait(x)
-    queue.put_nowait(y)
-    assert taker.get(timeout=5) == [x, y]
-
-
-def test_send_queue_wake_lets_its_taker_return_with_nothing() -> None:
-    queue = SendQueue(8, 1024)
-    taker = gevent.spawn(queue.take, True)
-    gevent.sleep(0)
-    queue.wake()
-    assert taker.get(timeout=5) == []
-
-
-def test_send_queue_wakes_the_next_taker_after_one_was_killed_while_waiting() -> None:
-    queue = SendQueue(8, 1024)
-    taker = gevent.spawn(queue.take, True)
-    gevent.sleep(0)
-    taker.kill(timeout=5)  # as a writer is, at shutdown
-    assert taker.dead
-    second = gevent.spawn(queue.take, True)
-    gevent.sleep(0)
-    (x,) = batches("x")
-    queue.put_nowait(x)
-    assert second.get(timeout=5) == [x]
 
 
 # -- a connection and its peer ------------------------------------------------------------------------
@@ -99,7 +67,16 @@ class Peer:
         self.pending: list[Event] = []
 
     def next(self, timeout: float = TIMEOUT) -> Event:
-        """The next whole frame: a TextMessage, a Ping or a CloseConnection."""
+        """The next whole message: a TextMessage (its parts joined, as a big one comes in
+        several reads), a Ping or a CloseConnection."""
+        event = self._next(timeout)
+        while isinstance(event, TextMessage) and not event.message_finished:
+            part = self._next(timeout)
+            assert isinstance(part, TextMessage), part  # a message's frame is never cut by another
+            event = TextMessage(event.data + part.data, part.frame_finished, part.message_finished)
+        return event
+
+    def _next(self, timeout: float) -> Event:
         while not self.pending:
             with gevent.Timeout(timeout):
                 data = self.sock.recv(65536)
@@ -107,9 +84,7 @@ class Peer:
                 raise EOFError("the server closed the socket")
             self.ws.receive_data(data)
             self.pending += self.ws.events()
-        event = self.pending.pop(0)
-        assert not isinstance(event, TextMessage) or event.message_finished, "a frame split in parts"
-        return event
+        return self.pending.pop(0)
 
     def lines(self) -> list[dict[str, Any]]:
         """The events of the next text frame (pings skipped)."""
@@ -190,7 +165,8 @@ def test_what_is_held_while_connecting_counts_against_the_queue_size(open_: Open
 def test_a_full_queue_closes_with_1013_and_what_was_queued_is_dropped(open_: Open) -> None:
     conn, peer = open_(send_queue_size=4)
     conn.start_writer()
-    assert all(conn.offer(room_event(str(n))) for n in range(4))  # the writer has not run yet
+    assert conn.offer(PING)  # a writer is started: what comes next is queued behind it
+    assert all(conn.offer(room_event(str(n))) for n in range(3))  # the writer has not run yet
     assert not conn.offer(room_event("one too many"))
     assert conn.offer(room_event("after the close"))  # dropped quietly: the Hub forgot it already
     events, code = peer.until_close()
@@ -208,44 +184,53 @@ def test_the_first_close_request_wins_and_goes_out_after_what_was_queued(open_: 
     assert [e.get("text") or e.get("code") for e in events] == ["last", "shutting_down"]
 
 
-def test_an_idle_writer_ends_at_a_ping_after_a_quiet_interval_and_an_offer_starts_the_next(open_: Open) -> None:
+def test_events_are_written_at_once_by_whoever_offers_them_while_no_writer_runs(open_: Open) -> None:
+    """The Hub writes a room's frame to each client itself: no writer is woken for an event."""
     conn, peer = open_()
     started = count_writers(conn)
     conn.send({"type": "welcome"})
-    conn.start_writer()  # the welcome is written by this greenlet, at once: no writer started
-    assert not conn.writing and started == [1, 1]
-    assert peer.lines() == [{"type": "welcome"}]
-    conn.offer(PING)  # something was written since the last PING (the welcome): it stays
-    assert isinstance(peer.next(), Ping)
-    assert conn.writing
-    conn.offer(PING)  # nothing since the last PING: it pings, then ends
-    assert isinstance(peer.next(), Ping)
-    gevent.idle()
-    assert not conn.writing and conn.state is OPEN
-    for n in range(3):  # the first starts a writer; the others find it there
+    conn.start_writer()  # the welcome, written by this greenlet
+    for n in range(3):
         conn.offer(room_event(str(n)))
-    assert [e["text"] for e in peer.lines()] == ["0", "1", "2"]
-    conn.close(CloseCode.NORMAL)  # the writer waits: it is woken, no other starts
+    assert not conn.writing and started == [0, 0]
+    assert peer.lines() == [{"type": "welcome"}]
+    assert [peer.lines()[0]["text"] for _ in range(3)] == ["0", "1", "2"]  # a frame each, in order
+    conn.close(CloseCode.NORMAL)  # a close frame goes through a writer
     assert peer.until_close() == ([], CloseCode.NORMAL)
-    assert started == [3, 1]  # the welcome's write, then two writers; never two at once
+    assert started == [1, 1]
 
 
-def test_a_ping_to_an_idle_client_starts_a_writer_that_pings_and_ends(open_: Open) -> None:
+def test_a_ping_starts_a_writer_that_pings_and_ends(open_: Open) -> None:
     conn, peer = open_()
     started = count_writers(conn)
-    conn.start_writer()  # nothing held: no writer yet
-    conn.offer(PING)  # a new client counts as written to (its welcome, as a rule): it stays
-    assert isinstance(peer.next(), Ping)
-    conn.offer(PING)  # nothing since: it pings and ends
-    assert isinstance(peer.next(), Ping)
-    gevent.idle()
-    assert not conn.writing
-    for _ in range(3):  # idle: each PING starts a writer that pings and ends at once
+    conn.start_writer()  # nothing held: no writer
+    for _ in range(3):  # an idle client holds no writer between pings
         conn.offer(PING)
         assert isinstance(peer.next(), Ping)
         gevent.idle()
         assert not conn.writing
-    assert started == [4, 1]
+    assert started == [3, 1]
+
+
+def test_what_the_kernel_does_not_take_at_once_goes_out_whole_before_what_comes_after(open_: Open) -> None:
+    """A client that reads slowly: the event written at once is taken in part, its writer
+    writes the rest (blocking, within WRITE_TIMEOUT) and then what was queued meanwhile; every
+    frame arrives whole and in order."""
+    conn, peer = open_()
+    started = count_writers(conn)
+    conn.start_writer()
+    big = room_event("x" * 4_000_000)  # more than a socket pair's buffers hold
+    conn.offer(big)
+    assert conn.writing  # the rest is a writer's
+    for n in range(3):
+        conn.offer(room_event(str(n)))  # queued behind it
+    assert conn.queued == 3
+    texts: list[str] = []
+    while len(texts) < 4:
+        texts += [event["text"] for event in peer.lines()]
+    assert [len(texts[0]), *texts[1:]] == [4_000_000, "0", "1", "2"]
+    gevent.idle()
+    assert not conn.writing and started == [1, 1]
 
 
 def test_a_peer_silent_past_the_pong_timeout_is_dropped_without_a_close_frame(open_: Open) -> None:
@@ -266,7 +251,7 @@ def test_skip_through_drops_the_events_the_welcome_had_already(open_: Open) -> N
     conn.start_writer()
     conn.offer(Batch([b'{"n":5}', b'{"n":7}'], [5, 7]))  # published late by another worker
     assert peer.lines() == [{"type": "welcome"}, {"n": 6}]  # written by start_writer
-    assert peer.lines() == [{"n": 7}]  # by the writer its offer started
+    assert peer.lines() == [{"n": 7}]  # written as it was offered
     with pytest.raises(RuntimeError, match="CONNECTING"):
         conn.skip_through(9)
 
@@ -300,12 +285,12 @@ def count_writers(conn: Connection) -> list[int]:
     counts, running = [0, 0], [0]
     pump = conn._write_pump
 
-    def counted(once: bool = False) -> None:
+    def counted() -> None:
         counts[0] += 1
         running[0] += 1
         counts[1] = max(counts[1], running[0])
         try:
-            pump(once)
+            pump()
         finally:
             running[0] -= 1
 
