@@ -233,6 +233,26 @@ def test_what_the_kernel_does_not_take_at_once_goes_out_whole_before_what_comes_
     assert not conn.writing and started == [1, 1]
 
 
+def test_an_event_that_cannot_be_rendered_ends_that_connection_not_the_offerers_round(open_: Open) -> None:
+    """A text client's `lines` (the app's render) that raises on an event: the connection ends
+    (CLOSED, its socket shut down, as when its writer rendered it), and `offer`, called by the
+    Hub for every member of the room, does not raise: else the Hub takes the client out of its
+    rooms and leaves it OPEN, pinged and never closed, shown nothing more."""
+
+    def lines(event: bytes) -> str | None:
+        if b"bad" in event:
+            raise KeyError("user")
+        return event.decode()
+
+    conn, peer = open_()
+    conn.lines = lines
+    conn.start_writer()
+    assert conn.offer(room_event("bad"))  # the Hub's greenlet
+    with pytest.raises(EOFError):
+        peer.next()
+    assert conn.state is CLOSED
+
+
 def test_a_peer_silent_past_the_pong_timeout_is_dropped_without_a_close_frame(open_: Open) -> None:
     conn, peer = open_(ping_interval=1.0, pong_timeout=1.0)
     conn.start_writer()
