@@ -415,7 +415,13 @@ class Connection:
         reads slowly), or a send that fails, is left to a writer started for it: it writes the
         rest first, or meets the error and ends the connection as writers do. No greenlet is
         woken for the usual event: the Hub writes a room's frame to each of its clients."""
-        data = self._render(items)
+        try:
+            data = self._render(items)
+        except Exception:  # a text client's `lines` (the app's render): ends it, as a writer's would
+            log.exception("%r: writer failed", self)
+            self._move(CLOSED)
+            self._shutdown_socket()
+            return
         if not data:  # the client had it all already (skip_through)
             return
         try:
