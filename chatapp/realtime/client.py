@@ -252,7 +252,7 @@ class Connection:
             # `events()` (`while self._events`) as well, in 56.
             ws._events = []  # type: ignore[assignment]
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # Whole frames go out in one sendall: let them leave at once, not after an ACK
+            # Whole frames go out in one send: let them leave at once, not after an ACK
             # (Nagle's algorithm would hold a small frame back by up to the peer's 40 ms).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._config = config
@@ -280,9 +280,10 @@ class Connection:
 
     # -- any greenlet -----------------------------------------------------------------------
     def offer(self, item: Outgoing) -> bool:
-        """Queue an item without blocking (a Batch or PING from the Hub, `send`'s and `echo`'s,
-        the reader's pongs). False when it did not fit: the client is then closing with 1013
-        (too slow) and should be forgotten by its rooms. Dropped quietly once closing."""
+        """Write or queue an item without blocking (a Batch or PING from the Hub, `send`'s and
+        `echo`'s, the reader's pongs): a Batch is written at once while no writer runs
+        (`_write_now`). False when it did not fit: the client is then closing with 1013 (too
+        slow) and should be forgotten by its rooms. Dropped quietly once closing."""
         state = self.state
         if state is OPEN:
             if self._writer is None and type(item) is Batch:  # no writer: nothing waits to go first

@@ -61,9 +61,13 @@ class Lifecycle:
         PING_TURNS-th of them at a time (each connection at its own turn, the same one every
         time): pinging all at once started a writer for every idle client in one Hub round,
         10,000 at once on a busy worker."""
-        turn = 0
+        step = self._config.ping_interval / PING_TURNS
+        turn, due = 0, time.monotonic()
         while True:
-            gevent.sleep(self._config.ping_interval / PING_TURNS)
+            # Turns kept to the clock, not to sleeps that each wake a little late: 25 lates a
+            # cycle would stretch a connection's ping period past what PONG_TIMEOUT allows.
+            due += step
+            gevent.sleep(max(0.0, due - time.monotonic()))
             self._hub.ping_turn(turn, PING_TURNS)
             turn = (turn + 1) % PING_TURNS
 
