@@ -114,6 +114,7 @@ struct client {
     uint64_t delivered; /* messages received once (holes aside), ever */
     uint64_t dups, gaps; /* since the step began */
     uint64_t frames, received; /* frames and bytes, ever */
+    uint64_t pings;            /* of those frames, the server's pings (not events: quiet goes on) */
     uint64_t base;      /* `delivered` at the step's start or at `mark` */
 };
 
@@ -442,6 +443,7 @@ static size_t parse_frames(struct client *c, const unsigned char *data, size_t l
             (opt.chat ? on_chat : on_plain)(c, payload, size, arrived);
             break;
         case 0x9: /* ping: pong with the same payload */
+            c->pings++;
             send_frame(c, 0xA, payload, size);
             break;
         case 0x8:
@@ -479,7 +481,7 @@ static void on_readable(struct client *c) {
     }
     if (!stamped)
         clock_gettime(CLOCK_REALTIME, &arrived);
-    uint64_t frames = c->frames;
+    uint64_t events = c->frames - c->pings;
     if (c->state == OPEN && c->in.len == 0) {
         /* the usual case: whole frames straight from scratch; an unfinished one's head is kept */
         size_t used = parse_frames(c, scratch, (size_t)size, arrived);
@@ -510,7 +512,7 @@ static void on_readable(struct client *c) {
             c->in.len -= used;
         }
     }
-    if (c->frames != frames)
+    if (c->frames - c->pings != events) /* a ping is no event: pings go on while all is quiet */
         last_frame = mono();
 }
 
