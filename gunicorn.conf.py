@@ -6,8 +6,9 @@ Locally it listens on 127.0.0.1:8000. A platform that sets $PORT (Heroku and its
 
 import gc
 import glob
-import html
+import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -81,17 +82,16 @@ GC_THRESHOLDS = (50_000, 20, 10)
 
 def _write_error(sock, status_int, reason, mesg):
     """gunicorn's own refusals (a request line or headers too large, a malformed request), which
-    never reach the app, say nosniff too, as every response of the app does (views._nosniff).
-    gunicorn's util.write_error (pinned in requirements.txt), with that one header more."""
-    body = (
-        f"<html>\n  <head>\n    <title>{reason}</title>\n  </head>\n  <body>\n"
-        f"    <h1><p>{reason}</p></h1>\n    {html.escape(mesg)}\n  </body>\n</html>\n"
-    )
+    never reach the app, answered as the app answers errors: JSON, {"error", "detail"}, and
+    nosniff (views._nosniff). In place of gunicorn's util.write_error (pinned in
+    requirements.txt), which writes an HTML page."""
+    error = re.sub(r"[^a-z]+", "_", reason.lower()).strip("_")  # "Request-URI Too Long": request_uri_too_long
+    body = json.dumps({"error": error, "detail": str(mesg)[:300]}).encode()
     head = (
-        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: text/html\r\n"
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
         f"X-Content-Type-Options: nosniff\r\nContent-Length: {len(body)}\r\n\r\n"
     )
-    gunicorn.util.write_nonblock(sock, (head + body).encode("latin1"))
+    gunicorn.util.write_nonblock(sock, head.encode("latin1") + body)
 
 
 gunicorn.util.write_error = _write_error  # the workers call it as util.write_error

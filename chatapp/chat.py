@@ -47,7 +47,7 @@ from gevent.queue import Queue
 from .config import Config
 from .metrics import MESSAGES, STORE_SECONDS
 from .ratelimit import KeyedRateLimiter, RateLimiter, address_key
-from .realtime import Connection, ErrorCode, ProtocolError, Realtime, error_event
+from .realtime import Connection, ErrorCode, ProtocolError, Realtime, error_event, is_unicode
 from .store import Message, Store
 from .unavailable import Unavailable
 
@@ -157,12 +157,9 @@ def parse_message(event: dict[str, Any], max_chars: int) -> tuple[str, str | Non
 
 
 def _check_unicode(value: str, field: str, code: ErrorCode = ErrorCode.BAD_FIELD) -> None:
-    """JSON may carry a lone surrogate (an escape like \\ud800), which no UTF-8 can hold: refuse
-    it here, before it fails the store or the encoder."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        raise ProtocolError(code, f"{field} must be valid Unicode (no lone surrogates)") from None
+    """Refuse a lone surrogate here (is_unicode), before it fails the store or the encoder."""
+    if not is_unicode(value):
+        raise ProtocolError(code, f"{field} must be valid Unicode (no lone surrogates)")
 
 
 def _visible(text: str) -> bool:

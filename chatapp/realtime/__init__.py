@@ -8,7 +8,7 @@ here; the Hub, the backplane and presence stay inside (server.py's docstring has
 from .client import Connection
 from .handshake import Refused, Upgrade
 from .presence import Info
-from .protocol import CloseCode, ErrorCode, ProtocolError, error_event
+from .protocol import CloseCode, ErrorCode, ProtocolError, error_event, is_unicode
 from .server import Health, Realtime
 
 __all__ = [
@@ -22,4 +22,5 @@ __all__ = [
     "Refused",
     "Upgrade",
     "error_event",
+    "is_unicode",
 ]

@@ -65,12 +65,14 @@ def error_event(code: ErrorCode, detail: str, cid: str | None = None) -> dict[st
     """An `error` event; with the `cid` of the client's event it answers, when it had one and it
     can be sent (a JSON escape may carry a lone surrogate, which no UTF-8 holds)."""
     event = {"type": "error", "code": str(code), "detail": detail}
-    if cid is not None and _sendable(cid):
+    if cid is not None and is_unicode(cid):
         event["cid"] = cid[:64]
     return event
 
 
-def _sendable(text: str) -> bool:
+def is_unicode(text: str) -> bool:
+    """Whether `text` is valid Unicode: JSON may carry a lone surrogate (an escape like
+    \\ud800), which no UTF-8 can hold, and which fails whatever encodes it later."""
     try:
         text.encode()
     except UnicodeEncodeError:

@@ -308,6 +308,7 @@ def test_every_response_says_nosniff(server: Server) -> None:
             response = http.client.HTTPResponse(sock)
             response.begin()
             assert (response.status, response.getheader("X-Content-Type-Options")) == (status, "nosniff")
+            assert set(json.loads(response.read())) == {"error", "detail"}  # JSON, as the app's errors
 
 
 def test_a_reconnect_does_not_reset_the_limits_of_an_address(make_server) -> None:
