@@ -85,7 +85,7 @@ def _write_error(sock, status_int, reason, mesg):
     never reach the app, answered as the app answers errors: JSON, {"error", "detail"}, and
     nosniff (views._nosniff). In place of gunicorn's util.write_error (pinned in
     requirements.txt), which writes an HTML page."""
-    error = re.sub(r"[^a-z]+", "_", reason.lower()).strip("_")  # "Request-URI Too Long": request_uri_too_long
+    error = re.sub(r"[^a-z]+", "_", reason.lower()).strip("_")  # "URI Too Long": uri_too_long
     body = json.dumps({"error": error, "detail": str(mesg)[:300]}).encode()
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
