@@ -25,6 +25,7 @@
   const RECENT_ROOMS = 8;            // rooms remembered in the room list
   const ACTIVE_ROOMS = 8;            // other rooms with people online, listed under "Active now"
   const MY_CIDS = 500;               // cids of one's own last messages, kept across reloads
+  const HISTORY_PAGE = 500;          // messages per API page when a resume fetches what a welcome left out (the API's most)
   const ROOMS_POLL_MS = 30000;       // how often the room list asks who is online, and counts unread
   const UNREAD_LIMIT = 100;          // messages counted per room; more show as "99+"
   const QUICK_RETURN_SECONDS = 60;   // left and back within this: a reload, not worth two lines
@@ -258,13 +259,13 @@
     let after = lastId;
     let complete = false;
     while (socket === ws) {
-      const query = new URLSearchParams({ since: after, limit: "500" });
+      const query = new URLSearchParams({ since: after, limit: String(HISTORY_PAGE) });
       if (event.epoch) query.set("epoch", event.epoch);
       const page = await getJSON(`/api/rooms/${room}/messages?${query}`);
       if (!page || !Array.isArray(page.messages) || page.reset || page.truncated) break;
       const before = page.messages.filter((m) => Number(m.id) < first);
       gap.push(...before);
-      if (before.length < page.messages.length || page.messages.length < 500) {
+      if (before.length < page.messages.length || page.messages.length < HISTORY_PAGE) {
         complete = true;
         break;
       }
