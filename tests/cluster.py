@@ -99,12 +99,28 @@ class RedisClusterServers:
             )
             if known and sum("master_link_status:up" in info for info in replicas) >= self.masters:
                 return
-            assert time.monotonic() < deadline, "the replicas did not sync"
+            assert time.monotonic() < deadline, f"the replicas did not sync:\n{self.report()}"
             time.sleep(0.1)  # a replica syncing: no event to await from outside
+
+    def report(self) -> str:
+        """Each node's port, whether it runs, its role and link, and the end of its log."""
+        lines = []
+        for node in self.nodes:
+            info = self.cli(node, "info", "replication") if node in self.live() else "not running"
+            status = " ".join(part for part in info.split() if part.startswith(("role:", "master_link_status:")))
+            log = node.folder / "redis.log"
+            tail = log.read_text(errors="replace").splitlines()[-5:] if log.exists() else []
+            lines += [f"{node.port}: {status}", *(f"    {line}" for line in tail)]
+        return "\n".join(lines)
 
     def start_node(self, node: RedisServer) -> None:
         """Start (or start again: its folder keeps its cluster config and data) one node."""
-        node.start("--cluster-enabled", "yes", "--cluster-node-timeout", str(NODE_TIMEOUT_MS))
+        # A replica syncs at once (not after the 5 s a master waits by default for more replicas
+        # to share the transfer); each node logs to its folder, for a failure to show.
+        node.start(
+            "--cluster-enabled", "yes", "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+            "--repl-diskless-sync-delay", "0", "--logfile", str(node.folder / "redis.log"),
+        )  # fmt: skip
 
     def cli(self, node: RedisServer, *args: str) -> str:
         result = subprocess.run(
