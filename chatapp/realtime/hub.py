@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from itertools import islice
 from typing import NamedTuple, Protocol
 
-from gevent.event import Event
+from gevent.event import AsyncResult
 from gevent.queue import Queue
 
 from ..unavailable import Unavailable
@@ -80,7 +80,10 @@ class Unregister(NamedTuple):
 class Join(NamedTuple):
     conn: Member
     room: str
-    done: Event  # set by the Hub once it is done (or has failed)
+    max_rooms: int  # a new room past this many on the worker is refused (0: no cap)
+    # The outcome: True (done, or the joiner is gone), False (refused: max_rooms), set by the
+    # Hub; or HubStuck, set by the joiner that gave up waiting, and the Hub then skips it.
+    done: AsyncResult
 
 
 class Leave(NamedTuple):
@@ -135,15 +138,21 @@ class Hub:
     def unregister(self, conn: Member) -> None:
         self._inbox.put(Unregister(conn))
 
-    def join(self, conn: Member, room: str) -> None:
-        """Put `conn` in `room`; returns once the Hub has done it, so every event published
-        after this call returns reaches `conn`."""
-        done = Event()
-        self._inbox.put(Join(conn, room, done))
-        if not done.wait(ACK_TIMEOUT):
-            raise HubStuck(f"the hub did not answer a join within {ACK_TIMEOUT} s")
+    def join(self, conn: Member, room: str, max_rooms: int = 0) -> bool:
+        """Put `conn` in `room`; returns True once the Hub has done it, so every event
+        published after this call returns reaches `conn`. False, and nothing joined, if `room`
+        would be a new room past `max_rooms` on this worker (0: no cap): the Hub alone counts
+        the rooms, so joiners racing to open rooms cannot pass the cap together."""
+        done: AsyncResult = AsyncResult()
+        self._inbox.put(Join(conn, room, max_rooms, done))
+        done.wait(ACK_TIMEOUT)
+        if not done.ready():  # given up: not applied later, when the client was told it failed
+            done.set_exception(HubStuck(f"the hub did not answer a join within {ACK_TIMEOUT} s"))
+        if not done.get():
+            return False
         if room not in conn.rooms:  # unregistered, dropped, or the join failed
             raise HubStuck(f"{conn.id} could not join {room}")
+        return True
 
     def leave(self, conn: Member, room: str) -> None:
         self._inbox.put(Leave(conn, room))
@@ -219,8 +228,8 @@ class Hub:
                 self._apply(command, pending)
             except Exception:  # one bad command must not cost the round's other events
                 log.exception("hub command %s failed", type(command).__name__)
-                if type(command) is Join:
-                    command.done.set()  # the joiner stops waiting; it is not in the room
+                if type(command) is Join and not command.done.ready():
+                    command.done.set(True)  # the joiner stops waiting; it is not in the room
         for room, (events, seqs) in pending.items():
             self._fan_out(room, events, seqs)
 
@@ -237,12 +246,17 @@ class Hub:
                 self._deliver(pending, list(conn.rooms))  # a delivery may drop it from its rooms
                 self._remove(conn)
                 self.connections.pop(conn.id, None)
-            case Join(conn, room, done):
+            case Join(conn, room, max_rooms, done):
+                if done.ready():  # its joiner gave up waiting (HubStuck)
+                    return
+                if max_rooms and room not in self.rooms and len(self.rooms) >= max_rooms:
+                    done.set(False)
+                    return
                 self._deliver(pending, (room,))
                 if conn.id in self.connections:  # not if it was dropped or unregistered meanwhile
                     conn.rooms.add(room)
                     self.rooms.setdefault(room, {})[conn.id] = conn
-                done.set()
+                done.set(True)
             case Leave(conn, room):
                 self._deliver(pending, (room,))
                 self._leave(conn, room)

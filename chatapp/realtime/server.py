@@ -146,10 +146,12 @@ class Realtime:
         among the room's members (shown as `conn.info`) on every worker. A new room past
         MAX_ROOMS on this worker is refused (ProtocolError too_many_rooms)."""
         cap = self.config.max_rooms
+        # Looked at here to spare a refused joiner the subscription; the Hub's count is the exact one.
         if cap and room not in self._hub.rooms and len(self._hub.rooms) >= cap:
-            raise ProtocolError(ErrorCode.TOO_MANY_ROOMS, f"this server has {cap} rooms open; join one of them")
+            raise _too_many_rooms(cap)
         self._backplane.subscribe(room)  # first: from then on, every event of the room reaches the Hub
-        self._hub.join(conn, room)
+        if not self._hub.join(conn, room, cap):
+            raise _too_many_rooms(cap)  # the subscription lapses with the room's disuse (backplane)
         self._presence.add(room, conn.id, conn.info)
 
     def leave(self, conn: Connection, room: str) -> None:
@@ -165,12 +167,6 @@ class Realtime:
         `skip_through(n)` does not get events numbered up to n."""
         self.start()
         self._backplane.publish(room, encode(event), seq)
-
-    def emit_local(self, room: str, event: dict[str, Any]) -> None:
-        """Send `event` to the clients in `room` on this worker only (say, a figure about this
-        worker itself; what every worker's clients should see goes through `emit`)."""
-        self.start()
-        self._hub.publish(room, encode(event))
 
     # -- who is where -----------------------------------------------------------------------
     def members(self, room: str, limit: int) -> tuple[list[Info], int]:
@@ -266,3 +262,7 @@ class Realtime:
     def _presence_counted(self, counts: dict[str, int]) -> None:
         if self._counted is not None:
             self._counted(counts)
+
+
+def _too_many_rooms(cap: int) -> ProtocolError:
+    return ProtocolError(ErrorCode.TOO_MANY_ROOMS, f"this server has {cap} rooms open; join one of them")

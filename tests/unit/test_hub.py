@@ -6,6 +6,7 @@ import gevent
 import pytest
 from gevent.queue import Queue
 
+from chatapp.realtime import hub as hub_module
 from chatapp.realtime.framing import Batch, message_frame
 from chatapp.realtime.hub import PING, Hub, HubStuck, PingTick, Publish
 from chatapp.realtime.protocol import CloseCode, ErrorCode
@@ -218,6 +219,21 @@ def test_a_join_that_fails_frees_the_joiner_at_once_and_the_round_goes_on(hub: H
         hub.join(broken, "r")
     assert a.events() == [b"same round"]
     assert [m.id for m in hub.members("r", 10)[0]] == ["a"]  # nothing half done
+
+
+def test_a_join_given_up_on_is_not_applied_when_the_hub_comes_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The joiner was refused (HubStuck): the Hub, stuck until then, must not put it in the room."""
+    monkeypatch.setattr(hub_module, "ACK_TIMEOUT", 0.1)
+    hub, late = Hub(), FakeMember("late")
+    hub.register(late)
+    with pytest.raises(HubStuck):
+        hub.join(late, "r")  # no Hub running yet: nobody answers
+    greenlet = gevent.spawn(hub.run)
+    try:
+        joined(hub, "other", FakeMember("after"))  # the Hub has taken every command before it
+        assert "r" not in hub.rooms and late.rooms == set()
+    finally:
+        greenlet.kill()
 
 
 def test_what_is_not_a_command_fails_alone_and_is_logged(hub: Hub, caplog: pytest.LogCaptureFixture) -> None:

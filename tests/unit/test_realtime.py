@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 
+import gevent
 import pytest
 from flask import Flask
 
@@ -36,9 +37,8 @@ def settle(rt: Realtime, member: Listener, room: str) -> None:
 def test_an_emit_reaches_every_member_of_its_room_and_no_one_else(rt: Realtime) -> None:
     a, b, other = listener(rt, "a", "r"), listener(rt, "b", "r"), listener(rt, "other", "s")
     rt.emit("r", {"type": "hello", "n": 1}, seq=5)
-    rt.emit_local("r", {"type": "count"})
     settle(rt, other, "s")
-    assert a.events() == b.events() == [{"type": "hello", "n": 1}, {"type": "count"}]
+    assert a.events() == b.events() == [{"type": "hello", "n": 1}]
     assert other.events() == []
 
 
@@ -59,7 +59,6 @@ def test_backplane_events_are_counted_and_apart_those_of_rooms_with_clients_here
     a = listener(rt, "a", "r")
     rt.emit("r", {"type": "hello"})
     rt.emit("nobody-here", {"type": "hello"})  # heard, for no one on this worker
-    rt.emit_local("r", {"type": "count"})  # not the backplane's
     settle(rt, a, "r")
     stats = rt._hub.stats
     assert (stats.received, stats.received_own) == (2, 1)
@@ -72,6 +71,17 @@ def test_a_new_room_past_max_rooms_is_refused_and_open_ones_still_take_people(rt
     assert refused.value.code == ErrorCode.TOO_MANY_ROOMS
     listener(rt, "b", "one")
     assert rt.local_rooms() == {"one": 2, "two": 1}
+
+
+def test_joiners_racing_to_open_rooms_cannot_pass_max_rooms_together(rt: Realtime) -> None:
+    """Each sees one room open of two before any join is applied: the Hub's count decides."""
+    listener(rt, "a", "one")
+    racers = [listener(rt, f"racer-{n}") for n in range(5)]
+    joins = [gevent.spawn(rt.join, racer, f"new-{n}") for n, racer in enumerate(racers)]
+    gevent.joinall(joins, timeout=5)
+    refused = [join.exception for join in joins if join.exception is not None]
+    assert len(refused) == 4 and all(exc.code == ErrorCode.TOO_MANY_ROOMS for exc in refused)
+    assert len(rt.local_rooms()) == 2
 
 
 def test_health_tells_this_workers_figures(rt: Realtime) -> None:
