@@ -318,27 +318,21 @@ class Chat:
         if conn.data["announced"]:  # after its messages
             self._enqueue(partial(self._tell, "leave", conn.data["room"], conn.info))
 
-    def member_left(self, room: str, user: dict[str, Any]) -> None:
+    def member_left(self, room: str, user: dict[str, Any], members: int) -> None:
         """A member vanished with its worker (presence expiry, on the worker that sweeps): told
-        unless the room was big with it (its join was not told then; the count tells)."""
-        if self._members(room) < WELCOME_MEMBERS:
+        unless the room was big with it (its join was not told then; the count tells).
+        `members`: those left after the sweep, which reports them all without asking again."""
+        if members < WELCOME_MEMBERS:
             self._tell("leave", room, user)
 
-    def member_back(self, room: str, user: dict[str, Any]) -> None:
+    def member_back(self, room: str, user: dict[str, Any], members: int) -> None:
         """A member taken for gone (its `leave` told) was there after all: the room is told,
         as of a join."""
-        if self._members(room) <= WELCOME_MEMBERS:
+        if members <= WELCOME_MEMBERS:
             self._tell("join", room, user)
 
     def _tell(self, kind: str, room: str, user: dict[str, Any]) -> None:
         self.rt.emit(room, {"type": kind, "room": room, "user": user, "ts": time.time()})
-
-    def _members(self, room: str) -> int:
-        """`room`'s members on every worker now (0 when presence is away: lines are told)."""
-        try:
-            return self.rt.counts([room]).get(room, 0)
-        except Unavailable:
-            return 0
 
     def counted(self, counts: dict[str, int]) -> None:
         """Presence's count of every room (each beat, on the one worker that counts for all):

@@ -38,7 +38,7 @@ from .presence import BEATS, HubPresence, Info, Presence
 from .protocol import CloseCode, ErrorCode, ProtocolError, encode, error_event
 from .session import ConnectHandler, Handler, Handlers, Sessions, TextCodec
 
-PresenceHandler = Callable[[str, Info], None]
+PresenceHandler = Callable[[str, Info, int], None]
 CountsHandler = Callable[[dict[str, int]], None]
 CONNECT_WINDOW = 10.0  # CONNECT_RATE_LIMIT counts upgrades per this many seconds
 
@@ -114,14 +114,16 @@ class Realtime:
         self._handlers.text = TextCodec(parse, render)
 
     def on_presence_expired(self, handler: PresenceHandler) -> PresenceHandler:
-        """`handler(room, info)` runs once for a member that went without a disconnect (its
-        worker died), when any worker sweeps it out of the room's presence."""
+        """`handler(room, info, members)` runs once for a member that went without a disconnect
+        (its worker died), when any worker sweeps it out of the room's presence; `members`: how
+        many the room has left, on every worker."""
         self._expired = handler
         return handler
 
     def on_presence_restored(self, handler: PresenceHandler) -> PresenceHandler:
-        """`handler(room, info)` runs when a member that was swept out of a room's presence
-        (wrongly: a stalled worker, say) is found still there, and put back."""
+        """`handler(room, info, members)` runs when a member that was swept out of a room's
+        presence (wrongly: a stalled worker, say) is found still there, and put back; `members`:
+        how many the room has with it, on every worker."""
         self._restored = handler
         return handler
 
@@ -251,13 +253,13 @@ class Realtime:
             detail = "delivery is back: reconnect to catch up"
             self._hub.close_all(CloseCode.SERVICE_RESTART, ErrorCode.RESYNC, detail, rooms=rooms)
 
-    def _presence_expired(self, room: str, info: Info) -> None:
+    def _presence_expired(self, room: str, info: Info, members: int) -> None:
         if self._expired is not None:
-            self._expired(room, info)
+            self._expired(room, info, members)
 
-    def _presence_restored(self, room: str, info: Info) -> None:
+    def _presence_restored(self, room: str, info: Info, members: int) -> None:
         if self._restored is not None:
-            self._restored(room, info)
+            self._restored(room, info, members)
 
     def _presence_counted(self, counts: dict[str, int]) -> None:
         if self._counted is not None:

@@ -137,7 +137,7 @@ def test_a_dead_lease_holders_members_are_swept_within_the_ttl(request, monkeypa
     ttl = 1.0  # beats of 0.25 s
     holder, other = RedisPresence(client, ttl), RedisPresence(client, ttl)
     gone: list[int] = []  # the other's beat (1 to BEATS after the death) that reported the member
-    other.attach(None, lambda r, info: gone.append(beat), lambda r, info: None, lambda counts: None)  # type: ignore[arg-type]
+    other.attach(None, lambda r, info, n: gone.append(beat), lambda r, info, n: None, lambda counts: None)  # type: ignore[arg-type]
     holder.add(room, "c1", {"id": "c1", "name": "ghost"})
     holder.renew()
     assert holder.leased()
@@ -201,8 +201,8 @@ def test_a_sweep_takes_out_and_reports_each_expired_member_and_counts_every_room
     monkeypatch.setattr(redis.connection, "socket", gevent.socket)
     client = redis_client(request, kind)
     presence = RedisPresence(client, ttl=30.0)
-    expired: list[tuple[str, dict]] = []
-    presence.attach(None, lambda r, info: expired.append((r, info)), lambda r, info: None, lambda counts: None)  # type: ignore[arg-type]
+    expired: list[tuple[str, dict, int]] = []
+    presence.attach(None, lambda *report: expired.append(report), lambda r, info, n: None, lambda counts: None)  # type: ignore[arg-type]
     presence.add(room, "c1", {"id": "c1", "name": "ann"})
     presence.add(room, "c2", {"id": "c2", "name": "bob"})
     presence.add(room + "-gone", "c3", {"id": "c3", "name": "cy"})
@@ -212,7 +212,10 @@ def test_a_sweep_takes_out_and_reports_each_expired_member_and_counts_every_room
     presence.rooms()  # the cluster's listings are in
     counts = presence.sweep()
     assert ours(counts, room) == {room: 1}
-    assert sorted(expired) == [(room, {"id": "c1", "name": "ann"}), (room + "-gone", {"id": "c3", "name": "cy"})]
+    assert sorted(expired, key=str) == [
+        (room, {"id": "c1", "name": "ann"}, 1),
+        (room + "-gone", {"id": "c3", "name": "cy"}, 0),
+    ]
     assert room + "-gone" not in ours(presence.rooms(), room)
     presence.sweep()
     assert len(expired) == 2  # reported once

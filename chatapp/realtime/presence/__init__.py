@@ -21,7 +21,7 @@ from ..hub import Hub
 log = logging.getLogger(__name__)
 
 Info = dict[str, Any]  # what others see of a connection, e.g. {"id": ..., "name": ...}
-Report = Callable[[str, Info], None]  # (room, info)
+Report = Callable[[str, Info, int], None]  # (room, info, the room's members on every worker after it)
 Counted = Callable[[dict[str, int]], None]  # room -> members, on every worker
 
 BEATS = 4  # heartbeats per PRESENCE_TTL

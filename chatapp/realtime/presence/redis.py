@@ -74,8 +74,8 @@ GIVE_UP_WAIT = 1.0  # seconds a worker's end waits to release the lease
 class RedisPresence:
     def __init__(self, client: redis.Redis, ttl: float) -> None:
         self._redis = client
-        self._on_expired: Report = lambda room, info: None
-        self._on_restored: Report = lambda room, info: None
+        self._on_expired: Report = lambda room, info, members: None
+        self._on_restored: Report = lambda room, info, members: None
         self._on_counted: Counted = lambda counts: None
         self.ttl = ttl
         self.every = ttl / BEATS  # seconds between heartbeats
@@ -208,13 +208,18 @@ class RedisPresence:
             if entries:
                 pipe.sadd(ROOMS, *{room for _conn_id, room, _member in entries})
             added = pipe.execute()[: len(entries)]
+        back = []
         for (conn_id, room, member), new in zip(entries, added, strict=True):
             if not new:
                 continue
             if room in self._local.get(conn_id, ()):  # swept while it was here: back, and told
-                self._on_restored(room, json.loads(member))
+                back.append((room, member))
             else:  # it left while we renewed: the renewal must not keep it
                 self._redis.zrem(_key(room), member)
+        if back:  # rare (a stall): the counts of their rooms in one round trip
+            counts = self._counts(list({room for room, _member in back}))
+            for room, member in back:
+                self._on_restored(room, json.loads(member), counts[room])
         now = monotonic()
         if now - started > self.every / 2:  # Redis (or this worker) stalled: others could not renew either
             self._steady_since = None
@@ -260,7 +265,7 @@ class RedisPresence:
             joined = [room for room, n in self._counts(empty).items() if n]
             if joined:
                 self._redis.sadd(ROOMS, *joined)
-        for room, (_left, gone) in zip(rooms, swept, strict=True):
+        for room, (left, gone) in zip(rooms, swept, strict=True):
             for member in gone:
-                self._on_expired(room, json.loads(member))
+                self._on_expired(room, json.loads(member), left)
         return {room: left for room, (left, _gone) in zip(rooms, swept, strict=True) if left}
