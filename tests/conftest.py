@@ -39,7 +39,7 @@ def make_server(tmp_path: Path) -> Iterator[callable]:
 
     yield make
     for server in servers:
-        server.stop()
+        server.stop(graceful=False)  # stopping gracefully is what the tests of SIGTERM are for
 
 
 def require_redis() -> None:

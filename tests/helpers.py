@@ -125,9 +125,11 @@ class Server:
         assert self.proc is not None
         return self.proc.wait(timeout)
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = True) -> None:
+        """SIGTERM: a deploy's graceful stop (clients told, the worker's second at the end).
+        Not graceful: SIGQUIT, gunicorn's quick stop, a second less (a fixture's teardown)."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signal.SIGTERM if graceful else signal.SIGQUIT)
             try:
                 self.proc.wait(25)
             except subprocess.TimeoutExpired:
@@ -287,7 +289,7 @@ def running(tmp: Path, env: Mapping[str, str] | None = None, args: tuple[str, ..
     try:
         yield server
     finally:
-        server.stop()
+        server.stop(graceful=False)
 
 
 REDIS_SERVER = os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or "/usr/bin/redis-server"
