@@ -120,10 +120,12 @@ def on_starting(server):
 
 def post_fork(server, worker):
     """In the new worker, first thing: until gunicorn installs the worker's own handlers (after
-    gevent's patching), the master's are in place, and a SIGTERM then only queues a signal for
-    a master that is not there: lost, and the booting worker runs on until the master kills it
-    at graceful_timeout. The default action ends it at once: it has no client yet."""
+    gevent's patching), the master's are in place, and a SIGTERM (or the quick stop's SIGQUIT)
+    then only queues a signal for a master that is not there: lost, and the booting worker runs
+    on until the master kills it at graceful_timeout. Until then either ends it at once: it has
+    no client yet."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, lambda signum, frame: os._exit(0))  # the quick stop (its default dumps core)
 
 
 def post_worker_init(worker):

@@ -106,7 +106,10 @@ class RedisClusterServers:
         """Each node's port, whether it runs, its role and link, and the end of its log."""
         lines = []
         for node in self.nodes:
-            info = self.cli(node, "info", "replication") if node in self.live() else "not running"
+            try:
+                info = self.cli(node, "info", "replication") if node in self.live() else "not running"
+            except subprocess.SubprocessError as exc:
+                info = f"no answer ({exc})"
             status = " ".join(part for part in info.split() if part.startswith(("role:", "master_link_status:")))
             log = node.folder / "redis.log"
             tail = log.read_text(errors="replace").splitlines()[-5:] if log.exists() else []

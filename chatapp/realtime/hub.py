@@ -145,9 +145,11 @@ class Hub:
         the rooms, so joiners racing to open rooms cannot pass the cap together."""
         done: AsyncResult = AsyncResult()
         self._inbox.put(Join(conn, room, max_rooms, done))
-        done.wait(ACK_TIMEOUT)
-        if not done.ready():  # given up: not applied later, when the client was told it failed
-            done.set_exception(HubStuck(f"the hub did not answer a join within {ACK_TIMEOUT} s"))
+        try:
+            done.wait(ACK_TIMEOUT)
+        finally:  # given up (or interrupted): not applied later, when the client was told it failed
+            if not done.ready():
+                done.set_exception(HubStuck(f"the hub did not answer a join within {ACK_TIMEOUT} s"))
         if not done.get():
             return False
         if room not in conn.rooms:  # unregistered, dropped, or the join failed

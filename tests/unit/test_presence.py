@@ -192,6 +192,30 @@ def test_each_beat_one_worker_of_all_reports_every_rooms_count(request, monkeypa
 
 
 @pytest.mark.parametrize("kind", ["redis", "cluster"])
+def test_a_member_taken_out_while_its_worker_holds_it_is_put_back_and_reported_with_the_count(
+    request, monkeypatch, kind: str, room: str
+) -> None:
+    """A sweep by a worker that took this one for dead (a stall): the next renewal puts the
+    entry back and reports it restored, with the room's count, so the room can be told."""
+    monkeypatch.setattr(redis.connection, "socket", gevent.socket)
+    client = redis_client(request, kind)
+    presence = RedisPresence(client, ttl=30.0)
+    restored: list[tuple[str, dict, int]] = []
+    presence.attach(None, lambda r, info, n: None, lambda *report: restored.append(report), lambda counts: None)  # type: ignore[arg-type]
+    presence.add(room, "c1", {"id": "c1", "name": "ann"})
+    presence.add(room, "c2", {"id": "c2", "name": "bob"})
+    (entry,) = [m for m in client.zrange(_key(room), 0, -1) if b'"c1"' in m]
+    client.zrem(_key(room), entry)  # swept by another worker
+    presence.renew()
+    assert restored == [(room, {"id": "c1", "name": "ann"}, 2)]
+    presence.renew()
+    assert len(restored) == 1  # reported once
+    presence.remove_all("c1")
+    presence.remove_all("c2")
+    close(client)
+
+
+@pytest.mark.parametrize("kind", ["redis", "cluster"])
 def test_a_sweep_takes_out_and_reports_each_expired_member_and_counts_every_room(
     request, monkeypatch, kind: str, room: str
 ) -> None:

@@ -30,9 +30,10 @@ BEATS = 4  # heartbeats per PRESENCE_TTL
 class Presence(Protocol):
     def attach(self, hub: Hub, on_expired: Report, on_restored: Report, on_counted: Counted) -> None:
         """Called once, by the Realtime that uses it, before anything else. `hub`: this
-        worker's, read only. `on_expired(room, info)`: a member that went without a
-        disconnect (its worker died) was swept out; `on_restored(room, info)`: one swept out
-        wrongly (a stalled worker) was found there, and put back. `on_counted(counts)`: each
+        worker's, read only. `on_expired(room, info, members)`: a member that went without a
+        disconnect (its worker died) was swept out; `on_restored(room, info, members)`: one
+        swept out wrongly (a stalled worker) was found there, and put back; `members`: the
+        room's count after it. `on_counted(counts)`: each
         beat, on one worker of all, the member count of every room that has members."""
         ...
 

@@ -217,9 +217,12 @@ class RedisPresence:
             else:  # it left while we renewed: the renewal must not keep it
                 self._redis.zrem(_key(room), member)
         if back:  # rare (a stall): the counts of their rooms in one round trip
-            counts = self._counts(list({room for room, _member in back}))
+            try:
+                counts = self._counts(list({room for room, _member in back}))
+            except REDIS_ERRORS:  # they are back all the same, and must be told: as in a small room
+                counts = {}
             for room, member in back:
-                self._on_restored(room, json.loads(member), counts[room])
+                self._on_restored(room, json.loads(member), counts.get(room, 0))
         now = monotonic()
         if now - started > self.every / 2:  # Redis (or this worker) stalled: others could not renew either
             self._steady_since = None
