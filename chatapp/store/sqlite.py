@@ -52,7 +52,15 @@ ALTER TABLE messages ADD COLUMN user_uid TEXT;
 ALTER TABLE messages ADD COLUMN sender TEXT;
 DROP INDEX IF EXISTS messages_room_cid;
 """
-_SENDER_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS messages_room_sender_cid ON messages (room, sender, cid)"
+# One message per cid of a sender in a room. Partial: a message without a cid (a bot's, a
+# terminal's) has no entry to keep, and a store half as dear (an append 7 us, not 13-18: the
+# full index's entries for NULL were still looked up and written). A file made with the full
+# index loses it when a process opens it (below); a worker of the code before still on it (a
+# reload's old workers, draining) is then refused each append (`unavailable`: the page resends).
+_SENDER_INDEX = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS messages_room_sender_cid_set"
+    " ON messages (room, sender, cid) WHERE cid IS NOT NULL"
+)
 _COLUMNS = "id, room, ts, user_id, user_name, user_uid, text, cid"
 
 
@@ -77,6 +85,7 @@ class SQLiteStore:
             if "sender" not in {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}:
                 for statement in filter(str.strip, _SENDER_COLUMNS.split(";")):
                     self._db.execute(statement)
+            self._db.execute("DROP INDEX IF EXISTS messages_room_sender_cid")  # the full index of before
             self._db.execute(_SENDER_INDEX)
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', ?)", (secrets.token_hex(6),))
         self.publishes = False
@@ -114,7 +123,7 @@ class SQLiteStore:
         user, cid, by = message["user"], message.get("cid"), sender(message)
         cursor = self._db.execute(
             "INSERT INTO messages (room, ts, user_id, user_name, user_uid, text, cid, sender)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (room, sender, cid) DO NOTHING",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (room, sender, cid) WHERE cid IS NOT NULL DO NOTHING",
             (room, message["ts"], user["id"], user["name"], user.get("uid"), message["text"], cid, by),
         )
         if cursor.rowcount == 0:

@@ -218,6 +218,34 @@ def test_sqlite_a_file_from_before_senders_opens_and_keeps_its_messages(tmp_path
     assert SQLiteStore(path, 100).read("r", None, None, 10).messages[-1]["user"]["uid"] == "u-bob"  # opens again
 
 
+def test_sqlite_a_file_with_the_full_cid_index_gets_the_partial_one(tmp_path) -> None:
+    """A file made when every message had an entry in the index of cids (NULL ones too) loses
+    that index when opened; the partial one (messages with a cid only) keeps one per cid."""
+    import sqlite3
+
+    path = str(tmp_path / "full.sqlite3")
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, room TEXT NOT NULL, ts REAL NOT NULL,"
+        " user_id TEXT NOT NULL, user_name TEXT NOT NULL, text TEXT NOT NULL, cid TEXT, user_uid TEXT, sender TEXT);"
+        "CREATE INDEX messages_room_id ON messages (room, id);"
+        "CREATE UNIQUE INDEX messages_room_sender_cid ON messages (room, sender, cid);"
+        "INSERT INTO messages (room, ts, user_id, user_name, text, cid, sender)"
+        " VALUES ('r', 1.0, 'c1', 'ann', 'old', 'k', 'c1');"
+    )
+    old.close()
+    store = SQLiteStore(path, 100)
+    indexes = dict(
+        store._db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'")
+    )
+    assert "messages_room_sender_cid" not in indexes
+    assert indexes["messages_room_sender_cid_set"].endswith("WHERE cid IS NOT NULL")
+    fields = {"ts": time.time(), "user": {"id": "c1", "name": "ann"}}
+    assert append(store, "r", {**fields, "text": "old, again", "cid": "k"})[1] is False
+    assert [append(store, "r", {**fields, "text": "no cid"})[1] for _ in range(2)] == [True, True]
+    store.close()
+
+
 def test_sqlite_append_many_is_one_transaction(tmp_path) -> None:
     store = SQLiteStore(str(tmp_path / "chat.sqlite3"), 100)
     commits: list[str] = []
