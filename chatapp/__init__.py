@@ -48,6 +48,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=True)
     app.session_interface = _CookieSessions()
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES  # a longer request body: 413, in JSON under /api/
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]  # UTF-8 as it is: "é", not the six bytes of "\u00e9"
     logs.configure(config.log_level, config.log_format)
     if config.proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxy_hops, x_proto=config.proxy_hops)  # type: ignore[method-assign]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hmac
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from gunicorn.http.errors import ParseException  # what gunicorn's reader raises for a malformed body
 
-from .chat import Chat, parse_epoch, parse_message, parse_name, parse_room, parse_since
+from .chat import WELCOME_BYTES, Chat, parse_epoch, parse_message, parse_name, parse_room, parse_since, within
 from .errors import json_error
 from .listing import Listing
 from .realtime import ErrorCode, ProtocolError
@@ -31,13 +32,15 @@ def protocol_error(exc: ProtocolError) -> Response:
 def messages(room: str) -> Response:
     """?since=ID: the first `limit` messages after ID, oldest first (`truncated` when ID is no
     longer kept; `reset` when it cannot be from this store's ids, of another `epoch`: then the
-    last `limit`); without it the last `limit`. limit: 1 to 500, default 50."""
+    last `limit`); without it the last `limit`. limit: 1 to 500, default 50. A page holds at
+    most a welcome's bytes (WELCOME_BYTES): `more` when it holds fewer than were found."""
     room = parse_room(room)
     since = parse_since(request.args.get("since"))
     epoch = parse_epoch(request.args.get("epoch"))
     limit = _limit(request.args.get("limit"))
     found = _chat().store.read(room, since, epoch, limit, page=limit)
-    return jsonify(room=room, messages=found.messages, truncated=found.truncated, epoch=found.epoch, reset=found.reset)
+    page, more = within(found.messages, WELCOME_BYTES, newest=since is None or found.reset)
+    return jsonify(room=room, messages=page, more=more, truncated=found.truncated, epoch=found.epoch, reset=found.reset)
 
 
 @bp.post("/rooms/<room>/messages")
@@ -59,6 +62,8 @@ def publish(room: str) -> tuple[Response, int] | Response:
         body = request.get_json(silent=True)
     except RecursionError:  # nested deeper than Python's parser goes: not JSON to us either
         body = None
+    except (OSError, ParseException):  # gunicorn's reader: a body cut short, or badly chunked
+        return json_error(400, "bad_body", "the request body could not be read (cut short, or badly chunked)")
     if not isinstance(body, dict):
         return json_error(400, "bad_json", 'the body must be a JSON object like {"name": "bot", "text": "hi"}')
     name = body.get("name")

@@ -291,7 +291,7 @@ class Chat:
         # before the read but still on its way to the Hub would come twice; skip_through
         # drops it from the live stream.
         history = self.store.read(room, since, epoch, self.config.history_on_join)
-        messages, more = _newest_within(history.messages, WELCOME_BYTES)
+        messages, more = within(history.messages, WELCOME_BYTES)
         seen = int(messages[-1]["id"]) if messages else (None if history.truncated else since)
         if seen is not None:
             conn.skip_through(seen)
@@ -384,16 +384,18 @@ def as_text(event: dict[str, Any]) -> str | None:
     return None
 
 
-def _newest_within(messages: list[Message], budget: int) -> tuple[list[Message], bool]:
-    """The newest of `messages` (oldest first) whose texts fit in `budget` bytes, and whether
-    some older ones were left out (a welcome's bound: the client pages the rest from the API)."""
-    kept = len(messages)
-    for message in reversed(messages):
+def within(messages: list[Message], budget: int, newest: bool = True) -> tuple[list[Message], bool]:
+    """The newest (or the oldest) of `messages` (oldest first) that fit in `budget` bytes of
+    JSON, and whether some were left out: the bound of a welcome or of a page of the API, which
+    one client must not make the worker encode megabytes for (the client pages the rest)."""
+    kept = 0
+    for message in reversed(messages) if newest else messages:
         budget -= len(message["text"].encode()) + MESSAGE_OVERHEAD
         if budget < 0:
             break
-        kept -= 1
-    return messages[kept:], kept > 0
+        kept += 1
+    left = len(messages) - kept
+    return (messages[left:] if newest else messages[:kept]), left > 0
 
 
 def _fields(user: dict[str, str], text: str, cid: str | None) -> dict[str, Any]:

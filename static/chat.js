@@ -265,7 +265,9 @@
       if (!page || !Array.isArray(page.messages) || page.reset || page.truncated) break;
       const before = page.messages.filter((m) => Number(m.id) < first);
       gap.push(...before);
-      if (before.length < page.messages.length || page.messages.length < HISTORY_PAGE) {
+      // done at the welcome's first message, or at a page short of what was asked and not cut
+      // short by the API's bound on a page's bytes (`more`)
+      if (before.length < page.messages.length || (page.messages.length < HISTORY_PAGE && !page.more)) {
         complete = true;
         break;
       }

@@ -54,7 +54,7 @@ from werkzeug.routing import WebsocketMismatch
 from wsproto.connection import Connection as WSConnection
 
 from ..config import Config
-from .handshake import Hook, Refused, Upgrade
+from .handshake import Hook, Refused, Upgrade, deflate_offers
 from .metrics import REFUSED
 from .session import Sessions
 
@@ -104,13 +104,15 @@ def blueprint(path: str, config: Config, hooks: list[Hook], sessions: Sessions) 
                 hook(upgrade)
         except Refused as refused:
             return _refuse(refused)
-        offer = request.environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS", "")
+        offer = deflate_offers(request.environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS", ""))
         # Off, or a chat client that asks for a smaller window than the 32 KB our shared frames
         # use (server_max_window_bits): no permessage-deflate for it. The echo route compresses
         # only for clients that left us the full window (Connection._deflate), so any offer suits it.
         small_window = "server_max_window_bits" in offer and request.path == path
-        if not config.ws_deflate or small_window:
+        if not config.ws_deflate or small_window or not offer:
             request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        else:
+            request.environ["HTTP_SEC_WEBSOCKET_EXTENSIONS"] = offer  # the well-formed offers only
         return None
 
     @bp.teardown_request

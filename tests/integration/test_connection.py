@@ -190,6 +190,14 @@ def test_with_ws_deflate_room_frames_go_out_compressed_and_read_back(make_server
         assert small.status == 101 and "permessage-deflate" not in small.head.lower()
     finally:
         small.close()
+    for path in (f"/ws?room={r}&name=m", f"/ws/text?room={r}&name=m"):  # a malformed offer: declined
+        for offer in ("permessage-deflate; client_max_window_bits=abc", "permessage-deflate; server_max_window_bits=x"):
+            malformed = RawClient(server, path, headers={"Sec-WebSocket-Extensions": offer})
+            try:
+                assert malformed.status == 101 and "permessage-deflate" not in malformed.head.lower(), malformed.head
+            finally:
+                malformed.close()
+    assert "Traceback" not in server.log()
 
 
 def test_a_deflate_bomb_is_refused_without_being_inflated(make_server) -> None:

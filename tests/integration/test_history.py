@@ -41,6 +41,26 @@ def post(server: Server, room: str, body: object, token: str | None = TOKEN) -> 
         return exc.code, json.loads(exc.read())
 
 
+def chunked_post(server: Server, room: str, chunks: bytes) -> tuple[int, dict]:
+    """A bot's post whose body is sent with Transfer-Encoding: chunked, `chunks` as they are."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=TIMEOUT)
+    try:
+        connection.putrequest("POST", f"/api/rooms/{room}/messages")
+        for name, value in [
+            ("Authorization", f"Bearer {TOKEN}"),
+            ("Content-Type", "application/json"),
+            ("Transfer-Encoding", "chunked"),
+        ]:
+            connection.putheader(name, value)
+        connection.endheaders(chunks)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
 def say_all(client: Client, texts: list[str]) -> list[dict]:
     """Send each text and wait for its echo; the stored messages, in order."""
     echoed = []
@@ -114,6 +134,17 @@ def test_a_welcome_carries_a_bounded_number_of_bytes(make_server) -> None:
         assert sum(len(json.dumps(m)) for m in history) <= 256 * 1024
     with Client(server, r, "new") as new:
         assert new.expect("welcome")["more"] is True  # the last HISTORY_ON_JOIN (1000) would be 600 KB too
+    # The API's pages have the same bound: `more` says a page was cut short, and paging on
+    # from its last id gets the rest.
+    page = api_messages(server, r, f"?since={first['id']}&limit=500&epoch={since['epoch']}")
+    assert (
+        page["more"] is True
+        and 100 < len(page["messages"]) < 300
+        and page["messages"] == texts[: len(page["messages"])]
+    )
+    newest = api_messages(server, r, "?limit=500")
+    assert newest["more"] is True and newest["messages"] == texts[-len(newest["messages"]) :]
+    assert stored(server, r) == [first, *texts]
 
 
 def test_a_bad_since_is_refused(server: Server) -> None:
@@ -272,9 +303,12 @@ def test_api_history_pages_with_since_and_limit(server: Server) -> None:
     r = room()
     with Client(server, r, "writer") as writer:
         writer.expect("welcome")
-        sent = say_all(writer, [f"m{n}" for n in range(6)])
+        sent = say_all(writer, [f"m{n}" for n in range(5)] + ["m5 é"])
     whole = api_messages(server, r)
-    assert whole == {"room": r, "messages": sent, "truncated": False, "reset": False, "epoch": whole["epoch"]}
+    assert whole == {
+        "room": r, "messages": sent, "more": False, "truncated": False, "reset": False, "epoch": whole["epoch"]
+    }  # fmt: skip
+    assert "m5 é".encode() in server.get(f"/api/rooms/{r}/messages")[2]  # UTF-8 as it is, not \u00e9
     assert api_messages(server, r, "?limit=2")["messages"] == sent[-2:]
     page = api_messages(server, r, f"?since={sent[1]['id']}&limit=3&epoch={whole['epoch']}")
     assert page["messages"] == sent[2:5] and page["truncated"] is False
@@ -340,6 +374,9 @@ def test_api_publish(make_server) -> None:
         assert api_messages(server, r)["messages"] == [stored]
         status, answer = post(server, r, {"name": "bot", "text": "x" * 70_000})  # past the body limit
         assert (status, answer["error"]) == (413, "request_entity_too_large")
+        for chunks in (b"zz\r\n{}\r\n0\r\n\r\n", b"2\r\n{}XX0\r\n\r\n"):  # a bad size; no CRLF after a chunk
+            status, answer = chunked_post(server, r, chunks)
+            assert (status, answer["error"]) == (400, "bad_body")
     assert "Traceback" not in server.log()  # nothing a client sends is a server error
 
 

@@ -12,6 +12,7 @@ from chatapp.realtime.handshake import (
     WorkerCap,
     check_handshake,
     check_origin,
+    deflate_offers,
 )
 
 GOOD = {
@@ -101,3 +102,32 @@ def test_no_cap_counts_nothing() -> None:
     for _ in range(5):
         cap(upgrade())
     assert cap.open == {}
+
+
+@pytest.mark.parametrize(
+    ("header", "kept"),
+    [
+        ("permessage-deflate", "permessage-deflate"),
+        (
+            "permessage-deflate; client_max_window_bits, permessage-deflate; server_no_context_takeover",
+            "permessage-deflate; client_max_window_bits, permessage-deflate; server_no_context_takeover",
+        ),
+        ("permessage-deflate; server_max_window_bits=10", "permessage-deflate; server_max_window_bits=10"),
+        ("permessage-deflate; client_max_window_bits=abc", ""),  # int("abc") in wsproto: a 500
+        ("permessage-deflate; server_max_window_bits=99", ""),  # zlib has no such window
+        ("permessage-deflate; server_max_window_bits", ""),  # its size is not optional
+        ('permessage-deflate; client_max_window_bits="10"', ""),
+        ("permessage-deflate; client_no_context_takeover=1", ""),
+        ("permessage-deflate; server_no_context_takeover; server_no_context_takeover", ""),
+        ("permessage-deflate; x-unknown", ""),
+        ("permessage-deflate; client_max_window_bits=٣", ""),  # a digit to str.isdigit, not ASCII
+        (
+            "x-webkit-deflate-frame, permessage-deflate; client_max_window_bits=abc, permessage-deflate",
+            "permessage-deflate",
+        ),
+        ("", ""),
+    ],
+)
+def test_only_well_formed_deflate_offers_are_kept(header: str, kept: str) -> None:
+    """A malformed offer is declined (RFC 7692, 5): the connection goes on uncompressed."""
+    assert deflate_offers(header) == kept
