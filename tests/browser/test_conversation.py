@@ -224,7 +224,10 @@ def readme_scene(stack: ExitStack, new_page, server: Server, scheme: str, option
     seen = {"design": {"id": old[-1]["id"], "epoch": json.loads(server.get("/api/rooms/design/messages")[2])["epoch"]}}
     script = RECENT % (json.dumps(["design", "support"]), json.dumps(seen))
     ann = open_chat(new_page, server, "/r/launch-planning?name=Ann", init_script=script, color_scheme=scheme, **options)
-    bob = open_chat(new_page, server, "/r/launch-planning?name=Bob")
+    # Bob's key fixed, so that the picture shows him in his own colour (magenta), not in Cat's
+    # (teal, from her name) as one run in eight would: a person's colour is a hash of their uid.
+    bob_key = "localStorage.setItem('chat.key', 'readme-bob-0000000000000010')"
+    bob = open_chat(new_page, server, "/r/launch-planning?name=Bob", init_script=bob_key)
     here = stack.enter_context(Client(server, "launch-planning", "Cat"))
     expect(ann.locator("#log")).to_contain_text("Bob and Cat joined")
     say(ann, "Morning! The deploy went out at 9.")
