@@ -7,7 +7,7 @@ import hmac
 from flask import Blueprint, Response, current_app, jsonify, request
 from gunicorn.http.errors import ParseException  # what gunicorn's reader raises for a malformed body
 
-from .chat import WELCOME_BYTES, Chat, parse_epoch, parse_message, parse_name, parse_room, parse_since, within
+from .chat import Chat, parse_epoch, parse_message, parse_name, parse_room, parse_since
 from .errors import json_error
 from .listing import Listing
 from .realtime import ErrorCode, ProtocolError
@@ -33,14 +33,20 @@ def messages(room: str) -> Response:
     """?since=ID: the first `limit` messages after ID, oldest first (`truncated` when ID is no
     longer kept; `reset` when it cannot be from this store's ids, of another `epoch`: then the
     last `limit`); without it the last `limit`. limit: 1 to 500, default 50. A page holds at
-    most a welcome's bytes (WELCOME_BYTES): `more` when it holds fewer than were found."""
+    most READ_BYTES, as a welcome does: `more` when it holds fewer than were found."""
     room = parse_room(room)
     since = parse_since(request.args.get("since"))
     epoch = parse_epoch(request.args.get("epoch"))
     limit = _limit(request.args.get("limit"))
     found = _chat().store.read(room, since, epoch, limit, page=limit)
-    page, more = within(found.messages, WELCOME_BYTES, newest=since is None or found.reset)
-    return jsonify(room=room, messages=page, more=more, truncated=found.truncated, epoch=found.epoch, reset=found.reset)
+    return jsonify(
+        room=room,
+        messages=found.messages,
+        more=found.more,
+        truncated=found.truncated,
+        epoch=found.epoch,
+        reset=found.reset,
+    )
 
 
 @bp.post("/rooms/<room>/messages")

@@ -71,8 +71,6 @@ MAX_NAME = 32
 MAX_CID = 64
 RATE_WINDOW = 10.0  # RATE_LIMIT counts messages per this many seconds
 TYPING_EVERY = 2.0  # at most one `typing` per client per this many seconds; more are dropped
-WELCOME_BYTES = 256 * 1024  # history in one welcome, at most (the newest messages; `more` says some were left)
-MESSAGE_OVERHEAD = 200  # bytes a message weighs in JSON besides its text (ids, names, time)
 WELCOME_MEMBERS = 100  # members listed in a welcome; member_count has them all (a big room is not N^2)
 COUNTED_FROM = WELCOME_MEMBERS // 2  # rooms of more members are told their count each presence beat
 POST_QUEUE = 1024  # messages checked but not yet stored; past this, senders wait
@@ -290,8 +288,8 @@ class Chat:
         # Joined first, history second: nothing falls between the two. A message stored
         # before the read but still on its way to the Hub would come twice; skip_through
         # drops it from the live stream.
-        history = self.store.read(room, since, epoch, self.config.history_on_join)
-        messages, more = within(history.messages, WELCOME_BYTES)
+        history = self.store.read(room, since, epoch, self.config.history_on_join)  # READ_BYTES at most
+        messages = history.messages
         seen = int(messages[-1]["id"]) if messages else (None if history.truncated else since)
         if seen is not None:
             conn.skip_through(seen)
@@ -306,7 +304,7 @@ class Chat:
                 "member_count": count,
                 "history": messages,
                 "truncated": history.truncated,
-                "more": more,
+                "more": history.more,
                 "epoch": history.epoch,
                 "reset": history.reset,
             }
@@ -382,20 +380,6 @@ def as_text(event: dict[str, Any]) -> str | None:
     if kind == "error":
         return f"! {event['detail'] or event['code']}"
     return None
-
-
-def within(messages: list[Message], budget: int, newest: bool = True) -> tuple[list[Message], bool]:
-    """The newest (or the oldest) of `messages` (oldest first) that fit in `budget` bytes of
-    JSON, and whether some were left out: the bound of a welcome or of a page of the API, which
-    one client must not make the worker encode megabytes for (the client pages the rest)."""
-    kept = 0
-    for message in reversed(messages) if newest else messages:
-        budget -= len(message["text"].encode()) + MESSAGE_OVERHEAD
-        if budget < 0:
-            break
-        kept += 1
-    left = len(messages) - kept
-    return (messages[left:] if newest else messages[:kept]), left > 0
 
 
 def _fields(user: dict[str, str], text: str, cid: str | None) -> dict[str, Any]:

@@ -12,10 +12,16 @@ its data, a deleted SQLite file) starts its ids again under a new epoch, so a cl
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 Message = dict[str, Any]
+
+# What one read hands over, at most: a welcome, or a page of the API, is one read, and one
+# client must not make the worker read and encode megabytes (it pages the rest).
+READ_BYTES = 256 * 1024
+MESSAGE_OVERHEAD = 200  # bytes a message weighs in JSON besides its text (ids, names, time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +32,19 @@ class History:
     epoch: str  # the generation of the room's ids in this store (opaque)
     truncated: bool = False  # `since` is not kept here: `messages` are the last ones, some may be missing
     reset: bool = False  # `since` is from another epoch, or beyond the room's last id: forget what it showed
+    more: bool = False  # READ_BYTES left some out: older ones (the last ones were asked), or later ones
+
+
+def within(messages: Iterable[Message], budget: int = READ_BYTES) -> tuple[list[Message], bool]:
+    """Messages from `messages`, in its order, while they fit in `budget` bytes of JSON, and
+    whether it had more. Given a cursor, it reads no row past the bound."""
+    taken = []
+    for message in messages:
+        budget -= len(message["text"].encode()) + MESSAGE_OVERHEAD
+        if budget < 0:
+            return taken, True
+        taken.append(message)
+    return taken, False
 
 
 class Counted(NamedTuple):
@@ -61,7 +80,10 @@ class Store(Protocol):
           last id given): the last `limit`, truncated and reset.
         - A `since` kept here: the messages after it, all of them or the first `page`.
         - A `since` no longer kept (pruned): with `page`, the first `page` after it (paging
-          on); without, the last `limit` (catching up); truncated either way."""
+          on); without, the last `limit` (catching up); truncated either way.
+
+        At most READ_BYTES of them: the first that fit of a page, else the newest that fit;
+        `more` says some were left out (the client pages them from the API)."""
         ...
 
     def counts(self, rooms: list[str]) -> dict[str, Counted]:

@@ -43,7 +43,7 @@ from redis.exceptions import RedisClusterException
 from ..realtime.protocol import encode
 from ..redis_errors import REDIS_ERRORS
 from ..unavailable import Unavailable, unavailable_on
-from . import Counted, History, Message, sender
+from . import Counted, History, Message, sender, within
 
 log = logging.getLogger(__name__)
 _unavailable = unavailable_on("the message store (Redis)", *REDIS_ERRORS)
@@ -268,7 +268,12 @@ class RedisStore:
         args = (secrets.token_hex(6), "" if since is None else since, epoch or "", limit, "" if page is None else page)
         args += (self._idle,)
         epoch, truncated, reset, bodies = self._read(keys=(_epoch_key(room), seq, messages), args=args)
-        return History([json.loads(body) for body in bodies], epoch.decode(), bool(truncated), bool(reset))
+        if since is not None and not reset and page is not None:  # a page after `since`: the first that fit
+            found, more = within(map(json.loads, bodies))
+        else:  # the last ones, or all after `since` (catching up): the newest that fit
+            found, more = within(map(json.loads, reversed(bodies)))
+            found.reverse()
+        return History(found, epoch.decode(), bool(truncated), bool(reset), more)
 
     @_unavailable
     def counts(self, rooms: list[str]) -> dict[str, Counted]:

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..unavailable import Unavailable, unavailable_on
-from . import Counted, History, Message, sender
+from . import Counted, History, Message, sender, within
 
 # A locked file past busy_timeout, a full disk: the same call may work later.
 _unavailable = unavailable_on("the message store (SQLite)", sqlite3.OperationalError)
@@ -151,15 +151,19 @@ class SQLiteStore:
             if since is not None and not reset:
                 known = self._has(room, since)
                 if known or page is not None:
+                    # a page: the first that fit (paging on); all of them: the newest (catching up)
                     rows = self._db.execute(
-                        f"SELECT {_COLUMNS} FROM messages WHERE room = ? AND id > ? ORDER BY id LIMIT ?",
+                        f"SELECT {_COLUMNS} FROM messages WHERE room = ? AND id > ?"
+                        f" ORDER BY id{'' if page is not None else ' DESC'} LIMIT ?",
                         (room, since, -1 if page is None else page),
-                    ).fetchall()
-                    return History([_message(row) for row in rows], current, truncated=not known)
+                    )
+                    after, more = within(map(_message, rows))  # rows read as they are taken
+                    return History(after if page is not None else after[::-1], current, not known, more=more)
             rows = self._db.execute(
                 f"SELECT {_COLUMNS} FROM messages WHERE room = ? ORDER BY id DESC LIMIT ?", (room, max(limit, 0))
-            ).fetchall()
-        return History([_message(row) for row in reversed(rows)], current, since is not None, reset)
+            )
+            last, more = within(map(_message, rows))  # newest first
+        return History(last[::-1], current, since is not None, reset, more)
 
     def _last_id(self) -> int:
         row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()

@@ -118,7 +118,7 @@ def test_an_unknown_or_pruned_since_is_truncated(make_server) -> None:
 
 def test_a_welcome_carries_a_bounded_number_of_bytes(make_server) -> None:
     """A resume after 300 messages of 2,000 characters (600 KB): the welcome holds the newest
-    that fit in WELCOME_BYTES (256 KB) and says `more`; the rest is the API's to page."""
+    that fit in READ_BYTES (256 KB) and says `more`; the rest is the API's to page."""
     server = make_server({"RATE_LIMIT": "100000", "HISTORY_ON_JOIN": "1000"})
     r = room()
     with Client(server, r, "writer") as writer:

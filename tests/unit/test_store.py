@@ -60,6 +60,32 @@ def post(store: Store, room: str, text: str, cid: str | None = None):
     return append(store, room, fields)
 
 
+def test_a_read_holds_at_most_read_bytes_and_says_more(open_store, r: str) -> None:
+    """150 messages of 2,000 characters (330 KB of JSON): the last ones that fit in READ_BYTES
+    (of the last `limit`, or of all after `since`), or the first of a page after `since`, and
+    `more`; paging on from a page's last one gets the rest."""
+    store = open_store(history_limit=1000)
+    user = {"id": "c1", "name": "ann"}
+    items = [(r, {"ts": time.time(), "user": user, "text": f"{n:03d}" + "x" * 1997}) for n in range(150)]
+    stored = [message for message, _new in store.append_many(items)]
+    texts = [message["text"] for message in stored]
+    last = store.read(r, None, None, 500)
+    assert last.more is True and 100 < len(last.messages) < 150
+    assert [m["text"] for m in last.messages] == texts[-len(last.messages) :]
+    caught_up = store.read(r, int(stored[0]["id"]), last.epoch, 500)  # a resume: all after it, the newest that fit
+    assert caught_up.more is True and caught_up.messages == last.messages
+    paged, since = [], 0
+    while True:  # as a client pages the API from the start
+        page = store.read(r, since, last.epoch, 500, page=500)
+        paged += [m["text"] for m in page.messages]
+        if not page.more:
+            break
+        assert 100 < len(page.messages) < 150
+        since = int(page.messages[-1]["id"])
+    assert paged == texts
+    assert store.read(r, None, None, 10).more is False
+
+
 def test_ids_are_strings_increasing_within_a_room(store: Store, r: str) -> None:
     ids = [int(post(store, r, f"m{n}")[0]["id"]) for n in range(5)]
     assert ids == sorted(ids) and len(set(ids)) == 5
