@@ -19,7 +19,8 @@ one message every --period seconds (the rooms' turns spread evenly over the peri
 --big a room of that many more clients at --rate messages/s; per worker, the backplane events
 it received against those of rooms it has clients in, and per Redis node its commands/s.
 flood: a pair talks at --rate while two clients stream typing events as fast as they can
-(`chat+limits`: with the default per-connection frame budget).
+(`chat+limits`: with the default per-connection frame budget). `chat+echo` (storm): the chat's
+server with its clients on /ws/echo, the layer's connect without the chat's.
 latency: a fixed rate into one room of N. storm: N clients at once (handshakes/s, time
 until all are welcomed). idle: N idle connections (server memory per connection, after
 --settle seconds idle), then one broadcast that must reach them all; one room, or rooms of
@@ -110,7 +111,10 @@ class ServerProcess:
         # `+limits`: the chat's per-connection frame budget at its default (off for the other
         # modes, whose senders send far more than a person)
         limits = kind.endswith("+limits")
-        kind = kind.removesuffix("+deflate").removesuffix("+limits")
+        # `chat+echo`: the chat's server, its clients on /ws/echo (CHAT_ECHO_ROUTE=1): the layer's
+        # connect (upgrade, hooks, session, reader, writer) without the chat's (no room, no welcome)
+        self.echo = kind.endswith("+echo")
+        kind = kind.removesuffix("+deflate").removesuffix("+limits").removesuffix("+echo")
         self.port = free_port()
         many = re.search(r"-(\d+)w$", kind)
         workers = int(many.group(1)) if many else 1
@@ -133,6 +137,7 @@ class ServerProcess:
             "CONNECT_RATE_LIMIT": "0",
             "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
             **({} if limits else {"FRAME_RATE_LIMIT": "0"}),
+            **({"CHAT_ECHO_ROUTE": "1"} if self.echo else {}),
         }
         if kind == "plain":
             # stock gunicorn settings (-c /dev/null: not the chat's gunicorn.conf.py), 20,000 connections
@@ -143,7 +148,7 @@ class ServerProcess:
                 env["REDIS_URL"] = redis_url or ""
             if "cluster" in kind:
                 env["REDIS_CLUSTER"] = "1"
-        self.protocol = "plain" if kind == "plain" else "chat"
+        self.protocol = "plain" if kind == "plain" or self.echo else "chat"  # echo: no welcome either
         self.log = Path(folder) / f"server-{self.port}.log"  # its stderr, for when it fails
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen([*pin, *command], cwd=self.code, env=env, stderr=log)
@@ -164,7 +169,7 @@ class ServerProcess:
     def path(self, i: int, room_size: int = 0) -> str:
         """Client i's URL: one room for all, or rooms of `room_size` (chat only)."""
         if self.protocol == "plain":
-            return "/ws"
+            return "/ws/echo" if self.echo else "/ws"
         return f"/ws?room={f'r{i // room_size}' if room_size else 'bench'}&name=c{i}"
 
     def room_path(self) -> str:
@@ -293,7 +298,7 @@ def storm(kind: str, n: int, folder: str, redis_url: str | None) -> dict:
     try:
         loop = Loop()
         floor: dict = {}
-        if server.protocol == "chat":
+        if not server.kind.startswith("plain"):
             cpu0, start = server.cpu(), time.monotonic()
             requests = request_all(loop, "127.0.0.1", server.port, "/healthz", n, at_once=n)
             answered = max(r.upgraded_at for r in requests) - start
