@@ -900,13 +900,22 @@
   }
 
   async function countNew(r, mark) {
-    const query = new URLSearchParams({ limit: String(UNREAD_LIMIT) });
-    if (mark.id !== null) query.set("since", mark.id);  // no id: the room was empty, all is new
-    if (mark.id !== null && mark.epoch !== null) query.set("epoch", mark.epoch);
-    const found = await getJSON(`/api/rooms/${r}/messages?${query}`);
-    if (!found || !Array.isArray(found.messages) || r === room) return;  // moved there meanwhile
-    // `reset`: the room's history was lost and started again: all of it is new
-    unreadIn.set(r, found.messages.filter((m) => !(myUid !== null && m?.user?.uid === myUid)).length);
+    let count = 0;
+    let seen = 0;
+    let since = mark.id ?? "0";  // no id: the room was empty, all is new
+    while (seen < UNREAD_LIMIT) {
+      const query = new URLSearchParams({ since, limit: String(UNREAD_LIMIT - seen) });
+      if (mark.id !== null && mark.epoch !== null) query.set("epoch", mark.epoch);
+      const found = await getJSON(`/api/rooms/${r}/messages?${query}`);
+      if (!found || !Array.isArray(found.messages) || r === room) return;  // moved there meanwhile
+      seen += found.messages.length;
+      count += found.messages.filter((m) => !(myUid !== null && m?.user?.uid === myUid)).length;
+      // a page cut short by its bytes (`more`: long messages) goes on; `reset`: the room's
+      // history was lost and started again, all of it is new (the last ones came)
+      if (!found.more || found.reset || !found.messages.length) break;
+      since = found.messages[found.messages.length - 1].id;
+    }
+    unreadIn.set(r, count);
   }
 
   async function getJSON(url) {

@@ -102,3 +102,18 @@ def members_of(server: Server, room: str) -> int:
     """The members /api/rooms counts in `room` now (it lists a named room with messages too)."""
     listed = json.loads(server.get(f"/api/rooms?room={room}")[2])["rooms"]
     return sum(r["members"] for r in listed if r["room"] == room)
+
+
+def test_unread_messages_too_long_for_one_page_are_all_counted(new_page, server: Server) -> None:
+    """60 messages of 2,000 three-byte characters (372 KB) do not fit in one page of the API
+    (256 KB, `more`): the count pages on and says 60, not the 41 of the first page."""
+    page = open_chat(new_page, server, "/r/long-a?name=reader", clock=True)
+    join_room(page, "long-b")
+    expect(page.locator("#status")).to_have_attribute("data-state", "open")
+    with Client(server, "long-a", "writer") as writer:
+        writer.expect("welcome")
+        for n in range(60):
+            writer.say(f"{n:02d}" + "€" * 1998)
+            writer.expect("message")
+        page.clock.fast_forward(31_000)  # the next poll
+        expect(page.locator("#rooms a", has_text="long-a").locator(".count")).to_have_text("60 unread")
