@@ -256,22 +256,13 @@
     setStatus("connecting", "Catching up…");
     const first = Number(event.history[0].id);  // ids come as strings: compared as numbers
     const gap = [];
-    let after = lastId;
     let complete = false;
-    while (socket === ws) {
-      const query = new URLSearchParams({ since: after, limit: String(HISTORY_PAGE) });
-      if (event.epoch) query.set("epoch", event.epoch);
-      const page = await getJSON(`/api/rooms/${room}/messages?${query}`);
-      if (!page || !Array.isArray(page.messages) || page.reset || page.truncated) break;
+    for await (const page of pagesAfter(room, lastId, event.epoch, HISTORY_PAGE)) {
+      if (socket !== ws || !page || page.reset || page.truncated) break;
       const before = page.messages.filter((m) => Number(m.id) < first);
       gap.push(...before);
-      // done at the welcome's first message, or at a page short of what was asked and not cut
-      // short by the API's bound on a page's bytes (`more`)
-      if (before.length < page.messages.length || (page.messages.length < HISTORY_PAGE && !page.more)) {
-        complete = true;
-        break;
-      }
-      after = page.messages[page.messages.length - 1].id;
+      complete = before.length < page.messages.length || page.last;  // at the welcome's first, or all
+      if (complete) break;
     }
     if (socket !== ws) return;  // dropped or replaced meanwhile: its successor starts again
     if (!complete) addSystem("More came while you were away than fits here: the oldest of it is not shown.");
@@ -902,20 +893,36 @@
   async function countNew(r, mark) {
     let count = 0;
     let seen = 0;
-    let since = mark.id ?? "0";  // no id: the room was empty, all is new
-    while (seen < UNREAD_LIMIT) {
-      const query = new URLSearchParams({ since, limit: String(UNREAD_LIMIT - seen) });
-      if (mark.id !== null && mark.epoch !== null) query.set("epoch", mark.epoch);
-      const found = await getJSON(`/api/rooms/${r}/messages?${query}`);
-      if (!found || !Array.isArray(found.messages) || r === room) return;  // moved there meanwhile
-      seen += found.messages.length;
-      count += found.messages.filter((m) => !(myUid !== null && m?.user?.uid === myUid)).length;
-      // a page cut short by its bytes (`more`: long messages) goes on; `reset`: the room's
-      // history was lost and started again, all of it is new (the last ones came)
-      if (!found.more || found.reset || !found.messages.length) break;
-      since = found.messages[found.messages.length - 1].id;
+    // no id: the room was empty, all is new; `reset`: its history was lost and started again,
+    // all of it is new (the page holds the last ones)
+    const epoch = mark.id !== null ? mark.epoch : null;
+    for await (const page of pagesAfter(r, mark.id ?? "0", epoch, UNREAD_LIMIT)) {
+      if (!page || r === room) return;  // failed, or moved there meanwhile
+      seen += page.messages.length;
+      count += page.messages.filter((m) => !(myUid !== null && m?.user?.uid === myUid)).length;
+      if (page.last || page.reset || seen >= UNREAD_LIMIT) break;
     }
     unreadIn.set(r, count);
+  }
+
+  // Room `r`'s messages after `since` from the API, page by page (up to `limit` each), the
+  // next asked from a page's last message. A page is `last` when it holds all there was: short
+  // of `limit` and not cut short by the API's bound on a page's bytes (`more`). A failed
+  // request yields null, and ends it.
+  async function* pagesAfter(r, since, epoch, limit) {
+    for (;;) {
+      const query = new URLSearchParams({ since, limit: String(limit) });
+      if (epoch) query.set("epoch", epoch);
+      const page = await getJSON(`/api/rooms/${r}/messages?${query}`);
+      if (!page || !Array.isArray(page.messages)) {
+        yield null;
+        return;
+      }
+      page.last = !page.messages.length || (page.messages.length < limit && !page.more);
+      yield page;
+      if (page.last) return;
+      since = page.messages[page.messages.length - 1].id;
+    }
   }
 
   async function getJSON(url) {
