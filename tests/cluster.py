@@ -20,11 +20,13 @@ REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 NODE_TIMEOUT_MS = 2000  # how long a master may be silent before its replica takes over
 
 
-def cluster_port() -> int:
-    """A free port whose cluster bus port (10,000 above it) is free too, and below 65,536."""
+def cluster_port(taken: set[int] | frozenset[int] = frozenset()) -> int:
+    """A free port whose cluster bus port (10,000 above it) is free too, and below 65,536, and
+    neither of them `taken` (the ports chosen for the other nodes, not listening yet: the
+    kernel may offer one of them again)."""
     while True:
         port = free_port()
-        if port + 10000 < 65536:
+        if port + 10000 < 65536 and not {port, port + 10000} & taken:
             with socket.socket() as bus:
                 try:
                     bus.bind(("127.0.0.1", port + 10000))
@@ -53,9 +55,14 @@ class RedisClusterServers:
     """Three masters and three replicas; `url` names one node (any node will do)."""
 
     def __init__(self, folder: Path, masters: int = 3) -> None:
-        self.nodes = [RedisServer(folder / f"node-{n}", cluster_port()) for n in range(2 * masters)]
+        self.nodes: list[RedisServer] = []
+        for n in range(2 * masters):
+            self.nodes.append(RedisServer(folder / f"node-{n}", cluster_port(self._taken())))
         self.masters = masters
         self.url = self.nodes[0].url
+
+    def _taken(self) -> set[int]:
+        return {port for node in self.nodes for port in (node.port, node.port + 10000)}
 
     def start(self) -> RedisClusterServers:
         try:
@@ -73,7 +80,7 @@ class RedisClusterServers:
                 except RuntimeError:  # its port or bus port taken since it was chosen (a busy machine)
                     if attempt == 2:
                         raise
-                    node.port = cluster_port()
+                    node.port = cluster_port(self._taken())
                     node.url = f"redis://127.0.0.1:{node.port}/0"
         self.url = self.nodes[0].url
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]

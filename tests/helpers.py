@@ -295,6 +295,23 @@ def running(tmp: Path, env: Mapping[str, str] | None = None, args: tuple[str, ..
 REDIS_SERVER = os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
+def _reply(sock: socket.socket) -> bytes:
+    """One reply of Redis, read whole: a bulk string (`$<length>`, then as many bytes), or a
+    line (an error while it loads its data, say)."""
+    data = b""
+    while b"\r\n" not in data or (data.startswith(b"$") and len(data) < _bulk_end(data)):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _bulk_end(data: bytes) -> int:
+    head = data.index(b"\r\n")
+    return head + 2 + int(data[1:head]) + 2
+
+
 class RedisServer:
     """A real redis-server on a free loopback port, persisting to `folder` (so a restart keeps
     its data, as a deployed one does)."""
@@ -317,9 +334,14 @@ class RedisServer:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
                     if self.tls:
                         return self  # it listens; the tests speak TLS to it through the app
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
+                    s.sendall(b"INFO server\r\n")  # ours, not another server on a port taken since
+                    reply = _reply(s)
+                    if f"process_id:{self.proc.pid}\r\n".encode() in reply:
                         return self
+                    if b"process_id:" in reply:  # another's: ours exits, its port was taken
+                        self.proc.wait(10)
+                    else:
+                        time.sleep(0.02)  # still loading its data: no event to await
             except OSError:
                 time.sleep(0.02)  # a process that is starting: there is no event to await
         self.stop()  # not left running for the garbage collector to warn of
