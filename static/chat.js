@@ -814,12 +814,17 @@
   }
 
   function renderRooms() {
+    // The lists are made anew (each poll): a room's link that had the focus gets it back, or a
+    // keyboard user's focus would fall to the page every 30 s.
+    const focused = document.activeElement?.closest("#rooms a, #active-rooms a")?.getAttribute("href");
     const recent = recentRooms();
     if (!recent.includes(room)) recent.unshift(room);
     $("rooms").replaceChildren(...recent.map(roomItem));
     const active = [...online].filter(([r]) => !recent.includes(r))
       .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).slice(0, ACTIVE_ROOMS);
     $("active-rooms").replaceChildren(...active.map(([r]) => roomItem(r)));
+    const links = [...document.querySelectorAll("#rooms a, #active-rooms a")];
+    if (focused) links.find((a) => a.getAttribute("href") === focused)?.focus();
     $("active-title").hidden = active.length === 0;
     const elsewhere = recent.reduce((sum, r) => sum + (r === room ? 0 : unreadIn.get(r) ?? 0), 0);
     const badge = $("rooms-unread");

@@ -117,3 +117,19 @@ def test_unread_messages_too_long_for_one_page_are_all_counted(new_page, server:
             writer.expect("message")
         page.clock.fast_forward(31_000)  # the next poll
         expect(page.locator("#rooms a", has_text="long-a").locator(".count")).to_have_text("60 unread")
+
+
+def test_a_room_link_keeps_the_focus_when_the_list_is_made_anew(new_page, server: Server) -> None:
+    """Each poll makes the room list anew: a keyboard user on a room's link stays on it."""
+    page = open_chat(new_page, server, "/r/focus-a?name=reader", clock=True)
+    join_room(page, "focus-b")
+    expect(page.locator("#status")).to_have_attribute("data-state", "open")
+    link = page.locator("#rooms a", has_text="focus-a")
+    link.focus()
+    with Client(server, "focus-a", "writer") as writer:
+        writer.expect("welcome")
+        writer.say("while you look at the list")
+        writer.expect("message")
+        page.clock.fast_forward(31_000)  # the next poll: the list made anew, with the count
+        expect(link.locator(".count")).to_have_text("1 unread")
+        expect(link).to_be_focused()
