@@ -74,6 +74,7 @@ from chatapp.realtime.framing import Opcode, frame  # noqa: E402
 TICK = os.sysconf("SC_CLK_TCK")
 PASS_DELIVERED = 0.99
 PASS_P99 = 0.250
+STEPS = 24  # fanout: the ramp's steps at most (from 10,000 deliveries/s, each x1.5: past 1e8, beyond any server here)
 REFINE = 2  # fanout: steps tried between the last passed and the first failed (see fanout)
 API_TOKEN = "bench-token"
 PRESENCE_WARM = 35.0  # rooms: seconds from a Redis server's start to its step (presence's sweeps begin)
@@ -243,7 +244,7 @@ def fanout(kind: str, n: int, senders: int, seconds: float, folder: str, redis_u
         gen = one_room(server, n, senders, generator)
         try:
             rate, rows = max(1.0, 10_000 / n), []
-            for _ in range(16):
+            for _ in range(STEPS):
                 row = step(server, gen, senders, rate, seconds)
                 rows.append(row)
                 print(format_row(kind, n, row), flush=True)

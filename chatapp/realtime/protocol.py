@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from enum import IntEnum, StrEnum
 from typing import Any
 
+import orjson
+
 
 class CloseCode(IntEnum):
     """WebSocket close codes this server chooses (RFC 6455, section 7.4). A protocol violation
@@ -81,16 +83,28 @@ def is_unicode(text: str) -> bool:
 
 
 def encode(event: Mapping[str, Any]) -> bytes:
-    """Serialise one event: compact UTF-8 JSON on one line. Done once per event, whoever gets it."""
-    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def decode(text: str) -> dict[str, Any]:
-    """Parse one client frame into an event with a string `type`, or raise ProtocolError."""
+    """Serialise one event: compact UTF-8 JSON on one line. Done once per event, whoever gets it.
+    orjson writes what `json.dumps(event, ensure_ascii=False, separators=(",", ":"))` writes, at
+    a tenth of the cost; what it refuses (an integer past 64 bits) the standard library writes,
+    so that an app may emit any event JSON can carry. A lone surrogate: UnicodeEncodeError."""
     try:
-        event = json.loads(text)
-    except (ValueError, RecursionError):
-        raise ProtocolError(ErrorCode.BAD_JSON, "a frame must be one JSON object") from None
+        return orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def decode(text: str | bytes) -> dict[str, Any]:
+    """Parse one client frame into an event with a string `type`, or raise ProtocolError.
+    orjson first; what it refuses, the standard library's parser tries (only bad input pays
+    twice): JSON's grammar allows a lone surrogate's escape, which the handler then refuses in
+    its field by name (is_unicode), and NaN. An integer past 64 bits comes as a float."""
+    try:
+        event = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        try:
+            event = json.loads(text)
+        except (ValueError, RecursionError):
+            raise ProtocolError(ErrorCode.BAD_JSON, "a frame must be one JSON object") from None
     if not isinstance(event, dict):
         raise ProtocolError(ErrorCode.BAD_JSON, "a frame must be one JSON object")
     kind = event.get("type")
