@@ -76,6 +76,34 @@ class _NoThread:
         pass
 
 
+class _NoEvent:
+    """Given to simple-websocket as its event class: its event tells its `receive` what its
+    thread read, and neither runs here (a threading.Event, under gevent, is 1% of a connect)."""
+
+    def set(self) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+
+# The request headers simple-websocket's handshake reads: it rebuilds the request from the WSGI
+# environ's headers, and h11 parses it again. The rest (a browser sends a dozen: User-Agent,
+# Cookie, Accept-*, Cache-Control...) are dropped once the hooks have seen them, a third of
+# that second parse.
+HANDSHAKE_HEADERS = frozenset(
+    {
+        "HTTP_HOST",
+        "HTTP_UPGRADE",
+        "HTTP_CONNECTION",
+        "HTTP_SEC_WEBSOCKET_KEY",
+        "HTTP_SEC_WEBSOCKET_VERSION",
+        "HTTP_SEC_WEBSOCKET_EXTENSIONS",
+        "HTTP_SEC_WEBSOCKET_PROTOCOL",
+    }
+)
+
+
 def blueprint(path: str, config: Config, hooks: list[Hook], sessions: Sessions) -> Blueprint:
     """The WebSocket endpoint at `path` (and `path`/text for plain-text clients when the app
     serves them, `path`/echo with CHAT_ECHO_ROUTE=1): `hooks` run
@@ -85,7 +113,7 @@ def blueprint(path: str, config: Config, hooks: list[Hook], sessions: Sessions) 
 
     @bp.record_once
     def configure(state: Any) -> None:
-        state.app.config["SOCK_SERVER_OPTIONS"] = {"thread_class": _NoThread}
+        state.app.config["SOCK_SERVER_OPTIONS"] = {"thread_class": _NoThread, "event_class": _NoEvent}
 
     @bp.before_request
     def before_upgrade() -> Response | None:
@@ -109,10 +137,13 @@ def blueprint(path: str, config: Config, hooks: list[Hook], sessions: Sessions) 
         # use (server_max_window_bits): no permessage-deflate for it. The echo route compresses
         # only for clients that left us the full window (Connection._deflate), so any offer suits it.
         small_window = "server_max_window_bits" in offer and request.path == path
+        environ = request.environ
         if not config.ws_deflate or small_window or not offer:
-            request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+            environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
         else:
-            request.environ["HTTP_SEC_WEBSOCKET_EXTENSIONS"] = offer  # the well-formed offers only
+            environ["HTTP_SEC_WEBSOCKET_EXTENSIONS"] = offer  # the well-formed offers only
+        for name in [name for name in environ if name.startswith("HTTP_") and name not in HANDSHAKE_HEADERS]:
+            del environ[name]
         return None
 
     @bp.teardown_request

@@ -38,8 +38,9 @@ class Upgrade:
     """An upgrade request as the before-upgrade hooks see it, in the request's greenlet."""
 
     path: str
-    # The request's headers (names in any case) and cookies, for the hooks: empty once the
-    # handshake is answered (forget_request), so that a connection does not keep its request.
+    # The request's headers (names in any case) and cookies, for the hooks: after them only the
+    # handshake's headers are left (endpoint.HANDSHAKE_HEADERS), and none once it is answered
+    # (forget_request), so that a connection does not keep its request.
     headers: Mapping[str, str]
     cookies: Mapping[str, str]
     address: str  # the client's address (the proxy's X-Forwarded-For with PROXY_HOPS)

@@ -22,6 +22,7 @@ from wsproto.events import CloseConnection, TextMessage
 
 from chatapp.config import Config
 from chatapp.realtime import Connection, Realtime
+from chatapp.realtime.endpoint import HANDSHAKE_HEADERS
 
 UPGRADE = {
     "Upgrade": "websocket",
@@ -80,11 +81,16 @@ def app() -> Iterator[tuple[Flask, Realtime]]:
         SOCKETS.pop().close()
 
 
-def upgrade(app: Flask, marker: Marker | None = None) -> Client | int:
-    """One upgrade request as gunicorn makes it: the client's end once upgraded, else the status."""
+def upgrade(
+    app: Flask, marker: Marker | None = None, headers: dict[str, str] | None = None, environs: list | None = None
+) -> Client | int:
+    """One upgrade request as gunicorn makes it (UPGRADE's headers, and `headers`): the
+    client's end once upgraded, else the status. Its WSGI environ is put in `environs`."""
     ours, theirs = gevent.socket.socketpair()
     SOCKETS.extend((ours, theirs))
-    environ = EnvironBuilder(path="/ws", query_string="room=r", headers=UPGRADE).get_environ()
+    environ = EnvironBuilder(path="/ws", query_string="room=r", headers={**UPGRADE, **(headers or {})}).get_environ()
+    if environs is not None:
+        environs.append(environ)
     environ.update({"REMOTE_ADDR": "127.0.0.2", "gunicorn.socket": ours, "test.marker": marker})
     statuses: list[str] = []
     try:
@@ -121,6 +127,23 @@ def test_the_request_ends_at_the_handshake_and_its_connection_keeps_nothing_of_i
     assert isinstance(second.next(), CloseConnection)
     second.close()
     assert rt.drain(5)  # its session is over
+
+
+def test_the_hooks_see_a_browsers_headers_and_the_handshakes_second_parse_only_its_own(app) -> None:
+    """simple-websocket rebuilds the request from the environ's headers for h11 to parse again:
+    it gets those of the handshake, not the dozen a browser sends beside them."""
+    app, rt = app
+    seen: dict[str, str] = {}
+    rt.before_upgrade(lambda upgrade: seen.update(upgrade.headers))
+    browser = {"User-Agent": "Mozilla/5.0", "Accept-Language": "en", "Cookie": "a=b", "Pragma": "no-cache"}
+    environs: list[dict[str, Any]] = []
+    client = upgrade(app, headers=browser, environs=environs)
+    assert isinstance(client, Client) and isinstance(client.next(), TextMessage)
+    assert browser.items() <= seen.items() and seen["Sec-Websocket-Key"] == UPGRADE["Sec-WebSocket-Key"]
+    left = {name for name in environs[0] if name.startswith("HTTP_")}
+    assert left == HANDSHAKE_HEADERS - {"HTTP_SEC_WEBSOCKET_EXTENSIONS", "HTTP_SEC_WEBSOCKET_PROTOCOL"}
+    client.close()
+    assert isinstance(client.next(), CloseConnection)
 
 
 def test_a_worker_past_max_connections_refuses_the_upgrade_with_503_in_json() -> None:
