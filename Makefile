@@ -56,13 +56,14 @@ bench: install bench/loadgen
 	$(BIN)/python bench/run.py fanout --n 1000 --servers plain,chat,chat-redis,chat-redis-2w --generator c
 	$(BIN)/python bench/run.py fanout --n 100 --servers plain,chat --generator c
 	$(BIN)/python bench/run.py latency --n 1000 --rate 20 --generator c
-	$(BIN)/python bench/run.py storm --n 1000
+	$(BIN)/python bench/run.py storm --n 1000 --servers plain,chat+echo,chat
 	taskset -c 1 $(BIN)/python bench/storm_pair.py 3000
 	$(BIN)/python bench/run.py flood --rate 10 --servers chat,chat+limits
 	$(BIN)/python bench/run.py idle --n 5000 --room-size 0
 	$(BIN)/python bench/run.py idle --n 10000 --room-size 0
 	$(BIN)/python bench/run.py fanout --n 1000 --servers plain+deflate,chat+deflate
 	$(BIN)/python bench/run.py rooms --n 2000 --room-size 5 --servers chat,chat-redis-8w
+	$(BIN)/python bench/run.py rooms --n 10000 --room-size 5 --big 1000 --rate 10 --servers chat
 	$(BIN)/python bench/history.py
 	$(BIN)/python bench/sweep.py --rooms 2000
 
