@@ -142,8 +142,11 @@ def blueprint(path: str, config: Config, hooks: list[Hook], sessions: Sessions) 
             environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
         else:
             environ["HTTP_SEC_WEBSOCKET_EXTENSIONS"] = offer  # the well-formed offers only
-        for name in [name for name in environ if name.startswith("HTTP_") and name not in HANDSHAKE_HEADERS]:
-            del environ[name]
+        # Routed to flask-sock, so to be upgraded (a request that is not keeps its headers for
+        # gunicorn's access log: an upgrade request without `Connection: Upgrade` gets a 400).
+        if request.url_rule is not None and request.url_rule.websocket:
+            for name in [name for name in environ if name.startswith("HTTP_") and name not in HANDSHAKE_HEADERS]:
+                del environ[name]
         return None
 
     @bp.teardown_request

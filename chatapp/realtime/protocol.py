@@ -9,6 +9,7 @@ events and clients can split on it.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -82,29 +83,57 @@ def is_unicode(text: str) -> bool:
     return True
 
 
+# orjson writes a dict's keys that are not strings as json does (ints, floats, bools, None), and
+# refuses datetimes and dataclasses as json does (it would write them).
+_ENCODING = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
 def encode(event: Mapping[str, Any]) -> bytes:
     """Serialise one event: compact UTF-8 JSON on one line. Done once per event, whoever gets it.
-    orjson writes what `json.dumps(event, ensure_ascii=False, separators=(",", ":"))` writes, at
-    a tenth of the cost; what it refuses (an integer past 64 bits) the standard library writes,
-    so that an app may emit any event JSON can carry. A lone surrogate: UnicodeEncodeError."""
+
+    By orjson, at a tenth of the standard library's cost, and the same bytes as
+    `json.dumps(event, ensure_ascii=False, separators=(",", ":"))` but two ways: a float may
+    be written in another notation (1e-8, not 1e-08), and NaN and the infinities are written as
+    null (json wrote NaN, which is no JSON: a browser's JSON.parse refused the whole frame, and
+    with it every event batched beside it). An integer past 64 bits, which orjson refuses, the
+    standard library writes, NaN as null still. What is not JSON (a set, a datetime, bytes) is
+    TypeError; a lone surrogate, UnicodeEncodeError."""
     try:
-        return orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS)
+        return orjson.dumps(event, option=_ENCODING)
     except TypeError:
-        return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+        return json.dumps(_finite(event), ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _finite(value: Any) -> Any:
+    """`value` with each NaN or infinity inside it None, as orjson writes them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def loads(data: str | bytes) -> Any:
+    """Parse JSON: orjson first; what it refuses, the standard library's parser (only such input
+    pays twice): JSON's grammar allows a lone surrogate's escape, which orjson refuses, and json
+    wrote NaN before `encode` wrote null. An integer past 64 bits comes as a float. ValueError
+    (RecursionError when deeper than Python goes) for what is no JSON."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 def decode(text: str | bytes) -> dict[str, Any]:
-    """Parse one client frame into an event with a string `type`, or raise ProtocolError.
-    orjson first; what it refuses, the standard library's parser tries (only bad input pays
-    twice): JSON's grammar allows a lone surrogate's escape, which the handler then refuses in
-    its field by name (is_unicode), and NaN. An integer past 64 bits comes as a float."""
+    """Parse one client frame into an event with a string `type`, or raise ProtocolError. A
+    lone surrogate's escape comes through, for the handler to refuse in its field by name
+    (is_unicode)."""
     try:
-        event = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        try:
-            event = json.loads(text)
-        except (ValueError, RecursionError):
-            raise ProtocolError(ErrorCode.BAD_JSON, "a frame must be one JSON object") from None
+        event = loads(text)
+    except (ValueError, RecursionError):
+        raise ProtocolError(ErrorCode.BAD_JSON, "a frame must be one JSON object") from None
     if not isinstance(event, dict):
         raise ProtocolError(ErrorCode.BAD_JSON, "a frame must be one JSON object")
     kind = event.get("type")

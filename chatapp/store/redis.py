@@ -36,11 +36,10 @@ from time import monotonic
 from typing import Any
 
 import gevent
-import orjson
 import redis
 from redis.exceptions import RedisClusterException
 
-from ..realtime.protocol import encode
+from ..realtime.protocol import encode, loads
 from ..redis_errors import REDIS_ERRORS
 from ..unavailable import Unavailable, unavailable_on
 from . import Counted, History, Message, sender, within
@@ -150,7 +149,7 @@ def _told(outcome: Appended | Exception) -> Appended | Exception:
 
 def _appended(reply: list[bytes]) -> Appended:
     """The append script's (new, body) pairs."""
-    return [(orjson.loads(reply[n + 1]), bool(reply[n])) for n in range(0, len(reply), 2)]
+    return [(loads(reply[n + 1]), bool(reply[n])) for n in range(0, len(reply), 2)]
 
 
 def _keys(room: str) -> tuple[str, str, str]:
@@ -269,9 +268,9 @@ class RedisStore:
         args += (self._idle,)
         epoch, truncated, reset, bodies = self._read(keys=(_epoch_key(room), seq, messages), args=args)
         if since is not None and not reset and page is not None:  # a page after `since`: the first that fit
-            found, more = within(map(orjson.loads, bodies))
+            found, more = within(map(loads, bodies))
         else:  # the last ones, or all after `since` (catching up): the newest that fit
-            found, more = within(map(orjson.loads, reversed(bodies)))
+            found, more = within(map(loads, reversed(bodies)))
             found.reverse()
         return History(found, epoch.decode(), bool(truncated), bool(reset), more)
 

@@ -144,6 +144,9 @@ def test_the_hooks_see_a_browsers_headers_and_the_handshakes_second_parse_only_i
     assert left == HANDSHAKE_HEADERS - {"HTTP_SEC_WEBSOCKET_EXTENSIONS", "HTTP_SEC_WEBSOCKET_PROTOCOL"}
     client.close()
     assert isinstance(client.next(), CloseConnection)
+    environs.clear()  # not upgraded (no `Connection: Upgrade`): answered, its headers left for the access log
+    assert upgrade(app, headers={**browser, "Connection": "keep-alive"}, environs=environs) == 400
+    assert environs[0]["HTTP_USER_AGENT"] == "Mozilla/5.0"
 
 
 def test_a_worker_past_max_connections_refuses_the_upgrade_with_503_in_json() -> None:

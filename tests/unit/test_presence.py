@@ -5,6 +5,7 @@ Redis's sockets are gevent's here, as in a gunicorn gevent worker."""
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import Iterator
@@ -74,6 +75,17 @@ def test_members_are_listed_and_counted_as_they_join_and_leave(rt: Realtime, roo
     rt.join(bob, room)  # type: ignore[arg-type]  # the Hub has taken ann out (it takes commands in order)
     assert rt.members(room, 10) == ([bob.info], 1)
     assert ours(rt.rooms(), room) == {room: 1, room + "-2": 1}
+
+
+def test_a_members_info_comes_back_as_it_was_given_whatever_json_it_holds(rt: Realtime, room: str) -> None:
+    """An app's `info` with what the standard library writes and orjson alone does not read
+    (NaN) is listed all the same (before, it failed every listing of its room, and a sweep)."""
+    odd = named(rt, "odd")
+    odd.info.update(score=float("nan"), text="é\u2028", n=-(2**63))
+    rt.join(odd, room)  # type: ignore[arg-type]
+    (listed,), count = rt.members(room, 10)
+    assert count == 1 and math.isnan(listed.pop("score"))
+    assert listed == {key: value for key, value in odd.info.items() if key != "score"}
 
 
 def test_a_client_that_goes_away_leaves_every_room(rt: Realtime, room: str) -> None:

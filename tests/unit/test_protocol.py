@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import datetime
 import json
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings
@@ -73,6 +75,12 @@ def test_any_frame_text_decodes_to_an_event_or_a_protocol_error(text: str) -> No
         assert isinstance(event, dict) and isinstance(event["type"], str) and event["type"]
 
 
+@dataclass
+class Point:
+    x: int
+    y: int
+
+
 # What JSON can carry without a lone surrogate (which no UTF-8 holds): any integer, any finite
 # float, any text.
 def _sendable(floats: bool) -> st.SearchStrategy:
@@ -108,6 +116,21 @@ def test_encoded_floats_read_back_as_the_standard_library_wrote_them(event: dict
     """A float may be written in another notation (1e-8, not 1e-08), never another value."""
     data = encode(event)
     assert json.loads(data) == json.loads(_standard(event)) and b"\n" not in data
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("beside", [{}, {"big": 2**64}], ids=["orjson", "json"])
+def test_nan_and_the_infinities_are_written_as_null_by_either_encoder(value: float, beside: dict) -> None:
+    """json wrote NaN, which JSON.parse refuses, and with it the whole frame a client got."""
+    data = encode({"type": "x", "v": [value, {"w": value}], **beside})
+    assert json.loads(data, parse_constant=lambda name: pytest.fail(name))["v"] == [None, {"w": None}]
+
+
+@pytest.mark.parametrize("value", [datetime.datetime(2026, 1, 1), datetime.date(2026, 1, 1), Point(1, 2), {1, 2}])
+@pytest.mark.parametrize("beside", [{}, {"big": 2**64}], ids=["orjson", "json"])
+def test_what_is_not_json_is_refused_by_either_encoder(value: object, beside: dict) -> None:
+    with pytest.raises(TypeError):
+        encode({"type": "x", "v": value, **beside})
 
 
 @PROPERTY

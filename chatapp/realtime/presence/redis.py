@@ -33,12 +33,12 @@ import time
 from time import monotonic
 
 import gevent
-import orjson
 import redis
 
 from ...redis_errors import REDIS_ERRORS
 from ...unavailable import unavailable_on
 from ..hub import Hub
+from ..protocol import loads
 from . import BEATS, Counted, Info, Report
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class RedisPresence:
         # Every entry counts until a sweep takes it out (the sweep alone judges deadlines, and
         # waits after a stall, when deadlines have passed for live members too).
         members, count = self._members(keys=(_key(room),), args=(limit,))
-        return [orjson.loads(m) for m in members], count
+        return [loads(m) for m in members], count
 
     @_unavailable
     def rooms(self) -> dict[str, int]:
@@ -223,7 +223,7 @@ class RedisPresence:
             except REDIS_ERRORS:  # they are back all the same, and must be told: as in a small room
                 counts = {}
             for room, member in back:
-                self._on_restored(room, orjson.loads(member), counts.get(room, 0))
+                self._on_restored(room, loads(member), counts.get(room, 0))
         now = monotonic()
         if now - started > self.every / 2:  # Redis (or this worker) stalled: others could not renew either
             self._steady_since = None
@@ -271,5 +271,5 @@ class RedisPresence:
                 self._redis.sadd(ROOMS, *joined)
         for room, (left, gone) in zip(rooms, swept, strict=True):
             for member in gone:
-                self._on_expired(room, orjson.loads(member), left)
+                self._on_expired(room, loads(member), left)
         return {room: left for room, (left, _gone) in zip(rooms, swept, strict=True) if left}
