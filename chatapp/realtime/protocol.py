@@ -126,6 +126,12 @@ def loads(data: str | bytes) -> Any:
         return json.loads(data)
 
 
+# How deep a client's event may nest (the chat's are two levels deep). Any event of a client
+# can then be encoded again, by orjson (255 levels) and the standard library (Python's recursion
+# limit): an app's handler that passes a client's field on cannot fail on it.
+MAX_DEPTH = 32
+
+
 def decode(text: str | bytes) -> dict[str, Any]:
     """Parse one client frame into an event with a string `type`, or raise ProtocolError. A
     lone surrogate's escape comes through, for the handler to refuse in its field by name
@@ -136,7 +142,32 @@ def decode(text: str | bytes) -> dict[str, Any]:
         raise ProtocolError(ErrorCode.BAD_JSON, "a frame must be one JSON object") from None
     if not isinstance(event, dict):
         raise ProtocolError(ErrorCode.BAD_JSON, "a frame must be one JSON object")
+    if _opened(text) > MAX_DEPTH and not _within(event, MAX_DEPTH):  # few brackets: no deeper than them
+        raise ProtocolError(ErrorCode.BAD_JSON, f"an event may nest at most {MAX_DEPTH} levels deep")
     kind = event.get("type")
     if not isinstance(kind, str) or not kind:
         raise ProtocolError(ErrorCode.BAD_TYPE, "an event needs a string field 'type'")
     return event
+
+
+def _opened(text: str | bytes) -> int:
+    """How many objects and arrays `text` opens at most (brackets in strings count too)."""
+    if isinstance(text, str):
+        return text.count("{") + text.count("[")
+    return text.count(b"{") + text.count(b"[")
+
+
+def _within(value: Any, depth: int) -> bool:
+    """Whether `value` nests no deeper than `depth` levels of objects and arrays (a walk by
+    levels, without recursion)."""
+    level = [value]
+    for _ in range(depth):
+        level = [
+            child
+            for container in level
+            for child in (container.values() if isinstance(container, dict) else container)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return True
+    return False

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatapp.chat import parse_message
-from chatapp.realtime.protocol import ErrorCode, ProtocolError, decode, encode
+from chatapp.realtime.protocol import MAX_DEPTH, ErrorCode, ProtocolError, decode, encode
 from tests.helpers import events_of
 
 
@@ -30,6 +30,22 @@ def test_decode_rejects_what_is_not_an_event(text: str, code: ErrorCode) -> None
         decode(text)
     assert info.value.code == code
     assert info.value.event() == {"type": "error", "code": str(code), "detail": info.value.detail}
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 1020, 5000])
+def test_decode_refuses_an_event_nested_deeper_than_max_depth(depth: int) -> None:
+    """orjson reads 1,024 levels, json fewer; what either reads must encode again, and an
+    app's handler that passes a client's field on must not fail on it."""
+    with pytest.raises(ProtocolError) as info:
+        decode('{"type":"x","v":' + "[" * (depth - 1) + "]" * (depth - 1) + "}")
+    assert info.value.code == ErrorCode.BAD_JSON
+
+
+def test_an_event_as_deep_as_max_depth_or_full_of_brackets_in_text_is_read_and_encodes_again() -> None:
+    deep = '{"type":"x","v":' + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1) + "}"
+    brackets = '{"type":"x","text":"' + "[{" * 100 + '"}'
+    for frame in (deep, brackets, deep.encode()):
+        assert json.loads(encode(decode(frame))) == json.loads(frame)
 
 
 def test_decode_returns_the_event() -> None:
