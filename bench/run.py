@@ -20,7 +20,9 @@ one message every --period seconds (the rooms' turns spread evenly over the peri
 it received against those of rooms it has clients in, and per Redis node its commands/s.
 flood: a pair talks at --rate while two clients stream typing events as fast as they can
 (`chat+limits`: with the default per-connection frame budget). `chat+echo` (storm): the chat's
-server with its clients on /ws/echo, the layer's connect without the chat's.
+server with its clients on /ws/echo, the layer's connect without the chat's. `chat+ahead`
+(storm): the chat with its upgrade answered ahead of Flask (bench/upgrade_ahead.py), what that
+road would buy.
 latency: a fixed rate into one room of N. storm: N clients at once (handshakes/s, time
 until all are welcomed). idle: N idle connections (server memory per connection, after
 --settle seconds idle), then one broadcast that must reach them all; one room, or rooms of
@@ -115,7 +117,9 @@ class ServerProcess:
         # `chat+echo`: the chat's server, its clients on /ws/echo (CHAT_ECHO_ROUTE=1): the layer's
         # connect (upgrade, hooks, session, reader, writer) without the chat's (no room, no welcome)
         self.echo = kind.endswith("+echo")
-        kind = kind.removesuffix("+deflate").removesuffix("+limits").removesuffix("+echo")
+        # `chat+ahead`: the chat with its upgrade answered ahead of Flask (bench/upgrade_ahead.py)
+        ahead = kind.endswith("+ahead")
+        kind = kind.removesuffix("+deflate").removesuffix("+limits").removesuffix("+echo").removesuffix("+ahead")
         self.port = free_port()
         many = re.search(r"-(\d+)w$", kind)
         workers = int(many.group(1)) if many else 1
@@ -144,7 +148,8 @@ class ServerProcess:
             # stock gunicorn settings (-c /dev/null: not the chat's gunicorn.conf.py), 20,000 connections
             command = [*base, "-c", "/dev/null", "-w", "1", "--worker-connections", "20000", "bench.baseline_app:app"]
         else:
-            command = [*base, *(["-w", str(workers)] if workers > 1 else []), "wsgi:app"]
+            app = "bench.upgrade_ahead:app" if ahead else "wsgi:app"
+            command = [*base, *(["-w", str(workers)] if workers > 1 else []), app]
             if "redis" in kind or "cluster" in kind:
                 env["REDIS_URL"] = redis_url or ""
             if "cluster" in kind:
