@@ -138,6 +138,7 @@ class ServerProcess:
             "WS_DEFLATE": "1" if self.deflate else "0",
             "MAX_CONNECTIONS_PER_IP": "0",  # every client comes from 127.0.0.1
             "ADDRESS_RATE_LIMIT": "0",
+            "API_RATE_LIMIT": "0",
             "ANNOUNCE_LIMIT": "0",
             "CONNECT_RATE_LIMIT": "0",
             "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,

@@ -63,7 +63,7 @@ def create_app(config: Config | None = None) -> Flask:
     realtime.init_app(app, path="/ws")
     errors.init_app(app)
     app.register_blueprint(views.bp)
-    app.register_blueprint(api.bp)
+    api.init_app(app, config)
     return app
 
 

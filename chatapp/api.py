@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hmac
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from gunicorn.http.errors import ParseException  # what gunicorn's reader raises for a malformed body
 
 from .chat import Chat, parse_epoch, parse_message, parse_name, parse_room, parse_since
+from .config import Config
 from .errors import json_error
 from .listing import Listing
+from .ratelimit import KeyedRateLimiter, address_key
 from .realtime import ErrorCode, ProtocolError
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -17,10 +19,32 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 NAMED = 20  # rooms one call to /api/rooms may name
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
+READ_WINDOW = 1.0  # API_RATE_LIMIT counts reads per this many seconds: a burst is a second's
+
+
+def init_app(app: Flask, config: Config) -> None:
+    """Serve the API, its reads limited per client address (API_RATE_LIMIT)."""
+    limit = config.api_rate_limit
+    app.extensions["api_reads"] = KeyedRateLimiter(limit, READ_WINDOW) if limit else None
+    app.register_blueprint(bp)
 
 
 def _chat() -> Chat:
     return current_app.extensions["chat"]
+
+
+@bp.before_request
+def limit_reads() -> Response | None:
+    """A read (GET) past its address's API_RATE_LIMIT in READ_WINDOW: 429, before any work. A
+    bot's post is not counted (its token is the gate)."""
+    reads: KeyedRateLimiter | None = current_app.extensions["api_reads"]
+    if request.method not in ("GET", "HEAD") or reads is None or reads.allow(address_key(request.remote_addr or "")):
+        return None
+    response = json_error(
+        429, "too_many_requests", f"at most {reads.rate} reads of the API per {READ_WINDOW:.0f} s from one address"
+    )
+    response.headers["Retry-After"] = f"{READ_WINDOW:.0f}"
+    return response
 
 
 @bp.errorhandler(ProtocolError)

@@ -86,6 +86,7 @@ class Server:
             "TMPDIR": str(tmp),  # its temporary metrics directory, among the test's files
             # every test client comes from 127.0.0.1: the tests of the per-address limits set them
             "ADDRESS_RATE_LIMIT": "0",
+            "API_RATE_LIMIT": "0",
             "ANNOUNCE_LIMIT": "0",
             "CONNECT_RATE_LIMIT": "0",
             "FRAME_RATE_LIMIT": "0",

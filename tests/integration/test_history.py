@@ -380,6 +380,18 @@ def test_api_publish(make_server) -> None:
     assert "Traceback" not in server.log()  # nothing a client sends is a server error
 
 
+def test_api_reads_past_api_rate_limit_are_refused_per_address_and_a_bots_posts_are_not_reads(make_server) -> None:
+    server = make_server({"API_RATE_LIMIT": "1", "PROXY_HOPS": "1", "CHAT_API_TOKEN": TOKEN})  # a read a second
+    r, one, other = room(), {}, {"X-Forwarded-For": "203.0.113.8"}  # 127.0.0.1; another address
+    assert server.get(f"/api/rooms/{r}/messages", one)[0] == 200
+    for path in (f"/api/rooms/{r}/messages?limit=500", f"/api/rooms?room={r}"):  # within the second
+        status, headers, body = server.get(path, one)
+        assert (status, headers["Retry-After"], json.loads(body)["error"]) == (429, "1", "too_many_requests")
+    assert server.get(f"/api/rooms/{r}/messages", other)[0] == 200  # another address has its own
+    assert post(server, r, {"name": "bot", "text": "hi"})[0] == 201  # from 127.0.0.1 too, past its reads
+    assert "Traceback" not in server.log()
+
+
 def test_api_rooms_lists_rooms_online(server: Server) -> None:
     r = room()
     with Client(server, r, "a") as a, Client(server, r, "b") as b:
