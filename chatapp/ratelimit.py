@@ -8,10 +8,15 @@ from time import monotonic
 
 def address_key(address: str) -> str:
     """What a per-address limit counts by: the address, or for IPv6 its /64 (one host or home
-    network usually has a whole /64, and could take a new address per connection)."""
+    network usually has a whole /64, and could take a new address per connection). An IPv4
+    client seen as IPv6 (::ffff:a.b.c.d: gunicorn bound to [::], a dual-stack proxy) counts
+    as its IPv4 address, not in the one /64 of every such client."""
     if ":" not in address:
         return address
     try:
+        mapped = ipaddress.IPv6Address(address).ipv4_mapped
+        if mapped is not None:
+            return str(mapped)
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     except ValueError:
         return address

@@ -240,12 +240,14 @@ def test_each_beat_every_room_past_counted_from_is_told_its_count(chat: Chat) ->
     assert not small._held_offered
 
 
-def test_an_ipv6_client_is_counted_by_its_64() -> None:
+def test_an_ipv6_client_is_counted_by_its_64_and_an_ipv4_one_seen_as_ipv6_by_its_address() -> None:
     """A host or home network has a whole /64: a new address per connection must not reset the
     per-address limits."""
     assert address_key("2001:db8:1:2::1") == address_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
     assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
     assert address_key("203.0.113.7") == "203.0.113.7" and address_key("") == ""
+    # An IPv4 client seen as IPv6 (gunicorn bound to [::]) is its IPv4 address, not ::/64 with all of them
+    assert address_key("::ffff:203.0.113.7") == "203.0.113.7" != address_key("::ffff:198.51.100.9")
 
 
 def test_a_plain_text_line_of_a_message_cannot_pass_for_another_event() -> None:
