@@ -53,7 +53,7 @@ class Config:
     frame_rate_limit: int = 100  # frames of any kind per 10 s per connection (0: no limit); past it 1008
     address_rate_limit: int = 200  # chat messages per 10 s per client address, on one worker (0: no limit)
     # Reads of the JSON API (history pages, the rooms online) per second per client address, on
-    # one worker (0: no limit); past it HTTP 429. A page polls a few every 30 s; a history page
+    # one worker (0: no limit); past it HTTP 429. A page reads a few every 30 s; a history page
     # of 500 messages costs the worker some 3 ms, and one client reading in a loop on 32
     # connections held a talking pair's messages for 116-156 ms (p50) without it.
     api_rate_limit: int = 30

@@ -28,6 +28,7 @@
   const HISTORY_PAGE = 500;          // messages per API page when a resume fetches what a welcome left out (the API's most)
   const ROOMS_POLL_MS = 30000;       // how often the room list asks who is online, and counts unread
   const UNREAD_LIMIT = 100;          // messages counted per room; more show as "99+"
+  const READ_ATTEMPTS = 5;           // tries of an API read refused with 429 (getJSON)
   const QUICK_RETURN_SECONDS = 60;   // left and back within this: a reload, not worth two lines
   const COLLAPSE_SECONDS = 600;      // joins and leaves in a row within this share one line
   const QUIET_SECONDS = 600;         // a message after this long a silence may raise a notification
@@ -256,8 +257,9 @@
     setStatus("connecting", "Catching up…");
     const first = Number(event.history[0].id);  // ids come as strings: compared as numbers
     const gap = [];
-    let complete = false;
+    let complete = false, failed = false;
     for await (const page of pagesAfter(room, lastId, event.epoch, HISTORY_PAGE)) {
+      failed = !page;
       if (socket !== ws || !page || page.reset || page.truncated) break;
       const before = page.messages.filter((m) => Number(m.id) < first);
       gap.push(...before);
@@ -265,7 +267,8 @@
       if (complete) break;
     }
     if (socket !== ws) return;  // dropped or replaced meanwhile: its successor starts again
-    if (!complete) addSystem("More came while you were away than fits here: the oldest of it is not shown.");
+    if (failed) addSystem("Some of what came while you were away could not be fetched, and is not shown.");
+    else if (!complete) addSystem("More came while you were away than fits here: the oldest of it is not shown.");
     showHistory(event, [...gap, ...event.history]);
     const later = held;
     held = null;
@@ -930,12 +933,23 @@
     }
   }
 
+  // A read of the API, or null when it fails. One refused for its address's pace (429: the
+  // server's API_RATE_LIMIT, shared by the tabs and people behind one address, as after a
+  // restart) is tried again after the Retry-After it names, a little more at random, a few
+  // times: a resume's gap fill must not skip what it could not read yet.
   async function getJSON(url) {
-    try {
-      const response = await fetch(url, { cache: "no-store", headers: { Accept: "application/json" } });
-      return response.ok ? await response.json() : null;
-    } catch {
-      return null;  // offline, or the server is restarting: the next poll tries again
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const response = await fetch(url, { cache: "no-store", headers: { Accept: "application/json" } });
+        if (response.status === 429 && attempt < READ_ATTEMPTS) {
+          const wait = Number(response.headers.get("Retry-After")) || 1;
+          await new Promise((resolve) => setTimeout(resolve, (wait + Math.random()) * 1000));
+          continue;
+        }
+        return response.ok ? await response.json() : null;
+      } catch {
+        return null;  // offline, or the server is restarting: the next poll tries again
+      }
     }
   }
 

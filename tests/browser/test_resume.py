@@ -76,12 +76,14 @@ def test_a_history_that_was_reset_on_the_server_starts_the_page_afresh(new_page,
     expect(bodies).to_have_text(["new 1"])
 
 
+@pytest.mark.parametrize("reads", ["0", "1"], ids=["unlimited", "one-read-a-second"])
 def test_a_resume_past_what_one_welcome_carries_fetches_the_rest_and_misses_nothing(
-    new_page, make_server, tmp_path
+    new_page, make_server, tmp_path, reads: str
 ) -> None:
     """More came while the page was away than a welcome carries (256 KB: `more`). The page
     fetches what the welcome left out, page by page from the API, and shows every message once,
-    in order; what the socket brought meanwhile comes after."""
+    in order; what the socket brought meanwhile comes after. With the address's API reads at
+    one a second (API_RATE_LIMIT, as when many resume at once) it waits as the 429s say."""
     server = make_server()
     page = new_page(server.url + "/r/gap?name=viewer")
     expect(page.locator("#status")).to_have_attribute("data-state", "open")
@@ -101,12 +103,12 @@ def test_a_resume_past_what_one_welcome_carries_fetches_the_rest_and_misses_noth
         append(other, "gap", {"ts": time.time(), "user": bot, "text": text})
     other.close()
 
-    server = make_server(port=port)
+    server = make_server({"API_RATE_LIMIT": reads}, port=port)
     expect(page.locator("#status")).to_have_attribute("data-state", "open", timeout=15_000)
     with Client(server, "gap", "writer") as writer:
         writer.expect("welcome")
         writer.say("after")
-    expect(bodies.last).to_have_text("after")
+    expect(bodies.last).to_have_text("after", timeout=15_000)
     shown = page.eval_on_selector_all("#log .msg .body", "nodes => nodes.map((n) => n.textContent)")
     assert shown == ["before", *missed, "after"]
     expect(page.locator("#log .system", has_text="not shown")).to_have_count(0)
