@@ -48,7 +48,7 @@ from wsproto.extensions import PerMessageDeflate
 
 from ..config import Config
 from ..ratelimit import RateLimiter
-from .framing import Batch, Opcode, frame, message_frame, render, render_lines, whole_texts
+from .framing import Batch, Opcode, frame, header, may_wait, message_frame, render, render_lines, whole_texts
 from .hub import PING, PingTick
 from .metrics import ERRORS, Stats
 from .protocol import CloseCode, ErrorCode, encode, error_event
@@ -99,36 +99,20 @@ class _Echo:
 Outgoing = Batch | PingTick | _Pong | _Echo  # what a send queue holds
 
 
-def _events(ws: WSConnection, data: bytes, limit: int, fast: bool) -> Iterator[Any]:
-    """The events of `data`, a client's bytes just read, lazily (a reader that stops taking
-    them parses no more): with `fast` (no fragmented message under way here) and wsproto
-    between messages, the whole small text frames at the start parsed here
-    (framing.whole_texts), then the rest, and all of it otherwise, by wsproto."""
-    taken = 0
-    if fast and _between_messages(ws):
-        for text, end in whole_texts(data, limit):
-            taken = end
-            yield TextMessage(text)
-    if taken < len(data):
-        ws.receive_data(data[taken:] if taken else data)
-    del data
-    yield from ws.events()
-
-
-def _between_messages(ws: WSConnection) -> bool:
-    """Whether wsproto holds nothing of a frame or of a fragmented message, and no extension
-    is on: where the reader may parse whole text frames itself (framing.whole_texts). Read
+def _between_frames(ws: WSConnection) -> bool:
+    """Whether wsproto holds nothing of a frame, and no extension is on: where the reader may
+    find the next frame's bounds itself (framing.header) and give it to wsproto whole. Read
     from wsproto's parser (pinned in requirements.txt), which has no public getter for it.
     Not asked after a close frame or a protocol error: the reader returns at that event."""
     proto = ws._proto
     decoder = proto._frame_decoder
-    return (
-        ws.state is WSState.OPEN
-        and not proto.extensions
-        and decoder.header is None
-        and not decoder.buffer.buffer
-        and proto._message_decoder.opcode is None
-    )
+    return ws.state is WSState.OPEN and not proto.extensions and decoder.header is None and not decoder.buffer.buffer
+
+
+def _between_messages(ws: WSConnection) -> bool:
+    """Between frames, and of no fragmented message either: where the reader may parse whole
+    text frames itself (framing.whole_texts)."""
+    return _between_frames(ws) and ws._proto._message_decoder.opcode is None
 
 
 def _deflate_agreed(ws: WSConnection) -> bool:
@@ -266,6 +250,7 @@ class Connection:
         self._peer_closed = Event()  # the peer's close frame came, or its end of the socket closed
         self._writer: gevent.Greenlet | None = None  # the running writer, if any
         self._unsent = b""  # the rest of a frame `_write_now` began: the writer writes it first
+        self._partial = b""  # the start of a frame the last read cut: the reader's
         # A plain-text client's: each event as a line (None: not shown), set before it opens.
         self.lines: Callable[[bytes], str | None] | None = None
 
@@ -578,7 +563,7 @@ class Connection:
                 return
             self.last_seen = monotonic()
             gevent.sleep(0)  # a client sending fast must not keep the Hub and writers waiting
-            for event in _events(ws, data, limit, fast=not parts):
+            for event in self._events(data, limit):
                 handled += 1
                 if handled % TURN_EVERY == 0:
                     gevent.sleep(0)
@@ -612,8 +597,44 @@ class Connection:
                     self.close(event.code, detail=event.reason or ("protocol error" if violation else ""))
                     return
             # While it waits for the next read, the reader holds nothing it read: not its bytes
-            # (up to RECV_BYTES), nor the last event, chunk or message (up to max_frame_bytes).
+            # (up to RECV_BYTES), nor the last event, chunk or message (up to max_frame_bytes);
+            # only the start of a frame the read cut (`_partial`, max_frame_bytes at most).
             event = chunk = message = data = None
+
+    def _events(self, data: bytes, limit: int) -> Iterator[Any]:
+        """The events of `data`, a client's bytes just read, after what the last read left in
+        `_partial`, lazily (a reader that stops taking them parses no more). Between messages,
+        the whole small text frames are parsed here (framing.whole_texts); every other frame
+        is given to wsproto whole, alone; and a frame that `data` ends inside is kept for the
+        next read (`limit` bytes at most), unless wsproto could refuse it already
+        (framing.may_wait). So wsproto holds part of a frame only on its way to a close, and
+        the fast path does not stop for good (a client sending fast has a frame cut by most
+        reads; wsproto, once given part of one, must be given everything after it while
+        reads end inside frames). With an extension on (deflate), wsproto parses it all."""
+        ws, pos, end = self._ws, 0, len(data)
+        if self._partial:
+            data, self._partial = self._partial + data, b""
+            end = len(data)
+        while pos < end and _between_frames(ws):
+            if _between_messages(ws):
+                for text, stop in whole_texts(data, limit, pos):
+                    pos = stop
+                    yield TextMessage(text)
+                if pos == end:
+                    return
+            bounds = header(data, pos)
+            if bounds is None or bounds[2] > end:  # a frame cut by the end of `data`
+                if may_wait(data, pos, limit):
+                    self._partial = data[pos:]
+                    return
+                break
+            ws.receive_data(data[pos : bounds[2]])
+            pos = bounds[2]
+            yield from ws.events()
+        if pos < end:
+            ws.receive_data(data[pos:] if pos else data)
+            del data
+            yield from ws.events()
 
     def end(self) -> None:
         """After the reader has returned: let the writer finish (bounded), then drop the socket."""

@@ -6,6 +6,7 @@ A server frame holds one or more events, one per line (protocol.py says why that
 
 from __future__ import annotations
 
+import codecs
 import os
 import struct
 import zlib
@@ -149,17 +150,17 @@ def render(batches: list[Batch], deflate: bool, seen_through: int | None = None)
     return message_frame(b"\n".join(batch.payload for batch in batches), deflate=deflate)
 
 
-def whole_texts(data: bytes, limit: int) -> Iterator[tuple[str, int]]:
-    """The text messages at the start of `data` (a client's bytes, read from a frame boundary)
+def whole_texts(data: bytes, limit: int, pos: int = 0) -> Iterator[tuple[str, int]]:
+    """The text messages from `pos` on in `data` (a client's bytes; a frame starts at `pos`)
     that are each one whole frame: FIN, no RSV bit, masked, a length of one byte or a minimal
     two, at most `limit` and WHOLE_TEXT_MAX bytes, valid UTF-8; each with where its frame ends.
     Lazily: a reader that stops taking (a client past its frame budget) parses no more.
     Everything from the first frame that is not one (control frames, fragments, compressed or
-    bigger messages, bad UTF-8, a frame not all read yet) is wsproto's to parse, and to
-    refuse. Written by hand for the common frame only: wsproto takes about 18 us for a small
-    one, this 2 (the XOR of a whole payload as one big integer, no faster than wsproto's
-    strided XOR past a few KB), and a message taken in is the ingest's first cost."""
-    pos, end, first = 0, len(data), FIN | Opcode.TEXT
+    bigger messages, bad UTF-8, a frame not all read yet) is the reader's to hand to wsproto,
+    to parse and to refuse. Written by hand for the common frame only: wsproto takes about 18
+    us for a small one, this 2 (the XOR of a whole payload as one big integer, no faster than
+    wsproto's strided XOR past a few KB), and a message taken in is the ingest's first cost."""
+    end, first = len(data), FIN | Opcode.TEXT
     limit = min(limit, WHOLE_TEXT_MAX)
     while end - pos >= 6 and data[pos] == first and data[pos + 1] & MASKED:
         size, start = data[pos + 1] & 0x7F, pos + 6
@@ -171,10 +172,40 @@ def whole_texts(data: bytes, limit: int) -> Iterator[tuple[str, int]]:
             return
         if size > limit or start + size > end:
             return
-        key = int.from_bytes(data[start - 4 : start] * (size // 4 + 1), "little") & ((1 << 8 * size) - 1)
         try:
-            text = (int.from_bytes(data[start : start + size], "little") ^ key).to_bytes(size, "little").decode()
+            text = _unmasked(data, start, size).decode()
         except UnicodeDecodeError:
             return
         pos = start + size
         yield text, pos
+
+
+def may_wait(data: bytes, pos: int, limit: int) -> bool:
+    """Whether the frame at `pos`, which `data` ends inside, may wait whole for the reader's
+    next read, rather than go to wsproto in part: one that wsproto could refuse only once it is
+    whole. One it can refuse from its start goes to it at once (RFC 6455's fail fast): a
+    reserved bit or opcode, no mask, past `limit`, a text whose bytes so far are not UTF-8
+    already; so does a continuation (wsproto holds its message's UTF-8 state)."""
+    bounds = header(data, pos)
+    if bounds is None:  # some of the header's 14 bytes at most
+        return True
+    first, start, end = bounds
+    opcode = first & 0x0F
+    if first & 0x70 or not data[pos + 1] & MASKED or end - start > limit or opcode not in _WHOLE_OPCODES:
+        return False
+    if opcode == Opcode.TEXT and len(data) > start:
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(_unmasked(data, start, len(data) - start))
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+_WHOLE_OPCODES = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CLOSE, Opcode.PING, Opcode.PONG})
+
+
+def _unmasked(data: bytes, start: int, size: int) -> bytes:
+    """The `size` bytes of a client's payload from `start`, unmasked with the key before them:
+    XORed as one big integer, far faster than byte by byte."""
+    key = int.from_bytes(data[start - 4 : start] * (size // 4 + 1), "little") & ((1 << 8 * size) - 1)
+    return (int.from_bytes(data[start : start + size], "little") ^ key).to_bytes(size, "little")

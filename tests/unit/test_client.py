@@ -3,9 +3,10 @@ its states, and what its writer sends when."""
 
 from __future__ import annotations
 
+import itertools
 import socket
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -13,17 +14,20 @@ import gevent
 import gevent.socket
 import pytest
 from gevent.queue import Full
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionType
-from wsproto.events import CloseConnection, Event, Ping, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Event, Ping, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
 from chatapp.config import Config
 from chatapp.realtime.client import CLOSED, CLOSING, CONNECTING, OPEN, Connection, SendQueue, _between_messages
-from chatapp.realtime.framing import Batch, Opcode, frame
+from chatapp.realtime.framing import Batch, Opcode, frame, header, may_wait
 from chatapp.realtime.hub import PING
 from chatapp.realtime.protocol import CloseCode, ErrorCode, encode
 from tests.helpers import TIMEOUT, events_of
+from tests.unit.test_framing import client_frames
 
 
 # -- the send queue ---------------------------------------------------------------------------------
@@ -387,3 +391,82 @@ def test_the_reader_parses_frames_itself_only_where_wsproto_holds_nothing() -> N
     closing = fed()
     closing.send(CloseConnection(code=1000))
     assert not _between_messages(closing)
+
+
+def messages_of(events: Iterable[Event]) -> list[tuple[str, object]]:
+    """Whole messages (their parts joined), pings and the close, as a reader hands them on."""
+    seen: list[tuple[str, object]] = []
+    parts: list[Any] = []
+    for event in events:
+        if isinstance(event, TextMessage | BytesMessage):
+            parts.append(event.data)
+            if event.message_finished:
+                seen.append((type(event).__name__, parts[0][:0].join(parts)))
+                parts = []
+        else:
+            seen.append((type(event).__name__, getattr(event, "payload", getattr(event, "code", None))))
+            if isinstance(event, CloseConnection):
+                break  # the reader returns at it
+    return seen
+
+
+def reader(limit: int = 1 << 20) -> tuple[Connection, list[bytes]]:
+    """A connection with no socket, to be fed reads (`_events`), and what it gave wsproto."""
+    ws = WSConnection(ConnectionType.SERVER)
+    conn = Connection(None, ws, Config(), {}, "x")  # type: ignore[arg-type]
+    given: list[bytes] = []
+    receive = ws.receive_data
+
+    ws.receive_data = lambda data: (given.append(data), receive(data))  # type: ignore[method-assign]
+    return conn, given
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    frames=st.lists(client_frames(), max_size=8),
+    cuts=st.lists(st.integers(min_value=0, max_value=5000), max_size=6),
+    limit=st.sampled_from([125, 4096, 1 << 20]),
+)
+def test_a_reader_whose_reads_cut_its_peers_frames_anywhere_reads_what_wsproto_reads_of_them_whole(
+    frames: list[tuple[bytes, str | None]], cuts: list[int], limit: int
+) -> None:
+    """The reader's events (its fast path, a frame a read cut kept for the next, wsproto for
+    the rest), however the stream is cut into reads, are wsproto's of the stream in one piece;
+    and wsproto is given whole frames only, one at a time (but for one it may refuse already)."""
+    data = b"".join(raw for raw, _text in frames)
+    bounds = sorted({0, len(data), *(min(cut, len(data)) for cut in cuts)})
+    conn, given_to_wsproto = reader(limit)
+    read: list[Event] = []
+    for start, end in itertools.pairwise(bounds):
+        for event in conn._events(data[start:end], limit):
+            read.append(event)
+            if isinstance(event, CloseConnection):
+                break  # as the reader returns
+        else:
+            continue
+        break
+    whole = WSConnection(ConnectionType.SERVER)
+    whole.receive_data(data)
+    assert messages_of(read) == messages_of(whole.events())
+    for chunk in given_to_wsproto:
+        _first, _start, end = header(chunk) or (0, 0, -1)
+        if end != len(chunk):  # one wsproto may refuse from its start, given as it comes, and all after it
+            assert not may_wait(chunk, 0, limit)
+            break
+
+
+def test_small_text_frames_that_reads_cut_are_all_parsed_by_the_fast_path() -> None:
+    """A client sending fast has a frame cut by most reads: the start of it waits for the next
+    read. wsproto (9 times dearer a frame) is given none of them, only its pings, each whole;
+    after each, the fast path goes on."""
+    conn, given_to_wsproto = reader()
+    ping = frame(Opcode.PING, b"p", mask=True)
+    data = b"".join(
+        frame(Opcode.TEXT, f'{{"n":{n:>{n % 300}}}}'.encode(), mask=True) + (ping if n % 50 == 0 else b"")
+        for n in range(500)
+    )
+    reads = [data[start : start + 1000] for start in range(0, len(data), 1000)]
+    read = [event for chunk in reads for event in conn._events(chunk, 1 << 20)]
+    texts = [event.data for event in read if isinstance(event, TextMessage)]
+    assert [int(text.split(":")[1].rstrip("}")) for text in texts] == list(range(500))
+    assert len(read) == 510 and given_to_wsproto == [ping] * 10
