@@ -48,7 +48,7 @@ from wsproto.extensions import PerMessageDeflate
 
 from ..config import Config
 from ..ratelimit import RateLimiter
-from .framing import Batch, Opcode, frame, header, may_wait, message_frame, render, render_lines, whole_texts
+from .framing import Batch, Opcode, frame, header, message_frame, render, render_lines, whole_texts
 from .hub import PING, PingTick
 from .metrics import ERRORS, Stats
 from .protocol import CloseCode, ErrorCode, encode, error_event
@@ -101,7 +101,7 @@ Outgoing = Batch | PingTick | _Pong | _Echo  # what a send queue holds
 
 def _between_frames(ws: WSConnection) -> bool:
     """Whether wsproto holds nothing of a frame, and no extension is on: where the reader may
-    find the next frame's bounds itself (framing.header) and give it to wsproto whole. Read
+    find the next frame's bounds itself (framing.header) and give it to wsproto alone. Read
     from wsproto's parser (pinned in requirements.txt), which has no public getter for it.
     Not asked after a close frame or a protocol error: the reader returns at that event."""
     proto = ws._proto
@@ -250,7 +250,10 @@ class Connection:
         self._peer_closed = Event()  # the peer's close frame came, or its end of the socket closed
         self._writer: gevent.Greenlet | None = None  # the running writer, if any
         self._unsent = b""  # the rest of a frame `_write_now` began: the writer writes it first
-        self._partial = b""  # the start of a frame the last read cut: the reader's
+        # The reader's: the start of a header the last read cut, and the bytes of a frame that
+        # wsproto has the start of still to come.
+        self._partial = b""
+        self._inside = 0
         # A plain-text client's: each event as a line (None: not shown), set before it opens.
         self.lines: Callable[[bytes], str | None] | None = None
 
@@ -598,23 +601,30 @@ class Connection:
                     return
             # While it waits for the next read, the reader holds nothing it read: not its bytes
             # (up to RECV_BYTES), nor the last event, chunk or message (up to max_frame_bytes);
-            # only the start of a frame the read cut (`_partial`, max_frame_bytes at most).
+            # only the start of a frame header the read cut (`_partial`, 13 bytes at most).
             event = chunk = message = data = None
 
     def _events(self, data: bytes, limit: int) -> Iterator[Any]:
-        """The events of `data`, a client's bytes just read, after what the last read left in
-        `_partial`, lazily (a reader that stops taking them parses no more). Between messages,
-        the whole small text frames are parsed here (framing.whole_texts); every other frame
-        is given to wsproto whole, alone; and a frame that `data` ends inside is kept for the
-        next read (`limit` bytes at most), unless wsproto could refuse it already
-        (framing.may_wait). So wsproto holds part of a frame only on its way to a close, and
-        the fast path does not stop for good (a client sending fast has a frame cut by most
-        reads; wsproto, once given part of one, must be given everything after it while
-        reads end inside frames). With an extension on (deflate), wsproto parses it all."""
-        ws, pos, end = self._ws, 0, len(data)
-        if self._partial:
+        """The events of `data`, a client's bytes just read, lazily (a reader that stops taking
+        them parses no more). Between messages, the whole small text frames are parsed here
+        (framing.whole_texts); every other frame goes to wsproto alone, as it comes: a frame
+        that `data` ends inside goes in part, and the next read gives wsproto the rest of it
+        (`_inside` bytes) before anything else. So wsproto is back between frames after each
+        frame, and the fast path goes on (wsproto, given the start of one frame and the next
+        together, would have to be given everything while reads end inside frames: under a
+        backlog, most messages, each 9 times dearer to parse). Each byte is looked at once,
+        wsproto refuses what it can refuse as soon as it comes (RFC 6455's fail fast), and a
+        frame given in part makes events, which count against the frame budget. With an
+        extension on (deflate), wsproto parses it all."""
+        ws, pos = self._ws, 0
+        if self._partial:  # the start of a header, 13 bytes at most
             data, self._partial = self._partial + data, b""
-            end = len(data)
+        end = len(data)
+        if self._inside:
+            pos = min(self._inside, end)
+            self._inside -= pos
+            ws.receive_data(data[:pos])
+            yield from ws.events()
         while pos < end and _between_frames(ws):
             if _between_messages(ws):
                 for text, stop in whole_texts(data, limit, pos):
@@ -623,13 +633,13 @@ class Connection:
                 if pos == end:
                     return
             bounds = header(data, pos)
-            if bounds is None or bounds[2] > end:  # a frame cut by the end of `data`
-                if may_wait(data, pos, limit):
-                    self._partial = data[pos:]
-                    return
-                break
-            ws.receive_data(data[pos : bounds[2]])
-            pos = bounds[2]
+            if bounds is None:  # too little of the header to tell where the frame ends
+                self._partial = data[pos:]
+                return
+            stop = min(bounds[2], end)
+            self._inside = bounds[2] - stop
+            ws.receive_data(data[pos:stop])
+            pos = stop
             yield from ws.events()
         if pos < end:
             ws.receive_data(data[pos:] if pos else data)

@@ -6,7 +6,6 @@ A server frame holds one or more events, one per line (protocol.py says why that
 
 from __future__ import annotations
 
-import codecs
 import os
 import struct
 import zlib
@@ -172,40 +171,10 @@ def whole_texts(data: bytes, limit: int, pos: int = 0) -> Iterator[tuple[str, in
             return
         if size > limit or start + size > end:
             return
+        key = int.from_bytes(data[start - 4 : start] * (size // 4 + 1), "little") & ((1 << 8 * size) - 1)
         try:
-            text = _unmasked(data, start, size).decode()
+            text = (int.from_bytes(data[start : start + size], "little") ^ key).to_bytes(size, "little").decode()
         except UnicodeDecodeError:
             return
         pos = start + size
         yield text, pos
-
-
-def may_wait(data: bytes, pos: int, limit: int) -> bool:
-    """Whether the frame at `pos`, which `data` ends inside, may wait whole for the reader's
-    next read, rather than go to wsproto in part: one that wsproto could refuse only once it is
-    whole. One it can refuse from its start goes to it at once (RFC 6455's fail fast): a
-    reserved bit or opcode, no mask, past `limit`, a text whose bytes so far are not UTF-8
-    already; so does a continuation (wsproto holds its message's UTF-8 state)."""
-    bounds = header(data, pos)
-    if bounds is None:  # some of the header's 14 bytes at most
-        return True
-    first, start, end = bounds
-    opcode = first & 0x0F
-    if first & 0x70 or not data[pos + 1] & MASKED or end - start > limit or opcode not in _WHOLE_OPCODES:
-        return False
-    if opcode == Opcode.TEXT and len(data) > start:
-        try:
-            codecs.getincrementaldecoder("utf-8")().decode(_unmasked(data, start, len(data) - start))
-        except UnicodeDecodeError:
-            return False
-    return True
-
-
-_WHOLE_OPCODES = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CLOSE, Opcode.PING, Opcode.PONG})
-
-
-def _unmasked(data: bytes, start: int, size: int) -> bytes:
-    """The `size` bytes of a client's payload from `start`, unmasked with the key before them:
-    XORed as one big integer, far faster than byte by byte."""
-    key = int.from_bytes(data[start - 4 : start] * (size // 4 + 1), "little") & ((1 << 8 * size) - 1)
-    return (int.from_bytes(data[start : start + size], "little") ^ key).to_bytes(size, "little")

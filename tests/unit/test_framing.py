@@ -18,7 +18,6 @@ from chatapp.realtime.framing import (
     Opcode,
     frame,
     header,
-    may_wait,
     message_frame,
     render,
     whole_texts,
@@ -214,29 +213,3 @@ def test_whole_texts_leaves_to_wsproto(raw: bytes, why: str) -> None:
     the check, not a failed decode, can leave them): nothing is taken, and wsproto reads it."""
     before = frame(Opcode.TEXT, b"first", mask=True, key=b"abcd")
     assert list(whole_texts(before + raw, 1 << 20)) == [("first", len(before))], why
-
-
-@pytest.mark.parametrize(
-    ("whole", "cut", "waits"),
-    [
-        (frame(Opcode.TEXT, "κόσμε".encode(), mask=True), 1, True),  # the header cut
-        (frame(Opcode.TEXT, "κόσμε".encode(), mask=True), 4, True),  # the key cut
-        (frame(Opcode.TEXT, "κόσμε".encode(), mask=True), 7, True),  # inside a character
-        (frame(Opcode.TEXT, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80", mask=True), 19, False),
-        (frame(Opcode.TEXT, b"x" * 200, fin=False, mask=True), 50, True),  # a message's first frame
-        (frame(Opcode.CONTINUATION, b"x" * 200, mask=True), 50, False),
-        (frame(Opcode.BINARY, b"\xff" * 200, mask=True), 50, True),
-        (frame(Opcode.PING, b"p" * 100, mask=True), 50, True),
-        (frame(Opcode.TEXT, b"x" * 200, rsv1=True, mask=True), 50, False),
-        (frame(Opcode.TEXT, b"x" * 200), 50, False),  # not masked
-        (frame(Opcode.TEXT, b"x" * 20_000, mask=True), 50, False),  # past the limit
-        (bytes([0x83]) + frame(Opcode.TEXT, b"x" * 200, mask=True)[1:], 50, False),  # a reserved opcode
-    ],
-)
-def test_a_cut_frame_waits_for_the_next_read_unless_wsproto_could_refuse_it_already(
-    whole: bytes, cut: int, waits: bool
-) -> None:
-    """RFC 6455's fail fast (Autobahn 6.4.3: a text invalid before its frame ends is refused
-    then): what can be refused from its start is not held back."""
-    before = frame(Opcode.TEXT, b"first", mask=True)
-    assert may_wait(before + whole[:cut], len(before), 16384) is waits
