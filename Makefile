@@ -55,6 +55,7 @@ format: install
 bench: install bench/loadgen
 	$(BIN)/python bench/run.py fanout --n 1000 --servers plain,chat,chat-redis,chat-redis-2w --generator c
 	$(BIN)/python bench/run.py fanout --n 100 --servers plain,chat --generator c
+	$(BIN)/python bench/run.py ingest --n 100 --servers chat --generator c
 	$(BIN)/python bench/run.py latency --n 1000 --rate 20 --generator c
 	$(BIN)/python bench/run.py storm --n 1000 --servers plain,chat+echo,chat
 	taskset -c 1 $(BIN)/python bench/storm_pair.py 3000

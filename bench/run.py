@@ -7,6 +7,7 @@ figures in the README come from.
     .venv/bin/python bench/run.py fanout --n 1000 --servers plain,chat --generator c
     .venv/bin/python bench/run.py fanout --n 1000 --servers chat-redis,chat-redis-2w --generator c
     .venv/bin/python bench/run.py latency --n 1000 --rate 20 --generator c
+    .venv/bin/python bench/run.py ingest --n 100 --generator c --servers chat@old,chat
     .venv/bin/python bench/run.py storm --n 1000
     .venv/bin/python bench/run.py idle --n 10000 --room-size 0
     .venv/bin/python bench/run.py fanout --n 1000 --servers plain+deflate,chat+deflate
@@ -23,13 +24,15 @@ flood: a pair talks at --rate while two clients stream typing events as fast as 
 server with its clients on /ws/echo, the layer's connect without the chat's. `chat+ahead`
 (storm): the chat with its upgrade answered ahead of Flask (bench/upgrade_ahead.py), what that
 road would buy.
-latency: a fixed rate into one room of N. storm: N clients at once (handshakes/s, time
-until all are welcomed). idle: N idle connections (server memory per connection, after
---settle seconds idle), then one broadcast that must reach them all; one room, or rooms of
---room-size (chat). A `+deflate` server (plain+deflate, chat+deflate): clients offer
-permessage-deflate, as browsers do. Fan-out ramp: N clients in one room, S of them sending
-at a total rate that grows by half each step; a step passes when >= 99% of deliveries
-arrive with p99 latency <= 250 ms. The figure of a server is its best passing step.
+latency: a fixed rate into one room of N. ingest: more than the worker can take into one room
+of N (--rate, 60,000 messages/s): the messages it stores per second, and its CPU. storm: N
+clients at once (handshakes/s, time until all are welcomed). idle: N idle connections
+(server memory per connection, after --settle seconds idle), then one broadcast that must
+reach them all; one room, or rooms of --room-size (chat). A `+deflate` server
+(plain+deflate, chat+deflate): clients offer permessage-deflate, as browsers do. Fan-out
+ramp: N clients in one room, S of them sending at a total rate that grows by half each step;
+a step passes when >= 99% of deliveries arrive with p99 latency <= 250 ms. The figure of a
+server is its best passing step.
 
 Generators (bench/generators.py). `python`: bench/load.py's clients in this process, one
 epoll loop; it fills its core at 576,500-864,750 deliveries/s, under this server's capacity.
@@ -291,6 +294,48 @@ def latency(
         print(format_row(kind, n, row), flush=True)
         best = row if row["passed"] else None
         return {"server": kind, "n": n, "senders": senders, "generator": gen.kind, "steps": [row], "best": best}
+    finally:
+        server.stop()
+
+
+def ingest(
+    kind: str, n: int, senders: int, rate: float, seconds: float, folder: str, redis_url: str | None, generator: str
+) -> dict:
+    """Offered more than a worker can take in (`rate` messages/s into one room of N): what it
+    does take in, store and fan out per second: its count of messages stored (its metrics
+    file), over the step but its first and last 1.5 s, and its CPU over that time (at 100%,
+    the figure is the worker's capacity). The fan-out ramp's best step is bound by latency
+    too (PASS_P99); this is not. The chat's servers only (plain stores nothing). A thread
+    reads the count while the step runs (on this process's core, reading a file)."""
+    server = ServerProcess(kind, folder, redis_url)
+    try:
+        gen = one_room(server, n, senders, generator)
+        (pid,) = server.workers()
+        window: list[tuple[float, float, float]] = []  # (time, stored, server CPU) at its ends
+
+        def sample() -> None:
+            for wait in (1.5, seconds - 3.0):
+                time.sleep(wait)
+                stored = worker_values(server.metrics_dir, pid).get("chat_messages_stored_total", 0.0)
+                window.append((time.monotonic(), stored, server.cpu()))
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            row = step(server, gen, senders, rate, seconds)
+        finally:
+            sampler.join()
+            gen.close()
+        (t0, stored0, cpu0), (t1, stored1, cpu1) = window
+        row |= {"stored_per_s": (stored1 - stored0) / (t1 - t0), "stored_cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0)}
+        print(
+            f"{kind:<14}{n:>6}{rate:>9.0f}  stored {row['stored_per_s']:>9,.0f} msg/s"
+            f" ({row['stored_per_s'] * n:>12,.0f} deliveries/s), server {row['stored_cpu_pct']:.0f}%,"
+            f" generator {row['bench_cpu_pct']:.0f}%; delivered by the step's end"
+            f" {100 * row['delivered'] / row['expected']:.1f}%, {row['doubled']} twice",
+            flush=True,
+        )
+        return {"server": kind, "n": n, "senders": senders, "generator": gen.kind, "steps": [row], "best": row}
     finally:
         server.stop()
 
@@ -919,11 +964,13 @@ def start_redis(folder: str) -> tuple[subprocess.Popen[bytes], str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=["fanout", "latency", "storm", "idle", "flood", "rooms"])
+    parser.add_argument("mode", choices=["fanout", "latency", "ingest", "storm", "idle", "flood", "rooms"])
     parser.add_argument("--n", type=int, default=1000, help="clients (rooms: those in the small rooms)")
     parser.add_argument("--senders", type=int, default=10)
-    parser.add_argument("--seconds", type=float, help="length of one step (4; rooms: 15)")
-    parser.add_argument("--rate", type=float, default=20.0, help="latency: messages/s in all; rooms: the big room's")
+    parser.add_argument("--seconds", type=float, help="length of one step (4; rooms: 15; ingest: 8)")
+    parser.add_argument(
+        "--rate", type=float, help="latency: messages/s in all (20); ingest: offered (60,000); rooms: the big room's"
+    )
     parser.add_argument(
         "--room-size", type=int, default=0, help="idle: clients per room (chat; 0: one room); rooms: 5 if 0"
     )
@@ -940,14 +987,15 @@ def main() -> None:
     parser.add_argument("--old", default=str(ServerProcess.old_code), help="the code of a KIND@old server")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
-    seconds = args.seconds or (15.0 if args.mode == "rooms" else 4.0)
+    seconds = args.seconds or {"rooms": 15.0, "ingest": 8.0}.get(args.mode, 4.0)
+    rate = args.rate or (60_000.0 if args.mode == "ingest" else 20.0)
     kinds = args.servers.split(",")
     ServerProcess.old_code = Path(args.old).resolve()
     for kind in kinds:
         check_kind(kind, ServerProcess.old_code)
-        if args.mode == "rooms" and kind.startswith("plain"):
-            raise SystemExit("rooms: the chat's servers only (the plain baseline has one room)")
-    drives = args.mode in ("fanout", "latency") and any("+deflate" not in kind for kind in kinds)
+        if args.mode in ("rooms", "ingest") and kind.startswith("plain"):
+            raise SystemExit(f"{args.mode}: the chat's servers only (the plain baseline has one room, and no store)")
+    drives = args.mode in ("fanout", "latency", "ingest") and any("+deflate" not in kind for kind in kinds)
     if args.generator == "c" and drives:
         check_loadgen()
         print("generator: bench/loadgen (C), on CPU 1; load.py's clients for a +deflate server", flush=True)
@@ -967,16 +1015,16 @@ def main() -> None:
                 if args.mode == "fanout":
                     results.append(fanout(kind, args.n, args.senders, seconds, folder, url, args.generator))
                 elif args.mode == "latency":
-                    results.append(latency(kind, args.n, args.senders, args.rate, 10.0, folder, url, args.generator))
+                    results.append(latency(kind, args.n, args.senders, rate, 10.0, folder, url, args.generator))
+                elif args.mode == "ingest":
+                    results.append(ingest(kind, args.n, args.senders, rate, seconds, folder, url, args.generator))
                 elif args.mode == "storm":
                     results.append(storm(kind, args.n, folder, url))
                 elif args.mode == "flood":
-                    results.append(flood(kind, args.rate, 10.0, folder))
+                    results.append(flood(kind, rate, 10.0, folder))
                 elif args.mode == "rooms":
                     size = args.room_size or 5
-                    results.append(
-                        rooms(kind, args.n, size, args.big, args.period, args.rate, seconds, folder, backend)
-                    )
+                    results.append(rooms(kind, args.n, size, args.big, args.period, rate, seconds, folder, backend))
                 else:
                     results.append(idle(kind, args.n, args.room_size, args.settle, folder, url))
             finally:

