@@ -318,6 +318,20 @@ def test_sqlite_append_many_is_one_transaction(tmp_path) -> None:
     store.close()
 
 
+def test_sqlite_a_resend_of_what_a_prune_in_its_insert_takes_stays_one_transaction(tmp_path) -> None:
+    """A batch's prunes come after its resends are looked up: one that took the message a later
+    row resends failed the batch, done again a message a transaction (from a helper's review)."""
+    store = SQLiteStore(str(tmp_path / "chat.sqlite3"), 100)  # pruned every 64 appends
+    fields = {"ts": time.time(), "user": {"id": "c1", "name": "ann"}}
+    store.append_many([("r", {**fields, "text": f"m{i}", "cid": f"k{i}"}) for i in range(127)])  # 63 since
+    ends: list[str] = []
+    store._db.set_trace_callback(lambda sql: ends.append(sql) if sql in ("COMMIT", "ROLLBACK") else None)
+    stored = store.append_many([("r", {**fields, "text": "new"}), ("r", {**fields, "text": "again", "cid": "k0"})])
+    assert [(m["text"], created) for m, created in stored] == [("new", True), ("m0", False)]
+    assert ends == ["COMMIT"]
+    store.close()
+
+
 def test_sqlite_a_message_it_refuses_fails_alone_in_a_batch(tmp_path) -> None:
     store = SQLiteStore(str(tmp_path / "chat.sqlite3"), 100)
     fields = {"ts": time.time(), "user": {"id": "c1", "name": "ann"}}
