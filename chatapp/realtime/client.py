@@ -2,8 +2,8 @@
 
 Greenlets of a connection:
 - the reader is the connection's session greenlet (session.py), started once the handshake
-  is answered. `read_pump` is the only code that reads the socket and the only caller of
-  wsproto's `receive_data`.
+  is answered. `read_pump` is the only code that reads the socket, and it (through its
+  `_events`) the only caller of wsproto's `receive_data`.
 - writes: an event offered while no writer runs and nothing waits is written at once by the
   greenlet that offers it (the Hub's, or the reader's as it ends the connect phase), in one
   non-blocking send, which never switches (`_write_now`); what the kernel does not take, and
