@@ -303,20 +303,23 @@ def ingest(
 ) -> dict:
     """Offered more than a worker can take in (`rate` messages/s into one room of N): what it
     does take in, store and fan out per second: its count of messages stored (its metrics
-    file), over the step but its first and last 1.5 s, and its CPU over that time (at 100%,
-    the figure is the worker's capacity). The fan-out ramp's best step is bound by latency
-    too (PASS_P99); this is not. The chat's servers only (plain stores nothing). A thread
-    reads the count while the step runs (on this process's core, reading a file)."""
+    file; with several workers, their sum), over the step but its first and last 1.5 s, and
+    its CPU over that time (at 100%, the figure is the worker's capacity). The fan-out
+    ramp's best step is bound by latency too (PASS_P99); this is not. The chat's servers only
+    (plain stores nothing). A thread reads the count while the step runs (on this process's
+    core, reading a file)."""
     server = ServerProcess(kind, folder, redis_url)
     try:
         gen = one_room(server, n, senders, generator)
-        (pid,) = server.workers()
+        pids = server.workers()
         window: list[tuple[float, float, float]] = []  # (time, stored, server CPU) at its ends
 
         def sample() -> None:
             for wait in (1.5, seconds - 3.0):
                 time.sleep(wait)
-                stored = worker_values(server.metrics_dir, pid).get("chat_messages_stored_total", 0.0)
+                stored = sum(
+                    worker_values(server.metrics_dir, pid).get("chat_messages_stored_total", 0.0) for pid in pids
+                )
                 window.append((time.monotonic(), stored, server.cpu()))
 
         sampler = threading.Thread(target=sample)
