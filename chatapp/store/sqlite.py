@@ -64,9 +64,13 @@ _SENDER_INDEX = (
 _COLUMNS = "id, room, ts, user_id, user_name, user_uid, text, cid"
 
 
-_INSERT = (
-    "INSERT INTO messages (room, ts, user_id, user_name, user_uid, text, cid, sender) VALUES {}"
-    " ON CONFLICT (room, sender, cid) WHERE cid IS NOT NULL DO NOTHING RETURNING id, room, sender, cid"
+_INSERT = "INSERT INTO messages (room, ts, user_id, user_name, user_uid, text, cid, sender) VALUES {}"
+# Rows with cids may be resends: those are not inserted, and RETURNING tells which were. Rows
+# without are all inserted (the unique index holds no row without a cid), their ids in a run
+# ending at the last one's: a plain INSERT, as dear as RETURNING's rows alone cost (a
+# microbenchmark on this machine: 2.2 us a row against 3.1).
+_INSERT_RESENDS = (
+    _INSERT + " ON CONFLICT (room, sender, cid) WHERE cid IS NOT NULL DO NOTHING RETURNING id, room, sender, cid"
 )
 # Rows per INSERT: one statement of many rows costs SQLite and Python some 1.5 us a row less
 # than a statement each (a microbenchmark on this machine: 2.4-2.7 us a row against 3.7-4.2
@@ -85,9 +89,9 @@ class SQLiteStore:
         self._next_forget = 0.0  # time.monotonic() of the next look for idle rooms
         self._prune_every = min(PRUNE_EVERY, history_limit)
         self._appends: dict[str, int] = {}  # per room, since this process last pruned it
-        self._inserts: dict[int, str] = {}  # the INSERT of n rows
-        # The statement cache holds the INSERTs of 1 to INSERT_ROWS rows and `counts`' of 1 to
-        # some 120 rooms beside the rest.
+        self._inserts: dict[tuple[int, bool], str] = {}  # the INSERT of n rows, with or without RETURNING
+        # The statement cache holds the INSERTs of 1 to INSERT_ROWS rows (with RETURNING and
+        # without) and `counts`' of 1 to some 120 rooms beside the rest.
         self._db = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, timeout=5.0, cached_statements=256
         )
@@ -136,7 +140,8 @@ class SQLiteStore:
 
     def _insert(self, items: list[tuple[str, Message]]) -> list[tuple[Message, bool]]:
         """One INSERT of up to INSERT_ROWS rows; a row whose (room, sender, cid) is stored
-        already is not inserted, and the stored one comes back instead."""
+        already is not inserted, and the stored one comes back instead (with RETURNING, only
+        where a row has a cid)."""
         rows = [
             (
                 room,
@@ -150,10 +155,30 @@ class SQLiteStore:
             )
             for room, m in items
         ]
-        sql = self._inserts.get(len(rows))
+        resends = any(row[6] is not None for row in rows)
+        sql = self._inserts.get((len(rows), resends))
         if sql is None:
-            sql = self._inserts[len(rows)] = _INSERT.format(", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows)))
-        returned = self._db.execute(sql, [value for row in rows for value in row]).fetchall()
+            sql = (_INSERT_RESENDS if resends else _INSERT).format(", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows)))
+            self._inserts[len(rows), resends] = sql
+        cursor = self._db.execute(sql, [value for row in rows for value in row])
+        if resends:
+            done = self._resolved(rows, cursor.fetchall())
+        else:  # each row's id is the largest yet plus one (AUTOINCREMENT), in VALUES order
+            last = cursor.lastrowid
+            if last is None or cursor.rowcount != len(rows):
+                raise RuntimeError("an INSERT did not insert all its rows")
+            done = [
+                (_message((id_, *row[:7])), True)
+                for id_, row in zip(range(last - len(rows) + 1, last + 1), rows, strict=True)
+            ]
+        for message, created in done:  # after the resends' lookups: a prune may take what they resend
+            if created:
+                self._pruned(message["room"])
+        return done
+
+    def _resolved(self, rows: list[tuple[Any, ...]], returned: list[tuple[Any, ...]]) -> list[tuple[Message, bool]]:
+        """Each row of an INSERT with resends as its message, and whether it was inserted:
+        those RETURNING gave, or else the stored one."""
         # RETURNING's rows come in no promised order, but the ids are given in the order of the
         # VALUES: the rows inserted, in order, have the ids returned, in order.
         ids = iter(sorted(id_ for id_, *_ in returned))
@@ -171,9 +196,6 @@ class SQLiteStore:
             done.append((_message((next(ids), room, ts, user_id, user_name, user_uid, text, cid)), True))
         if inserted or next(ids, None) is not None:  # rows and ids that did not pair: refuse the batch
             raise RuntimeError("an INSERT's returned rows did not match its own")
-        for message, created in done:  # after the resends' lookups: a prune may take what they resend
-            if created:
-                self._pruned(message["room"])
         return done
 
     def _pruned(self, room: str) -> None:

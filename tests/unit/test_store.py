@@ -251,6 +251,23 @@ def test_a_big_batch_gives_each_message_its_own_id_in_order_and_each_resend_its_
         assert recent(store, room, 200)[-len(kept) :] == kept
 
 
+def test_a_big_batch_without_cids_gives_each_message_the_id_it_is_stored_under(store: Store, r: str) -> None:
+    """100 messages with no cid (a bot's, a terminal's; SQLite: INSERTs without RETURNING, each
+    row's id known from the last one's) in two rooms, after messages of a third: each comes back
+    as it is read back, its room's ids increasing in the order of the batch."""
+    user = {"id": "c1", "name": "ann"}
+    store.append_many([(r + "-c", {"ts": time.time(), "user": user, "text": f"x{i}"}) for i in range(7)])
+    items = [(r + "-b" if i % 3 == 0 else r, {"ts": time.time(), "user": user, "text": f"m{i}"}) for i in range(100)]
+    stored = store.append_many(items)
+    assert [(m["text"], m["room"], created) for m, created in stored] == [
+        (fields["text"], room, True) for room, fields in items
+    ]
+    for room in (r, r + "-b"):
+        kept = [m for m, _created in stored if m["room"] == room]
+        assert [int(m["id"]) for m in kept] == sorted({int(m["id"]) for m in kept})
+        assert recent(store, room, 200) == kept
+
+
 def test_sqlite_a_file_from_before_senders_opens_and_keeps_its_messages(tmp_path) -> None:
     """A file made when cids were the room's (no user_uid or sender, a unique index on room and
     cid) gets the new columns and index when opened, and its messages stay readable."""
