@@ -62,10 +62,11 @@ FRAME_WINDOW = 10.0  # FRAME_RATE_LIMIT counts a client's frames per this many s
 # many frames) it sets how many messages a transaction and a Hub round hold: in `bench ingest`
 # 16 made rounds of 157 messages and 128 rounds of 400, and the worker took in more (a send to
 # each member and a commit cost about the same for a round of 10 messages as for one of 500).
-# A turn is up to about 1 ms of chat messages. The price, where the frame budget is off: a
-# client flooding cheap frames delays the others more (`bench flood`: a talking pair's p99
-# beside two flooders 8-11 ms at 16, 15 ms at 64, 21-29 ms at 128). Under the default budget
-# (100 frames per 10 s) a client is closed before its 128th frame.
+# A turn is up to about 1 ms of chat messages, 2.3 ms of pings (wsproto's). The price, where the
+# frame budget lets a client send more than 128 frames at once: a client flooding cheap frames
+# delays the others more (`bench flood`, the budget off: a talking pair's p99 beside two
+# flooders 8-11 ms at 16, 15 ms at 64, 21-29 ms at 128). Under the default budget (a bucket of
+# 100 frames, refilled at 10 a second) a turn holds at most 100.
 TURN_EVERY = 128
 
 
@@ -554,8 +555,9 @@ class Connection:
 
         Fair to the others: every frame the client sends (a message, a ping, anything) counts
         against FRAME_RATE_LIMIT per FRAME_WINDOW, and one past it is told `flood` and closed
-        (1008), its other frames never parsed; and every TURN_EVERY frames the reader lets the
-        Hub and the writers run, so a client that streams cheap frames delays no one."""
+        (1008), its other frames never parsed; and at each read and every TURN_EVERY frames the
+        reader lets the Hub and the writers run, so a client that streams frames delays the
+        others by one turn at a time."""
         sock, ws, limit = self._sock, self._ws, self._config.max_frame_bytes
         budget = RateLimiter(self._config.frame_rate_limit, FRAME_WINDOW) if self._config.frame_rate_limit else None
         parts: list[Any] = []

@@ -91,7 +91,7 @@ class SQLiteStore:
         self._appends: dict[str, int] = {}  # per room, since this process last pruned it
         self._inserts: dict[tuple[int, bool], str] = {}  # the INSERT of n rows, with or without RETURNING
         # The statement cache holds the INSERTs of 1 to INSERT_ROWS rows (with RETURNING and
-        # without) and `counts`' of 1 to some 120 rooms beside the rest.
+        # without) and `counts`' of 1 to some 150 rooms beside the rest.
         self._db = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, timeout=5.0, cached_statements=256
         )

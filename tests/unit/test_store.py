@@ -361,6 +361,24 @@ def test_sqlite_a_message_it_refuses_fails_alone_in_a_batch(tmp_path) -> None:
     store.close()
 
 
+def test_sqlite_an_insert_without_cids_that_skips_a_row_gives_no_ids_from_it(tmp_path) -> None:
+    """Ids without RETURNING are known from the last row's only when every row went in: a row
+    SQLite skips (here a trigger's RAISE(IGNORE)) fails the INSERT, and the batch is stored a
+    message at a time, the skipped one refused alone, the others under their own ids."""
+    store = SQLiteStore(str(tmp_path / "chat.sqlite3"), 100)
+    store._db.execute(
+        "CREATE TRIGGER skip BEFORE INSERT ON messages WHEN new.text = 'skip' BEGIN SELECT RAISE(IGNORE); END"
+    )
+    fields = {"ts": time.time(), "user": {"id": "c1", "name": "ann"}}
+    results = store.append_many([("r", {**fields, "text": text}) for text in ("one", "skip", "three")])
+    assert isinstance(results[1], RuntimeError)
+    assert [(m["id"], m["text"]) for m, _created in (results[0], results[2])] == [
+        (m["id"], m["text"]) for m in recent(store, "r", 10)
+    ]
+    assert [m["text"] for m in recent(store, "r", 10)] == ["one", "three"]
+    store.close()
+
+
 def test_cluster_a_batch_is_answered_once_a_replica_has_it(redis_cluster, r: str) -> None:
     """WAIT ends each master's batch: a failover then loses no message its sender was told of."""
     import redis
