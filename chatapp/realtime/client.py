@@ -553,8 +553,9 @@ class Connection:
         """The reader: the only code that reads this socket. Hands each whole message to
         `on_message`; answers pings through the writer; returns when the connection is over.
 
-        Fair to the others: every frame the client sends (a message, a ping, anything) counts
-        against FRAME_RATE_LIMIT per FRAME_WINDOW, and one past it is told `flood` and closed
+        Fair to the others: every frame the client sends (a message, a ping, anything), and
+        every read that makes no event, counts against FRAME_RATE_LIMIT per FRAME_WINDOW, and one
+        past it is told `flood` and closed
         (1008), its other frames never parsed; and at each read and every TURN_EVERY frames the
         reader lets the Hub and the writers run, so a client that streams frames delays the
         others by one turn at a time."""
@@ -576,13 +577,13 @@ class Connection:
                 return
             self.last_seen = monotonic()
             gevent.sleep(0)  # a client sending fast must not keep the Hub and writers waiting
+            before = handled
             for event in self._events(data, limit):
                 handled += 1
                 if handled % TURN_EVERY == 0:
                     gevent.sleep(0)
                 if budget is not None and not budget.allow() and not isinstance(event, CloseConnection):
-                    window = f"{self._config.frame_rate_limit} frames per {FRAME_WINDOW:.0f} s"
-                    self.close(CloseCode.POLICY, ErrorCode.FLOOD, f"at most {window}")
+                    self._flooded()
                     return  # the rest it sent is never read
                 if type(event) is str:  # a whole text message the fast path read, within the limit
                     if not self.closing:
@@ -613,10 +614,20 @@ class Connection:
                     self._peer_closed.set()
                     self.close(event.code, detail=event.reason or ("protocol error" if violation else ""))
                     return
+            # A read that made no event counts as a frame: wsproto holds a control frame (139
+            # bytes at most) or a header until it is whole, and a client trickling them a byte a
+            # read would cost the others that many reads per frame the budget counts.
+            if handled == before and budget is not None and not budget.allow():
+                self._flooded()
+                return
             # While it waits for the next read, the reader holds nothing it read: not its bytes
             # (up to RECV_BYTES), nor the last event, chunk or message (up to max_frame_bytes);
             # only the start of a frame header the read cut (`_partial`, 13 bytes at most).
             event = chunk = message = data = None
+
+    def _flooded(self) -> None:
+        window = f"{self._config.frame_rate_limit} frames per {FRAME_WINDOW:.0f} s"
+        self.close(CloseCode.POLICY, ErrorCode.FLOOD, f"at most {window}")
 
     def _events(self, data: bytes, limit: int) -> Iterator[Any]:
         """The events of `data`, a client's bytes just read, lazily (a reader that stops taking

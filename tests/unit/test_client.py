@@ -509,6 +509,27 @@ def test_the_fast_path_takes_every_whole_small_text_frame_and_wsproto_each_other
     assert given_to_wsproto == expected and len(expected) < 0.3 * len(frames)
 
 
+def test_a_read_that_makes_no_event_counts_against_the_frame_budget(open_: Open) -> None:
+    """wsproto holds a ping (or a header) until it is whole, so a client trickling one a byte a
+    read cost up to 139 reads per frame the budget counted. A read that makes no event counts
+    as a frame: a budget of 5 closes such a client (1008, `flood`) at its sixth byte, not after
+    the ping's 106."""
+    conn, peer = open_(frame_rate_limit=5)
+    conn.start_writer()
+    data = frame(Opcode.PING, b"p" * 100, mask=True)
+    sent = 0
+    with gevent.Timeout(TIMEOUT):
+        while sent < len(data) and not conn.closing:
+            seen = conn.last_seen
+            peer.sock.sendall(data[sent : sent + 1])
+            sent += 1
+            while conn.last_seen == seen and not conn.closing:  # the reader has read it
+                gevent.sleep(0.001)
+        assert conn.closing and sent == 6
+        events, code = peer.until_close()
+    assert code == CloseCode.POLICY and events[-1]["code"] == ErrorCode.FLOOD
+
+
 def test_a_frame_trickled_a_byte_a_read_makes_events_as_it_comes_and_is_looked_at_once() -> None:
     """A read inside a frame's payload makes an event (each counts against the frame budget),
     and no read looks again at what an earlier one gave (a frame of 16 KB a byte a read is
