@@ -50,7 +50,7 @@ class Config:
     pong_timeout: float = 20.0
     write_timeout: float = 10.0
     rate_limit: int = 20  # chat messages per 10 s per connection
-    frame_rate_limit: int = 100  # frames of any kind per 10 s per connection (0: no limit); past it 1008
+    frame_rate_limit: int = 100  # frames of any kind, and reads that make none, per 10 s per connection (0: no limit)
     address_rate_limit: int = 200  # chat messages per 10 s per client address, on one worker (0: no limit)
     # Reads of the JSON API (history pages, the rooms online) per second per client address, on
     # one worker (0: no limit); past it HTTP 429. A page reads a few every 30 s; a history page

@@ -614,10 +614,11 @@ class Connection:
                     self._peer_closed.set()
                     self.close(event.code, detail=event.reason or ("protocol error" if violation else ""))
                     return
-            # A read that made no event counts as a frame: wsproto holds a control frame (139
+            # A read that made no event counts as a frame: wsproto holds a control frame (131
             # bytes at most) or a header until it is whole, and a client trickling them a byte a
-            # read would cost the others that many reads per frame the budget counts.
-            if handled == before and budget is not None and not budget.allow():
+            # read would cost the others that many reads per frame the budget counts. Not while
+            # closing: the peer's close frame, cut by a read, must not make it a flooder.
+            if handled == before and budget is not None and not self.closing and not budget.allow():
                 self._flooded()
                 return
             # While it waits for the next read, the reader holds nothing it read: not its bytes

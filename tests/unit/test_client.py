@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import socket
 import struct
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -528,6 +529,40 @@ def test_a_read_that_makes_no_event_counts_against_the_frame_budget(open_: Open)
         assert conn.closing and sent == 6
         events, code = peer.until_close()
     assert code == CloseCode.POLICY and events[-1]["code"] == ErrorCode.FLOOD
+
+
+def test_a_message_cut_by_reads_costs_a_token_a_read_not_two(open_: Open) -> None:
+    """Each read of a message's payload makes an event (part of it), which the budget counts;
+    such a read is not counted again as one that made none: a budget of 5 takes a message
+    that comes in 5 reads, and the connection stays open."""
+    conn, peer = open_(frame_rate_limit=5)
+    conn.start_writer()
+    data = frame(Opcode.TEXT, b"x" * 500, mask=True)
+    with gevent.Timeout(TIMEOUT):
+        for at in range(0, len(data), 102):
+            seen = conn.last_seen
+            peer.sock.sendall(data[at : at + 102])
+            while conn.last_seen == seen and not conn.closing:  # the reader has read it
+                gevent.sleep(0.001)
+        while not conn.data["received"] and not conn.closing:
+            gevent.sleep(0.001)
+    assert conn.data["received"] == ["x" * 500] and not conn.closing
+
+
+def test_with_deflate_each_read_of_a_messages_bytes_makes_an_event() -> None:
+    """The frame budget counts a read that makes no event: with permessage-deflate on (wsproto
+    parses it all) each read of a compressed message's bytes still makes one, as without, so
+    a big message cut by reads costs no more of the budget."""
+    deflate = PerMessageDeflate()
+    deflate.finalize("permessage-deflate")
+    conn = Connection(None, WSConnection(ConnectionType.SERVER, [deflate]), Config(), {}, "x")  # type: ignore[arg-type]
+    text = "".join(f"{n:x} {n * 7919 % 104729} " for n in range(3000))  # 16 KB, compressed to some 7
+    compressor = zlib.compressobj(wbits=-15)
+    body = compressor.compress(text.encode()) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    data = frame(Opcode.TEXT, body[:-4], rsv1=True, mask=True)
+    per_read = [list(conn._events(data[at : at + 1400], 1 << 20)) for at in range(0, len(data), 1400)]
+    assert len(per_read) > 3 and all(per_read)
+    assert "".join(event.data for events in per_read for event in events) == text
 
 
 def test_a_frame_trickled_a_byte_a_read_makes_events_as_it_comes_and_is_looked_at_once() -> None:
