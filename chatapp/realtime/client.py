@@ -555,10 +555,9 @@ class Connection:
 
         Fair to the others: every frame the client sends (a message, a ping, anything), and
         every read that makes no event, counts against FRAME_RATE_LIMIT per FRAME_WINDOW, and one
-        past it is told `flood` and closed
-        (1008), its other frames never parsed; and at each read and every TURN_EVERY frames the
-        reader lets the Hub and the writers run, so a client that streams frames delays the
-        others by one turn at a time."""
+        past it is told `flood` and closed (1008), its other frames never parsed; and at each
+        read and every TURN_EVERY frames the reader lets the Hub and the writers run, so a
+        client that streams frames delays the others by one turn at a time."""
         sock, ws, limit = self._sock, self._ws, self._config.max_frame_bytes
         budget = RateLimiter(self._config.frame_rate_limit, FRAME_WINDOW) if self._config.frame_rate_limit else None
         parts: list[Any] = []
@@ -634,15 +633,15 @@ class Connection:
         """The events of `data`, a client's bytes just read, lazily (a reader that stops taking
         them parses no more). Between messages, the whole small text frames are parsed here
         (framing.whole_texts), each a message given as its str, not wsproto's event (whole, and
-        within `limit`: nothing to join or to count); every other frame goes to wsproto alone, as it comes: a frame
-        that `data` ends inside goes in part, and the next read gives wsproto the rest of it
-        (`_inside` bytes) before anything else. So wsproto is back between frames after each
-        frame, and the fast path goes on (wsproto, given the start of one frame and the next
-        together, would have to be given everything while reads end inside frames: under a
-        backlog, most messages, each 9 times dearer to parse). Each byte is looked at once,
-        wsproto refuses what it can refuse as soon as it comes (RFC 6455's fail fast), and a
-        frame given in part makes events, which count against the frame budget. With an
-        extension on (deflate), wsproto parses it all."""
+        within `limit`: nothing to join or to count); every other frame goes to wsproto alone,
+        as it comes: a frame that `data` ends inside goes in part, and the next read gives
+        wsproto the rest of it (`_inside` bytes) before anything else. So wsproto is back
+        between frames after each frame, and the fast path goes on (wsproto, given the start of
+        one frame and the next together, would have to be given everything while reads end
+        inside frames: under a backlog, most messages, each 9 times dearer to parse). Each byte
+        is looked at once, wsproto refuses what it can refuse as soon as it comes (RFC 6455's
+        fail fast), and a frame given in part makes events, which count against the frame
+        budget. With an extension on (deflate), wsproto parses it all."""
         ws, pos = self._ws, 0
         if self._partial:  # the start of a header, 13 bytes at most
             data, self._partial = self._partial + data, b""
